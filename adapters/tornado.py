@@ -1,0 +1,290 @@
+"""Tornado adapter: request handlers that stream a store's messages to clients.
+
+Mount a handler with its store as the handler's keyword arguments, exactly as in the
+original tornadose::
+
+    Application([
+        (r"/events", EventSource, {"store": store}),
+        (r"/socket", WebSocketSubscriber, {"store": store}),
+    ])
+
+What every handler here guarantees:
+
+* a handler registers with its store only once its stream is really open (an SSE
+  ``GET``, or a completed WebSocket handshake): ``POST``/``HEAD`` to an SSE route and
+  a plain ``GET`` to a WebSocket route never register anything;
+* it deregisters as soon as the client disconnects, even when no message is being
+  published, and when the request finishes for any other reason;
+* delivery runs in its own task and never blocks Tornado: WebSocket frames from
+  the client (pings, close) are read and answered while messages are sent;
+* an exception in delivery is logged with its traceback, never swallowed.
+
+The delivery loops themselves live in :mod:`tornadose.streams`, shared with every
+other adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+from tornado.web import RequestHandler
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from tornadose import sse, streams
+from tornadose.errors import StoreClosed, SubscriptionClosed
+from tornadose.message import Message
+from tornadose.stores import BaseStore, Published
+from tornadose.subscription import CloseReason, Subscription
+from tornadose.websocket import close_code_for
+
+__all__ = ["BaseHandler", "EventSource", "WebSocketSubscriber"]
+
+logger = logging.getLogger("tornadose.handlers")
+
+#: Exceptions that mean "the client is gone" when writing to it.
+_CLIENT_GONE = (StreamClosedError, WebSocketClosedError)
+
+
+class BaseHandler(RequestHandler):
+    """Base class of subscriber handlers; subclass it and implement :meth:`publish`.
+
+    On a ``GET`` the handler registers with its store (in :meth:`prepare`) and a
+    delivery task calls :meth:`publish` with each message's payload, in order, until
+    the client disconnects. The default :meth:`get` keeps the response open for that.
+    A subclass that overrides :meth:`submit` (the 0.2 style) gets each payload through
+    :meth:`submit` instead.
+    """
+
+    store: BaseStore
+    subscription: Subscription | None
+
+    def initialize(self, store: BaseStore) -> None:
+        """Keep ``store``; registration waits until the stream opens."""
+        if not isinstance(store, BaseStore):
+            raise TypeError(f"store must be a tornadose store, not {type(store).__name__}")
+        self.store = store
+        self.subscription = None
+        self._delivery: asyncio.Task[None] | None = None
+
+    def prepare(self) -> None:
+        """Register with the store when the request is a ``GET``."""
+        if self.request.method == "GET":
+            self.open_subscription()
+
+    def open_subscription(self) -> Subscription | None:
+        """Register with the store and start the delivery task. Idempotent.
+
+        If the store is closed, ends the request with ``204 No Content`` (which tells
+        an ``EventSource`` to stop reconnecting) and returns ``None``.
+        """
+        if self.subscription is None:
+            try:
+                self.subscription = self.store.register(self)
+            except StoreClosed:
+                self.refuse_closed_store()
+                return None
+            self.subscription.add_close_callback(self._on_subscription_closed)
+            self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
+        return self.subscription
+
+    def refuse_closed_store(self) -> None:
+        """Answer a request for a closed store: ``204 No Content``."""
+        self.set_status(204)
+        self.finish()
+
+    async def _run_delivery(self, subscription: Subscription) -> None:
+        try:
+            reason = await self.deliver(subscription)
+        except _CLIENT_GONE:
+            subscription.close(CloseReason.CLIENT_GONE)
+            return
+        except Exception:
+            logger.exception("delivery to %s failed; closing it", self.request.remote_ip)
+            subscription.close(CloseReason.DEREGISTERED)
+            reason = CloseReason.DEREGISTERED
+        self.end_stream(reason)
+
+    async def deliver(self, subscription: Subscription) -> CloseReason:
+        """Hand each message's payload to :meth:`publish` (or an overridden
+        :meth:`submit`), in order, until the subscription closes."""
+        target = self.submit if type(self).submit is not BaseHandler.submit else self.publish
+        while True:
+            try:
+                batch = await subscription.get_batch()
+            except SubscriptionClosed as closed:
+                return closed.reason
+            for message in batch:
+                result = target(message.data)
+                if inspect.isawaitable(result):
+                    await result
+
+    def end_stream(self, reason: CloseReason) -> None:
+        """End the response once the subscription is over (no-op if already ended)."""
+        if not self._finished and reason is not CloseReason.CLIENT_GONE:
+            self.finish()
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Keep the response open until delivery ends."""
+        if self._delivery is not None:
+            await self._delivery
+
+    def submit(self, message: Any) -> Published:
+        """Queue ``message`` for this subscriber (the store does this for every message).
+
+        Returns an already-completed awaitable, so it can be awaited or not.
+        """
+        queued = message if isinstance(message, Message) else Message(message, id=None)
+        if self.subscription is not None:
+            self.subscription.put(queued)
+        return Published(queued)
+
+    def publish(self, message: Any) -> Any:
+        """Write one message's payload to the client. Subclasses implement this."""
+        raise NotImplementedError("publish must be implemented by subclasses of BaseHandler")
+
+    def _on_subscription_closed(self, subscription: Subscription) -> None:
+        if subscription.close_reason is CloseReason.SLOW_CONSUMER:
+            # The writer may be stuck on a client that reads nothing: cut it off.
+            self.abort_connection()
+
+    def abort_connection(self) -> None:
+        """Close the connection at once, without a graceful end."""
+        close = getattr(self.request.connection, "close", None)
+        if close is not None:
+            close()
+
+    def on_connection_close(self) -> None:
+        """Deregister at once when the client disconnects."""
+        if self.subscription is not None:
+            self.subscription.close(CloseReason.CLIENT_GONE)
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        """Deregister when the response is finished, whatever the reason."""
+        if self.subscription is not None:
+            self.subscription.close(CloseReason.DEREGISTERED)
+
+
+class EventSource(BaseHandler):
+    """Server-Sent Events (``text/event-stream``) handler.
+
+    Options, given with the store in the handler's keyword arguments:
+
+    * ``period``: seconds to wait between writes, throttling delivery; messages
+      published meanwhile are queued (bounded by the store's ``max_queue``) and go
+      out together.
+    * ``heartbeat``: seconds of silence before a heartbeat comment (default 15;
+      ``0`` or ``None`` turns heartbeats off).
+    * ``retry``: milliseconds a client should wait before reconnecting, sent once
+      when the stream opens (default: not sent, the browser's own default applies).
+
+    Response headers (``Content-Type: text/event-stream; charset=utf-8``,
+    ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``) are sent as soon as the
+    stream opens, before any message.
+    """
+
+    def initialize(
+        self,
+        store: BaseStore,
+        period: float | None = None,
+        heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
+        retry: int | None = None,
+    ) -> None:
+        """Keep the options (see the class docstring)."""
+        super().initialize(store)
+        if period is not None and period < 0:
+            raise ValueError(f"period must not be negative, not {period}")
+        if retry is not None:
+            sse.encode_retry(retry)  # refuse a bad value now, not at the first client
+        self.period = period
+        self.heartbeat = heartbeat
+        self.retry = retry
+
+    def prepare(self) -> None:
+        """On a ``GET``: register with the store and send the SSE headers at once."""
+        if self.request.method != "GET" or self.open_subscription() is None:
+            return
+        for name, value in sse.RESPONSE_HEADERS:
+            self.set_header(name, value)
+        self.flush()
+
+    async def deliver(self, subscription: Subscription) -> CloseReason:
+        """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`)."""
+        return await streams.stream_sse(
+            subscription,
+            self._write,
+            heartbeat=self.heartbeat,
+            period=self.period,
+            retry=self.retry,
+        )
+
+    async def _write(self, chunk: bytes) -> None:
+        self.write(chunk)
+        await self.flush()
+
+    async def publish(self, message: Any) -> None:
+        """Write one message to the client as an SSE event, and flush it."""
+        await self._write(Message(message, id=None).sse)
+
+
+class WebSocketSubscriber(BaseHandler, WebSocketHandler):
+    """WebSocket handler: each message is one text frame ``{"data": <message>, "id": ...}``.
+
+    The handler registers once the handshake completes and returns from :meth:`open`
+    at once, so Tornado keeps reading client frames: pings are answered and a close
+    is handled while messages are sent. Frames sent by the client are ignored.
+    Server-side pings are Tornado's ``websocket_ping_interval`` application setting.
+
+    When the subscription ends, the connection is closed with a code from
+    :mod:`tornadose.websocket` (``4001`` for a slow consumer, ``1001`` when the
+    store closes).
+    """
+
+    def initialize(self, store: BaseStore, period: float | None = None) -> None:
+        """Keep the store and ``period`` (seconds between sends, to throttle)."""
+        super().initialize(store)
+        self.period = period
+
+    def prepare(self) -> None:
+        """Do not register yet: only a completed handshake registers (in :meth:`open`)."""
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Perform the WebSocket handshake (a plain ``GET`` gets ``400``)."""
+        await WebSocketHandler.get(self, *args, **kwargs)
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        """Register with the store; delivery runs in its own task."""
+        self.open_subscription()
+
+    def refuse_closed_store(self) -> None:
+        """Close the just-opened WebSocket: the store is closed (``1001``)."""
+        self.end_stream(CloseReason.STORE_CLOSED)
+
+    async def deliver(self, subscription: Subscription) -> CloseReason:
+        """Send each message as one text frame (see :func:`tornadose.streams.stream_websocket`)."""
+        return await streams.stream_websocket(subscription, self.write_message, period=self.period)
+
+    def end_stream(self, reason: CloseReason) -> None:
+        """Close the WebSocket with the code for ``reason``."""
+        if reason is not CloseReason.CLIENT_GONE and self.ws_connection is not None:
+            self.close(*close_code_for(reason))
+
+    def abort_connection(self) -> None:
+        """Close the WebSocket as a slow consumer."""
+        self.end_stream(CloseReason.SLOW_CONSUMER)
+
+    def on_message(self, message: str | bytes) -> None:
+        """Ignore frames from the client."""
+
+    def on_close(self) -> None:
+        """Deregister at once when the connection closes."""
+        if self.subscription is not None:
+            self.subscription.close(CloseReason.CLIENT_GONE)
+
+    async def publish(self, message: Any) -> None:
+        """Send one message to the client as a ``{"data": ...}`` text frame."""
+        await self.write_message(Message(message, id=None).websocket)

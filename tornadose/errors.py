@@ -1,0 +1,57 @@
+"""Exceptions raised by tornadose.
+
+Every error a publisher can cause is a :class:`ValueError` subclass, so code that
+already catches ``ValueError`` around ``store.submit()`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tornadose.subscription import CloseReason
+
+__all__ = [
+    "MessageValidationError",
+    "StoreClosed",
+    "SubscriptionClosed",
+    "TornadoseError",
+    "UnencodableMessage",
+]
+
+
+class TornadoseError(Exception):
+    """Base class of every exception tornadose raises on purpose."""
+
+
+class MessageValidationError(TornadoseError, ValueError):
+    """A submitted message does not match the store's schema. Nothing was published.
+
+    :attr:`errors` holds pydantic's error details (the list returned by
+    ``pydantic.ValidationError.errors()``), ready to be sent back as JSON.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class UnencodableMessage(TornadoseError, ValueError):
+    """A submitted message cannot be encoded for the wire (for example, it is not
+    JSON-serializable, or it is ``bytes`` that are not UTF-8). Nothing was published.
+    """
+
+
+class SubscriptionClosed(TornadoseError):
+    """Raised by a :class:`~tornadose.subscription.Subscription` read once it is closed.
+
+    :attr:`reason` tells why (see :class:`~tornadose.subscription.CloseReason`).
+    """
+
+    def __init__(self, reason: CloseReason) -> None:
+        super().__init__(f"subscription closed: {reason.value}")
+        self.reason = reason
+
+
+class StoreClosed(TornadoseError, RuntimeError):
+    """The store was closed: it accepts no more messages or subscribers."""

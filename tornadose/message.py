@@ -1,0 +1,102 @@
+"""A published message and its encodings, computed once and shared by every subscriber.
+
+How a payload becomes text (the same on every transport):
+
+* ``str`` goes out as is;
+* ``bytes`` are decoded as UTF-8 (anything else is refused);
+* everything else (dicts, lists, numbers, ``None``, pydantic models, dataclasses,
+  dates...) goes out as its JSON, produced by pydantic. ``NaN`` and infinities,
+  which JSON cannot express, become ``null`` as in pydantic's own model output.
+
+Over SSE that text is the event's ``data``. Over WebSocket each message is one text
+frame holding a JSON object: ``{"data": <payload as JSON>, "id": "<id>"}`` plus
+``"event"`` when the message has an event name. ``"data"`` is the key the original
+tornadose used; other keys are additive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic_core
+
+from tornadose import sse
+from tornadose.errors import UnencodableMessage
+
+__all__ = ["Message", "payload_to_json", "payload_to_text"]
+
+
+def payload_to_json(payload: Any) -> str:
+    """Return ``payload`` as JSON text. Raises :class:`UnencodableMessage`."""
+    try:
+        return pydantic_core.to_json(payload, inf_nan_mode="null").decode("utf-8")
+    except pydantic_core.PydanticSerializationError as exc:
+        raise UnencodableMessage(f"message cannot be encoded as JSON: {exc}") from exc
+
+
+def payload_to_text(payload: Any) -> str:
+    """Return the text form of ``payload`` (see the module docstring)."""
+    if isinstance(payload, str):
+        _check_utf8(payload)
+        return payload
+    if isinstance(payload, bytes | bytearray | memoryview):
+        try:
+            return bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnencodableMessage(f"bytes message is not valid UTF-8: {exc}") from exc
+    return payload_to_json(payload)
+
+
+def _check_utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnencodableMessage(f"text message is not encodable as UTF-8: {exc}") from exc
+
+
+class Message:
+    """One published message: its payload, id, optional event name and encodings.
+
+    A message is immutable once created. Its text form is computed when it is
+    created, so a payload that cannot be encoded is refused at ``submit()`` time,
+    before anything is published. The SSE bytes and the WebSocket frame are each
+    built at most once, on first use, and the same object is then written to every
+    subscriber.
+    """
+
+    __slots__ = ("_sse", "_websocket", "data", "event", "id", "text")
+
+    def __init__(self, data: Any, *, id: str | None, event: str | None = None) -> None:  # noqa: A002
+        if id is not None:
+            sse.check_field("id", id)
+        if event is not None:
+            sse.check_field("event", event)
+        self.data = data
+        self.id = id
+        self.event = event
+        self.text = payload_to_text(data)
+        self._sse: bytes | None = None
+        self._websocket: str | None = None
+
+    @property
+    def sse(self) -> bytes:
+        """The message as one encoded SSE event (``event:``, ``id:``, ``data:`` lines)."""
+        if self._sse is None:
+            self._sse = sse.encode_event(self.text, id=self.id, event=self.event)
+        return self._sse
+
+    @property
+    def websocket(self) -> str:
+        """The message as the text of one WebSocket frame (a JSON object)."""
+        if self._websocket is None:
+            is_text = isinstance(self.data, str | bytes | bytearray | memoryview)
+            frame = '{"data":' + (payload_to_json(self.text) if is_text else self.text)
+            if self.id is not None:
+                frame += ',"id":' + payload_to_json(self.id)
+            if self.event is not None:
+                frame += ',"event":' + payload_to_json(self.event)
+            self._websocket = frame + "}"
+        return self._websocket
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, event={self.event!r}, data={self.data!r})"

@@ -1,0 +1,342 @@
+"""Stores: where messages are published, and who receives them.
+
+A store accepts messages with :meth:`~BaseStore.submit` and pushes each one to every
+registered subscriber's bounded :class:`~tornadose.subscription.Subscription`. The
+stores import no web framework: the same store object can serve Tornado handlers,
+ASGI apps and plain Python readers at the same time, in one event loop.
+
+Guarantees of every store:
+
+* **Validated or nothing**: with a ``schema``, ``submit()`` validates the message
+  with pydantic; an invalid one raises :class:`~tornadose.errors.MessageValidationError`
+  and nothing is published. A message that cannot be encoded for the wire raises
+  :class:`~tornadose.errors.UnencodableMessage`, also before anything is published.
+* **Order**: every subscriber receives messages in the order they were submitted.
+* **Ids**: every published message gets an id ``"<epoch>-<offset>"``: the offset
+  counts up from 1 within the store, and the epoch is random per store object, so
+  ids from a restarted store never look like ids of the old one.
+* **Bounded**: each subscriber queues at most ``max_queue`` messages; the store's
+  ``overflow`` policy says what happens beyond (see :mod:`tornadose.subscription`).
+  A slow subscriber never blocks ``submit()`` or any other subscriber.
+* **No event loop at construction**: stores can be created at module level, before
+  any event loop runs, and used from whichever loop serves the subscribers.
+* ``submit()`` works called plainly from synchronous code (a ``PeriodicCallback``,
+  a callback) and awaited from a coroutine: delivery happens inside the call, and
+  awaiting the result gives the published :class:`~tornadose.message.Message`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import Generator, KeysView
+from typing import Any, ClassVar
+
+import pydantic
+
+from tornadose.errors import MessageValidationError, StoreClosed
+from tornadose.message import Message
+from tornadose.subscription import CloseReason, OverflowPolicy, StoreStats, Subscription
+
+__all__ = [
+    "DEFAULT_MAX_QUEUE",
+    "BaseStore",
+    "DataStore",
+    "OverflowPolicy",
+    "Published",
+    "QueueStore",
+]
+
+logger = logging.getLogger("tornadose.stores")
+
+#: Messages a subscriber may have waiting before the overflow policy applies.
+DEFAULT_MAX_QUEUE = 1000
+
+
+class Published:
+    """What ``submit()`` returns: already done, and awaitable for the :class:`Message`.
+
+    Calling ``store.submit(x)`` without awaiting is fine: the message is published
+    before ``submit()`` returns, and nothing is left pending.
+    """
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+
+    @property
+    def id(self) -> str | None:
+        """The published message's id."""
+        return self.message.id
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        return self.message
+        yield  # pragma: no cover - makes this a generator that finishes at once
+
+    def __repr__(self) -> str:
+        return f"<Published {self.message.id}>"
+
+
+class BaseStore:
+    """Base class of all stores: validation, ids, subscribers and fan-out.
+
+    Keyword options (all stores): ``schema`` (a pydantic model or any type pydantic's
+    ``TypeAdapter`` accepts; ``None`` accepts anything encodable), ``max_queue``
+    (messages a subscriber may have waiting, default :data:`DEFAULT_MAX_QUEUE`) and
+    ``overflow`` (an :class:`OverflowPolicy` or its value, default per store class).
+    Every other argument goes to :meth:`initialize`.
+    """
+
+    #: The overflow policy of stores of this class unless ``overflow=`` says otherwise.
+    default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
+
+    def __init__(
+        self,
+        *args: Any,
+        schema: Any = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        overflow: OverflowPolicy | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+        self.schema = schema
+        self._validator: pydantic.TypeAdapter[Any] | None = (
+            None if schema is None else pydantic.TypeAdapter(schema)
+        )
+        self.max_queue = max_queue
+        self.overflow = OverflowPolicy(overflow) if overflow is not None else self.default_overflow
+        self.stats = StoreStats()
+        self.epoch = secrets.token_hex(4)
+        self._offset = 0
+        self._subscriptions: dict[object, Subscription] = {}
+        self._closed = False
+        self.initialize(*args, **kwargs)
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Hook for custom initialization. Subclasses override this, not ``__init__``.
+
+        It receives every constructor argument except the store options above.
+        """
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected arguments {args!r} {kwargs!r}")
+
+    # -- subscribers ----------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> KeysView[object]:
+        """The registered subscribers (a live, read-only set view)."""
+        return self._subscriptions.keys()
+
+    def register(self, subscriber: object) -> Subscription:
+        """Register ``subscriber`` and return its :class:`Subscription`.
+
+        The subscriber (any hashable object, usually a request handler) reads its
+        messages from the returned subscription. Registering twice returns the same
+        subscription. Raises :class:`~tornadose.errors.StoreClosed` after :meth:`close`.
+        """
+        existing = self._subscriptions.get(subscriber)
+        if existing is not None:
+            return existing
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        subscription = Subscription(
+            subscriber,
+            max_messages=self.max_queue,
+            overflow=self.overflow,
+            stats=self.stats,
+            on_close=self._forget,
+        )
+        self._subscriptions[subscriber] = subscription
+        self.on_register(subscription)
+        return subscription
+
+    def subscribe(self) -> Subscription:
+        """Open a subscription for Python code: ``async with store.subscribe() as s:``.
+
+        Iterating it with ``async for`` yields :class:`~tornadose.message.Message`
+        objects; leaving the ``async with`` block deregisters it.
+        """
+        return self.register(_PythonSubscriber())
+
+    def deregister(self, subscriber: object) -> None:
+        """Stop publishing to ``subscriber``. Unknown subscribers are ignored."""
+        subscription = self._subscriptions.get(subscriber)
+        if subscription is not None:
+            subscription.close(CloseReason.DEREGISTERED)
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Hook called when a subscriber registers, before any message reaches it.
+
+        Stores put what a newcomer should see first here (the current value, a backlog).
+        """
+
+    def _forget(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.subscriber) is subscription:
+            del self._subscriptions[subscription.subscriber]
+
+    # -- publishing -----------------------------------------------------------------
+
+    def submit(self, message: Any, *, event: str | None = None) -> Published:
+        """Validate ``message``, give it the next id and publish it to every subscriber.
+
+        ``event`` names the SSE event type (``None``: the default ``message`` event).
+        Raises :class:`~tornadose.errors.MessageValidationError` if the store has a
+        schema that ``message`` does not match, :class:`~tornadose.errors.UnencodableMessage`
+        if it cannot be encoded, :class:`~tornadose.sse.InvalidField` for an ``event``
+        with CR, LF or NUL, and :class:`~tornadose.errors.StoreClosed` after
+        :meth:`close`; in every such case nothing is published.
+        """
+        published = self.prepare_message(message, event=event)
+        self.publish(published)
+        return Published(published)
+
+    def validate(self, message: Any) -> Any:
+        """Return ``message`` validated against the store's schema (as is without one)."""
+        if self._validator is None:
+            return message
+        try:
+            return self._validator.validate_python(message)
+        except pydantic.ValidationError as exc:
+            raise MessageValidationError(
+                f"message does not match the schema of {self!r}: {exc}",
+                [dict(error) for error in exc.errors(include_url=False)],
+            ) from exc
+
+    def prepare_message(self, message: Any, *, event: str | None = None) -> Message:
+        """Validate and encode ``message`` into a :class:`Message` with the next id.
+
+        The offset is only used up when the message is valid, so ids have no gaps.
+        """
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        prepared = Message(
+            self.validate(message), id=f"{self.epoch}-{self._offset + 1}", event=event
+        )
+        self._offset += 1
+        return prepared
+
+    def publish(self, message: Message | None = None) -> None:
+        """Push ``message`` to every subscriber's queue, in registration order.
+
+        :meth:`submit` calls this; a subclass that receives messages from elsewhere
+        calls it too. Delivery needs no background loop, so calling it with no
+        argument (as 0.x stores did from ``initialize``) does nothing.
+        """
+        if message is None:
+            return
+        self.stats.published += 1
+        # Copy: an overflowing subscription removes itself from the dict.
+        for subscription in list(self._subscriptions.values()):
+            subscription.put(message)
+
+    # -- lifetime -------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the store: no more messages or subscribers.
+
+        Every subscription is closed with ``CloseReason.STORE_CLOSED``; what is
+        already queued is still delivered, then each stream ends. Idempotent.
+        """
+        self._closed = True
+        for subscription in list(self._subscriptions.values()):
+            subscription.close(CloseReason.STORE_CLOSED)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} epoch={self.epoch} subscribers={len(self._subscriptions)}>"
+
+
+class _PythonSubscriber:
+    """The subscriber key of a subscription opened with :meth:`BaseStore.subscribe`."""
+
+    __slots__ = ("__weakref__",)
+
+
+class DataStore(BaseStore):
+    """A latest-value store: subscribers get the current value, then every update.
+
+    Set the value with ``store.data = x``, ``store.set_data(x)`` or
+    ``store.submit(x)``. A new subscriber receives the current value at once (if one
+    was ever set; ``initial_data=None`` means none yet). Its default overflow policy
+    is ``KEEP_LATEST``: a subscriber that falls behind skips to the newest value.
+    """
+
+    default_overflow = OverflowPolicy.KEEP_LATEST
+
+    def initialize(self, initial_data: Any = None) -> None:
+        """Set the initial value, if ``initial_data`` is not ``None``."""
+        self._current: Message | None = None
+        if initial_data is not None:
+            self.set_data(initial_data)
+
+    @property
+    def data(self) -> Any:
+        """The current value (``None`` if none was set)."""
+        return None if self._current is None else self._current.data
+
+    @data.setter
+    def data(self, new_data: Any) -> None:
+        self.set_data(new_data)
+
+    def set_data(self, new_data: Any) -> Published:
+        """Publish ``new_data`` as the new current value (same as :meth:`submit`)."""
+        return self.submit(new_data)
+
+    def publish(self, message: Message | None = None) -> None:
+        """Make ``message`` the current value and push it to every subscriber."""
+        if message is not None:
+            self._current = message
+        super().publish(message)
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Give a new subscriber the current value."""
+        if self._current is not None:
+            subscription.put(self._current)
+
+
+class QueueStore(BaseStore):
+    """Every message, in order, to every subscriber: for streams where nothing may be missed.
+
+    Its default overflow policy is ``DISCONNECT``: a subscriber that falls
+    ``max_queue`` messages behind is cut off rather than silently skipped.
+
+    Messages submitted while nobody is subscribed are kept (the newest ``backlog``
+    of them, default ``max_queue``; older ones are counted in ``stats.dropped``) and
+    handed, in order, to the next subscriber that registers.
+    """
+
+    default_overflow = OverflowPolicy.DISCONNECT
+
+    def initialize(self, backlog: int | None = None) -> None:
+        """``backlog``: how many messages to keep while nobody is subscribed."""
+        size = self.max_queue if backlog is None else backlog
+        if not 0 <= size <= self.max_queue:
+            raise ValueError(f"backlog must be in 0..max_queue ({self.max_queue}), not {size}")
+        self._backlog: deque[Message] = deque()
+        self.backlog = size
+
+    def publish(self, message: Message | None = None) -> None:
+        """Push ``message`` to every subscriber, or keep it for the next one."""
+        if message is not None and not self._subscriptions:
+            self.stats.published += 1
+            if self.backlog == 0:
+                self.stats.dropped += 1
+                return
+            if len(self._backlog) >= self.backlog:
+                self._backlog.popleft()
+                self.stats.dropped += 1
+            self._backlog.append(message)
+            return
+        super().publish(message)
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Hand the backlog to the new subscriber."""
+        while self._backlog:
+            subscription.put(self._backlog.popleft())
