@@ -1,0 +1,55 @@
+"""Shared fixtures: real servers on ephemeral loopback ports, and waiting helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+TornadoStarter = Callable[..., Awaitable[str]]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` every 10 ms until true; fail the test after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def tornado_server() -> AsyncIterator[TornadoStarter]:
+    """Start a real Tornado server on 127.0.0.1:<ephemeral> in the test's event loop.
+
+    ``base = await tornado_server([(r"/sse", EventSource, {"store": store})])``
+    returns ``"http://127.0.0.1:<port>"``. Servers and their open connections are
+    closed when the test ends.
+    """
+    servers: list[HTTPServer] = []
+
+    async def start(handlers: list[Any], **settings: Any) -> str:
+        app = tornado.web.Application(handlers, **settings)
+        server = app.listen(0, "127.0.0.1")
+        servers.append(server)
+        port = next(iter(server._sockets.values())).getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), 5)
