@@ -152,10 +152,13 @@ class BaseHandler(RequestHandler):
             self.abort_connection()
 
     def abort_connection(self) -> None:
-        """Close the connection at once, without a graceful end."""
-        close = getattr(self.request.connection, "close", None)
-        if close is not None:
-            close()
+        """Close the connection at once, without a graceful end.
+
+        Tornado then runs :meth:`on_connection_close`, as for a client that left.
+        """
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
 
     def on_connection_close(self) -> None:
         """Deregister at once when the client disconnects."""

@@ -50,7 +50,9 @@ def parse_stream(raw: bytes) -> ParseResult:
     for line in lines:
         if line == "":
             if data:
-                events.append(ParsedEvent(event_type or "message", data.removesuffix("\n"), last_id))
+                events.append(
+                    ParsedEvent(event_type or "message", data.removesuffix("\n"), last_id)
+                )
             data, event_type = "", ""
             continue
         if line.startswith(":"):
@@ -68,7 +70,6 @@ def parse_stream(raw: bytes) -> ParseResult:
         elif field == "id":
             if "\x00" not in value:
                 last_id = value
-        elif field == "retry":
-            if value and all("0" <= c <= "9" for c in value):
-                retry = int(value)
+        elif field == "retry" and value and all("0" <= c <= "9" for c in value):
+            retry = int(value)
     return ParseResult(events, retry, comments)

@@ -278,7 +278,7 @@ async def test_slow_client_is_cut_and_others_keep_receiving(
     url = await serve(tornado_server, store)
     big = "x" * 65536
     host, port = url.removeprefix("http://").split("/")[0].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _, writer = await asyncio.open_connection(host, int(port))
     writer.write(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")  # and never read again
     async with sse_client(url) as (_, events):
         await wait_until(lambda: len(store.subscribers) == 2)
@@ -406,3 +406,27 @@ async def test_custom_handlers_work_as_documented(
         await wait_until(lambda: len(store.subscribers) == 0)
         assert (await client.post(base + "/custom")).status_code == 405
     assert len(store.subscribers) == 0
+
+
+class Broken(BaseHandler):
+    """A custom handler whose publish fails."""
+
+    async def publish(self, message: Any) -> None:
+        raise RuntimeError(f"cannot publish {message}")
+
+
+async def test_delivery_errors_are_logged_not_swallowed(
+    tornado_server: TornadoStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception in ``publish`` is logged with its traceback; the stream ends cleanly."""
+    store = QueueStore()
+    base = await tornado_server([(r"/broken", Broken, {"store": store})])
+    async with httpx.AsyncClient(timeout=5) as client:
+        request = asyncio.ensure_future(client.get(base + "/broken"))
+        await wait_until(lambda: len(store.subscribers) == 1)
+        store.submit("boom")
+        response = await asyncio.wait_for(request, 5)
+    assert response.status_code == 200
+    assert len(store.subscribers) == 0
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert any("cannot publish boom" in str(r.exc_info[1]) for r in errors if r.exc_info)

@@ -1,0 +1,236 @@
+"""The examples in ``examples/``, run as real programs in subprocesses.
+
+``seed.py`` is the 0.2.2 documentation's usage example, verbatim: it must still work
+(only its hard-coded port is swapped for a free one). ``modern.py`` is the asyncio
+style: both transports and a clean shutdown on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import itertools
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
+
+from tests.conftest import free_port
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+#: Seconds allowed for a network operation (connect, read an event...).
+NET_TIMEOUT = 5.0
+#: Seconds allowed for an example to start accepting connections.
+STARTUP_TIMEOUT = 15.0
+#: What must never show up on an example's stderr.
+TRACEBACK_MARKERS = ("Traceback", "Exception ignored", "Task was destroyed", "never retrieved")
+
+
+@dataclass
+class Example:
+    """A running example program."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def stderr_text(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def describe(self) -> str:
+        return (
+            f"returncode={self.proc.poll()}\n"
+            f"--- stdout ---\n{self.stdout.read_text(errors='replace')}\n"
+            f"--- stderr ---\n{self.stderr_text()}"
+        )
+
+
+StartExample = Callable[..., Example]
+
+
+@pytest.fixture
+def start_example(tmp_path: Path) -> Iterator[StartExample]:
+    """Start ``python <script> <args>``; every process is killed when the test ends."""
+    started: list[Example] = []
+
+    def start(script: Path, *args: str) -> Example:
+        n = len(started)
+        stdout, stderr = tmp_path / f"stdout-{n}.txt", tmp_path / f"stderr-{n}.txt"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, str(script), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=tmp_path,
+            )
+        example = Example(proc, stdout, stderr)
+        started.append(example)
+        return example
+
+    yield start
+    for example in started:
+        if example.proc.poll() is None:
+            example.proc.kill()
+        example.proc.wait(timeout=10)
+
+
+async def wait_for_port(example: Example, port: int, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll until 127.0.0.1:``port`` accepts connections; fail if the program dies first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if example.proc.poll() is not None:
+            pytest.fail(f"example exited before accepting connections\n{example.describe()}")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+        except (OSError, TimeoutError):
+            if loop.time() > deadline:
+                pytest.fail(
+                    f"nothing listening on port {port} after {timeout} s\n{example.describe()}"
+                )
+            await asyncio.sleep(0.02)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+def assert_no_traceback(example: Example) -> None:
+    err = example.stderr_text()
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in err, f"{marker!r} on stderr\n{example.describe()}"
+
+
+def http_client() -> httpx.AsyncClient:
+    # trust_env=False: never send loopback requests through a proxy from the environment.
+    return httpx.AsyncClient(timeout=NET_TIMEOUT, trust_env=False)
+
+
+# -- examples/seed.py ---------------------------------------------------------------
+
+
+async def test_seed_example_runs_verbatim(tmp_path: Path, start_example: StartExample) -> None:
+    # Swap the hard-coded port for a free one; everything else runs as written. The
+    # docstring (which tells readers to use port 9000) is left alone.
+    text = (EXAMPLES / "seed.py").read_text()
+    docstring = ast.parse(text).body[0]
+    assert isinstance(docstring, ast.Expr)
+    assert isinstance(docstring.value, ast.Constant)
+    lines = text.splitlines(keepends=True)
+    header, code = "".join(lines[: docstring.end_lineno]), "".join(lines[docstring.end_lineno :])
+    assert code.count("9000") == 1, "seed.py must hard-code its port exactly once"
+    port = free_port()
+    script = tmp_path / "seed.py"
+    script.write_text(header + code.replace("9000", str(port)))
+    example = start_example(script)
+    await wait_for_port(example, port)
+
+    loop = asyncio.get_running_loop()
+    values: list[float] = []
+    async with http_client() as client:
+        connected_at = loop.time()
+        async with aconnect_sse(client, "GET", f"http://127.0.0.1:{port}/") as event_source:
+            headers_after = loop.time() - connected_at
+            response = event_source.response
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            first_event_after: float | None = None
+            async with asyncio.timeout(4.0):
+                async for event in event_source.aiter_sse():
+                    if first_event_after is None:
+                        first_event_after = loop.time() - connected_at
+                    values.append(float(event.data))
+                    if len(values) >= 2:
+                        break
+
+    # Headers go out when the stream opens, not with the first value (a 0.2.2 bug).
+    assert headers_after < 0.5, f"SSE headers took {headers_after:.2f} s"
+    # The first value is published 1 s after start-up and we connected right away,
+    # so the headers must have come well before the first event.
+    assert first_event_after is not None
+    assert first_event_after - headers_after > 0.2, (
+        f"headers at {headers_after:.2f} s, first event at {first_event_after:.2f} s: "
+        "the connection was not open before the first value"
+    )
+    assert len(values) >= 2
+    assert all(0.0 <= v < 1.0 for v in values), values
+    assert all(a != b for a, b in itertools.pairwise(values)), values
+
+    example.proc.terminate()
+    example.proc.wait(timeout=5)
+    assert_no_traceback(example)
+
+
+# -- examples/modern.py -------------------------------------------------------------
+
+
+def assert_payload(payload: object) -> None:
+    assert isinstance(payload, dict), payload
+    assert set(payload) == {"n", "value", "text"}, payload
+    assert isinstance(payload["n"], int)
+    assert isinstance(payload["value"], float)
+    assert 0.0 <= payload["value"] < 1.0
+    assert payload["text"] == "line one\nline two"
+
+
+@pytest.mark.parametrize(
+    ("store", "signum"),
+    [("queue", signal.SIGTERM), ("data", signal.SIGINT)],
+    ids=["queue-SIGTERM", "data-SIGINT"],
+)
+async def test_modern_example_both_transports_and_clean_shutdown(
+    start_example: StartExample, store: str, signum: signal.Signals
+) -> None:
+    port = free_port()
+    example = start_example(EXAMPLES / "modern.py", "--port", str(port), "--store", store)
+    await wait_for_port(example, port)
+
+    async with (
+        http_client() as client,
+        aconnect_sse(client, "GET", f"http://127.0.0.1:{port}/events") as events,
+        connect(
+            f"ws://127.0.0.1:{port}/ws", proxy=None, open_timeout=NET_TIMEOUT, close_timeout=2
+        ) as ws,
+    ):
+        assert events.response.status_code == 200
+        assert events.response.headers["content-type"].startswith("text/event-stream")
+        sse_stream = events.aiter_sse()
+
+        async with asyncio.timeout(NET_TIMEOUT):
+            event = await anext(sse_stream)
+        assert_payload(json.loads(event.data))
+
+        async with asyncio.timeout(NET_TIMEOUT):
+            frame = json.loads(await ws.recv())
+        assert set(frame) >= {"data", "id"}, frame
+        assert_payload(frame["data"])
+
+        # Shut down while both subscribers are still connected.
+        example.proc.send_signal(signum)
+
+        # The SSE stream ends (cleanly) and the WebSocket closes with 1001, going away.
+        async with asyncio.timeout(NET_TIMEOUT):
+            async for event in sse_stream:
+                assert_payload(json.loads(event.data))
+        async with asyncio.timeout(NET_TIMEOUT):
+            async for message in ws:  # ends without error only on a 1000/1001 close
+                assert_payload(json.loads(message)["data"])
+        # 1006 here would mean the server dropped the connection without a close frame.
+        assert ws.close_code == 1001, (ws.close_code, ws.close_reason)
+
+    try:
+        returncode = example.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"example still running 5 s after {signum.name}\n{example.describe()}")
+    assert returncode == 0, example.describe()
+    assert_no_traceback(example)
