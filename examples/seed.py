@@ -12,9 +12,6 @@ Run it and watch the stream with::
 (``-N`` stops curl from buffering, so each event shows up as it arrives.)
 See ``examples/modern.py`` for the same idea written in today's asyncio style.
 """
-# The code below is kept exactly as printed in 0.2.2: no import sorting, no reformatting.
-# ruff: noqa: I001
-# fmt: off
 
 import random
 from tornado.ioloop import IOLoop, PeriodicCallback
