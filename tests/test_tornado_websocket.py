@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,7 +108,7 @@ async def test_each_message_is_one_json_text_frame_with_data_and_id(
     ids = [obj["id"] for obj in objects]
     assert len({message_id.rpartition("-")[0] for message_id in ids}) == 1  # one epoch
     offsets = [offset(message_id) for message_id in ids]
-    assert all(a < b for a, b in zip(offsets, offsets[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(offsets))
 
 
 # -- 2. QueueStore order --------------------------------------------------------------
@@ -219,7 +220,7 @@ async def test_disconnect_on_a_quiet_store_deregisters_promptly(
 async def test_slow_consumer_is_cut_off_while_a_reading_client_keeps_receiving(
     tornado_server: TornadoStarter,
 ) -> None:
-    """A client that never reads is closed with 4001; a reading client on the store is unaffected."""
+    """A client that never reads is closed with 4001; a reading client on the store goes on."""
     store = QueueStore(max_queue=5)
     url = await serve(tornado_server, store)
     pad = "x" * 65536
