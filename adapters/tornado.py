@@ -28,25 +28,59 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tornado.iostream import StreamClosedError
-from tornado.web import RequestHandler
+from tornado.web import RequestHandler, stream_request_body
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from tornadose import sse, streams
+from tornadose import shutdown, sse, streams
+from tornadose.auth import Action, Authorize, check_access
+from tornadose.channels import Channels, Endpoint
 from tornadose.errors import StoreClosed, SubscriptionClosed
 from tornadose.message import Message
+from tornadose.publishing import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.responses import Answer
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import CloseReason, Subscription
-from tornadose.websocket import close_code_for
+from tornadose.websocket import close_code_for, origin_allowed
 
-__all__ = ["BaseHandler", "EventSource", "WebSocketSubscriber"]
+__all__ = [
+    "AnswerHandler",
+    "BaseHandler",
+    "EventSource",
+    "PublishHandler",
+    "UnknownChannelHandler",
+    "WebSocketSubscriber",
+    "channel_handlers",
+    "send_answer",
+]
 
 logger = logging.getLogger("tornadose.handlers")
 
 #: Exceptions that mean "the client is gone" when writing to it.
 _CLIENT_GONE = (StreamClosedError, WebSocketClosedError)
+
+
+def send_answer(handler: RequestHandler, answer: Answer) -> None:
+    """Finish ``handler``'s response with a core :class:`~tornadose.responses.Answer`."""
+    handler.clear()
+    handler.set_status(answer.status)
+    for name, value in answer.headers:
+        handler.set_header(name, value)
+    if answer.status == 204:
+        handler.clear_header("Content-Type")
+    handler.finish(answer.body or None)
+
+
+def request_headers(handler: RequestHandler) -> dict[str, str]:
+    """The request's headers as ``{lower-case name: value}`` (repeated ones joined)."""
+    return {
+        name.lower(): ", ".join(handler.request.headers.get_list(name))
+        for name in handler.request.headers
+    }
 
 
 class BaseHandler(RequestHandler):
@@ -88,13 +122,13 @@ class BaseHandler(RequestHandler):
                 self.refuse_closed_store()
                 return None
             self.subscription.add_close_callback(self._on_subscription_closed)
+            shutdown.track(self.subscription)
             self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
         return self.subscription
 
     def refuse_closed_store(self) -> None:
         """Answer a request for a closed store: ``204 No Content``."""
-        self.set_status(204)
-        self.finish()
+        send_answer(self, Answer(204))
 
     async def _run_delivery(self, subscription: Subscription) -> None:
         try:
@@ -150,6 +184,8 @@ class BaseHandler(RequestHandler):
         if subscription.close_reason is CloseReason.SLOW_CONSUMER:
             # The writer may be stuck on a client that reads nothing: cut it off.
             self.abort_connection()
+        elif subscription.close_reason is CloseReason.SERVER_SHUTDOWN:
+            asyncio.get_running_loop().call_later(shutdown.DEFAULT_DEADLINE, self.abort_connection)
 
     def abort_connection(self) -> None:
         """Close the connection at once, without a graceful end.
@@ -196,6 +232,8 @@ class EventSource(BaseHandler):
         period: float | None = None,
         heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
         retry: int | None = None,
+        authorize: Authorize | None = None,
+        channel: str = "",
     ) -> None:
         """Keep the options (see the class docstring)."""
         super().initialize(store)
@@ -206,14 +244,26 @@ class EventSource(BaseHandler):
         self.period = period
         self.heartbeat = heartbeat
         self.retry = retry
+        self.authorize = authorize
+        self.channel = channel
 
     def prepare(self) -> None:
-        """On a ``GET``: register with the store and send the SSE headers at once."""
-        if self.request.method != "GET" or self.open_subscription() is None:
+        """Nothing yet: :meth:`get` authorizes, then registers."""
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Authorize, register with the store, send the SSE headers at once, stream."""
+        refusal = await check_access(
+            self.authorize, request_headers(self), self.channel, Action.SUBSCRIBE
+        )
+        if refusal is not None:
+            send_answer(self, refusal)
+            return
+        if self.open_subscription() is None:
             return
         for name, value in sse.RESPONSE_HEADERS:
             self.set_header(name, value)
         self.flush()
+        await super().get()
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`)."""
@@ -247,17 +297,40 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
     store closes).
     """
 
-    def initialize(self, store: BaseStore, period: float | None = None) -> None:
-        """Keep the store and ``period`` (seconds between sends, to throttle)."""
+    def initialize(
+        self,
+        store: BaseStore,
+        period: float | None = None,
+        authorize: Authorize | None = None,
+        channel: str = "",
+        allowed_origins: Collection[str] | None = None,
+    ) -> None:
+        """Keep the store and options: ``period`` (seconds between sends, to throttle),
+        ``authorize``/``channel`` (the hook of :mod:`tornadose.auth`), and
+        ``allowed_origins`` (origins besides the page's own that may connect; ``["*"]``
+        for any)."""
         super().initialize(store)
         self.period = period
+        self.authorize = authorize
+        self.channel = channel
+        self.allowed_origins = allowed_origins
 
     def prepare(self) -> None:
         """Do not register yet: only a completed handshake registers (in :meth:`open`)."""
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Perform the WebSocket handshake (a plain ``GET`` gets ``400``)."""
+        """Authorize, then perform the WebSocket handshake (a plain ``GET`` gets ``400``)."""
+        refusal = await check_access(
+            self.authorize, request_headers(self), self.channel, Action.SUBSCRIBE
+        )
+        if refusal is not None:
+            send_answer(self, refusal)
+            return
         await WebSocketHandler.get(self, *args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        """Refuse cross-origin handshakes unless ``allowed_origins`` lists the origin."""
+        return origin_allowed(origin, self.request.headers.get("Host", ""), self.allowed_origins)
 
     def open(self, *args: str, **kwargs: str) -> None:
         """Register with the store; delivery runs in its own task."""
@@ -291,3 +364,128 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
     async def publish(self, message: Any) -> None:
         """Send one message to the client as a ``{"data": ...}`` text frame."""
         await self.write_message(Message(message, id=None).websocket)
+
+
+@stream_request_body
+class PublishHandler(RequestHandler):
+    """``POST`` a JSON message to publish it to ``store``.
+
+    Answers exactly as :mod:`tornadose.publishing` says (``202`` with the id, or a
+    JSON error: 400, 401, 403, 405, 413, 415, 422, 503). Options (handler kwargs):
+    ``max_body`` (bytes, default 1 MiB; a longer body is not kept), ``authorize`` and
+    ``channel`` (the hook of :mod:`tornadose.auth`).
+    """
+
+    def initialize(
+        self,
+        store: BaseStore,
+        max_body: int = DEFAULT_MAX_BODY,
+        authorize: Authorize | None = None,
+        channel: str = "",
+    ) -> None:
+        """Keep the store and options."""
+        self.store = store
+        self.max_body = max_body
+        self.authorize = authorize
+        self.channel = channel
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    async def prepare(self) -> None:
+        """Refuse what can be refused before the body arrives (405/401/403/415/413)."""
+        answer = await refuse_before_body(
+            self.request.method or "",
+            request_headers(self),
+            channel=self.channel,
+            max_body=self.max_body,
+            authorize=self.authorize,
+        )
+        if answer is not None:
+            send_answer(self, answer)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Keep the body while it is within ``max_body``."""
+        self._size += len(chunk)
+        if self._size <= self.max_body:
+            self._chunks.append(chunk)
+        else:
+            self._chunks.clear()
+
+    def post(self) -> None:
+        """Publish the body (see the class docstring)."""
+        if self._size > self.max_body:
+            send_answer(self, too_large(self.max_body))
+            return
+        event = self.get_query_argument("event", None)
+        send_answer(self, publish_json(self.store, b"".join(self._chunks), event=event))
+
+
+class AnswerHandler(RequestHandler):
+    """Answers ``GET`` with a computed :class:`~tornadose.responses.Answer` (documents,
+    schemas, not-found errors)."""
+
+    def initialize(self, make_answer: Callable[[], Answer]) -> None:
+        """``make_answer`` builds the answer for each request."""
+        self.make_answer = make_answer
+
+    def get(self, *args: str) -> None:
+        """Send the answer."""
+        send_answer(self, self.make_answer())
+
+    head = get
+
+
+def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler], dict[str, Any]]]:
+    """Tornado URL rules serving every channel of ``channels``, at the URLs listed in
+    :mod:`tornadose.channels` (the same as :class:`adapters.asgi.ChannelsApp`)::
+
+        Application(channel_handlers(channels) + your_other_rules)
+
+    Unknown channel names get a JSON ``404`` (``unknown_channel``).
+    """
+    rules: list[tuple[str, type[RequestHandler], dict[str, Any]]] = []
+    for route in channels.routes():
+        pattern = re.escape(channels.prefix + route.path)
+        channel = route.channel
+        if channel is None:  # Endpoint.ASYNCAPI
+            rules.append((pattern, AnswerHandler, {"make_answer": channels.asyncapi_answer}))
+            continue
+        common: dict[str, Any] = {
+            "store": channel.store,
+            "authorize": channels.authorize,
+            "channel": channel.name,
+        }
+        if route.endpoint is Endpoint.EVENTS:
+            options = {
+                "heartbeat": channel.heartbeat,
+                "period": channel.period,
+                "retry": channel.retry,
+            }
+            rules.append((pattern, EventSource, {**common, **options}))
+        elif route.endpoint is Endpoint.WEBSOCKET:
+            rules.append((pattern, WebSocketSubscriber, {**common, "period": channel.period}))
+        elif route.endpoint is Endpoint.PUBLISH:
+            rules.append((pattern, PublishHandler, {**common, "max_body": channel.max_body}))
+        else:
+            answer = _bind(channels.schema_answer, channel.name)
+            rules.append((pattern, AnswerHandler, {"make_answer": answer}))
+    endpoints = "|".join(re.escape(e.value) for e in Endpoint if e is not Endpoint.ASYNCAPI)
+    unknown = rf"{re.escape(channels.prefix)}(/[^/]+/(?:{endpoints}))"
+    rules.append((unknown, UnknownChannelHandler, {"channels": channels}))
+    return rules
+
+
+class UnknownChannelHandler(RequestHandler):
+    """Answers every request for an undeclared channel with a JSON ``404``."""
+
+    def initialize(self, channels: Channels) -> None:
+        """Keep the channels, whose ``not_found`` answer is sent."""
+        self.channels = channels
+
+    def prepare(self) -> None:
+        """Answer ``404 unknown_channel``, whatever the method."""
+        send_answer(self, self.channels.not_found(self.request.path))
+
+
+def _bind(function: Callable[[str], Answer], name: str) -> Callable[[], Answer]:
+    return lambda: function(name)

@@ -2,8 +2,11 @@
 
 * :class:`Envelope`: a message as it travels in a WebSocket frame
   (``{"data": ..., "id": ..., "event": ...}``).
+* :class:`ErrorBody`: the JSON body of every error response.
+* :class:`PublishAccepted`: the body of a successful HTTP publish (``{"id": ...}``).
 """
 
 from schemas.envelope import Envelope
+from schemas.errors import ErrorBody, PublishAccepted
 
-__all__ = ["Envelope"]
+__all__ = ["Envelope", "ErrorBody", "PublishAccepted"]

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 import tornado.web
+import uvicorn
 from tornado.httpserver import HTTPServer
 
 TornadoStarter = Callable[..., Awaitable[str]]
+UvicornStarter = Callable[..., Awaitable[str]]
 
 
 def free_port() -> int:
@@ -53,3 +55,38 @@ async def tornado_server() -> AsyncIterator[TornadoStarter]:
     for server in servers:
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), 5)
+
+
+@pytest.fixture
+async def uvicorn_server() -> AsyncIterator[UvicornStarter]:
+    """Start a real uvicorn server for an ASGI app on 127.0.0.1:<ephemeral>, in the
+    test's event loop.
+
+    ``base = await uvicorn_server(app)`` returns ``"http://127.0.0.1:<port>"``. The
+    server is shut down when the test ends (open streams are cut after 3 s).
+    """
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(app: Any, **options: Any) -> str:
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan=options.pop("lifespan", "off"),
+            timeout_graceful_shutdown=3,
+            **options,
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        running.append((server, task))
+        await wait_until(lambda: server.started or task.done(), timeout=10)
+        if task.done():
+            task.result()
+        port = server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -92,7 +92,7 @@ async def test_schema_validates_and_refuses_without_publishing() -> None:
         with pytest.raises(MessageValidationError) as caught:
             store.submit({"sensor": "t1", "value": "not a number"})
         assert isinstance(caught.value, ValueError)
-        assert caught.value.errors[0]["loc"] == ("value",)
+        assert caught.value.errors[0]["loc"] == ["value"]
         assert caught.value.errors[0]["type"] == "float_parsing"
         message = await store.submit({"sensor": "t1", "value": "2.5"})
         assert message.data == Reading(sensor="t1", value=2.5)

@@ -27,8 +27,9 @@ class TornadoseError(Exception):
 class MessageValidationError(TornadoseError, ValueError):
     """A submitted message does not match the store's schema. Nothing was published.
 
-    :attr:`errors` holds pydantic's error details (the list returned by
-    ``pydantic.ValidationError.errors()``), ready to be sent back as JSON.
+    :attr:`errors` holds pydantic's error details as plain JSON values (the list
+    ``pydantic.ValidationError.json()`` encodes: ``loc`` is a list), ready to be sent
+    back to a client.
     """
 
     def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:

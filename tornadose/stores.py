@@ -34,6 +34,7 @@ from collections.abc import Generator, KeysView
 from typing import Any, ClassVar
 
 import pydantic
+import pydantic_core
 
 from tornadose.errors import MessageValidationError, StoreClosed
 from tornadose.message import Message
@@ -202,7 +203,7 @@ class BaseStore:
         except pydantic.ValidationError as exc:
             raise MessageValidationError(
                 f"message does not match the schema of {self!r}: {exc}",
-                [dict(error) for error in exc.errors(include_url=False)],
+                pydantic_core.from_json(exc.json(include_url=False)),
             ) from exc
 
     def prepare_message(self, message: Any, *, event: str | None = None) -> Message:

@@ -58,6 +58,8 @@ class CloseReason(enum.Enum):
     STORE_CLOSED = "store_closed"
     #: The subscriber was deregistered from the store.
     DEREGISTERED = "deregistered"
+    #: The server is shutting down; queued messages are still delivered first.
+    SERVER_SHUTDOWN = "server_shutdown"
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "__weakref__",
         "_close_callbacks",
         "_close_reason",
         "_queue",

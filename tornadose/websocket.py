@@ -15,9 +15,18 @@ Each message is one text frame, a JSON object ``{"data": ..., "id": "..."}`` (se
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from urllib.parse import urlsplit
+
 from tornadose.subscription import CloseReason
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_NORMAL", "CLOSE_SLOW_CONSUMER", "close_code_for"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_NORMAL",
+    "CLOSE_SLOW_CONSUMER",
+    "close_code_for",
+    "origin_allowed",
+]
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -27,6 +36,7 @@ _CLOSE_FRAMES: dict[CloseReason, tuple[int, str]] = {
     CloseReason.DEREGISTERED: (CLOSE_NORMAL, "subscription ended"),
     CloseReason.CLIENT_GONE: (CLOSE_NORMAL, "client gone"),
     CloseReason.STORE_CLOSED: (CLOSE_GOING_AWAY, "store closed"),
+    CloseReason.SERVER_SHUTDOWN: (CLOSE_GOING_AWAY, "server shutting down"),
     CloseReason.SLOW_CONSUMER: (CLOSE_SLOW_CONSUMER, "slow consumer"),
 }
 
@@ -34,3 +44,18 @@ _CLOSE_FRAMES: dict[CloseReason, tuple[int, str]] = {
 def close_code_for(reason: CloseReason) -> tuple[int, str]:
     """The WebSocket close code and reason text for a closed subscription."""
     return _CLOSE_FRAMES[reason]
+
+
+def origin_allowed(origin: str | None, host: str, allowed_origins: Collection[str] | None) -> bool:
+    """Whether a WebSocket handshake with this ``Origin`` may proceed.
+
+    Guards against cross-site WebSocket hijacking, like Tornado's default
+    ``check_origin``: no ``Origin`` header (not a browser) is allowed, so is an
+    origin whose host is the request's ``Host``, and so is any origin listed in
+    ``allowed_origins`` (``"*"`` allows every origin).
+    """
+    if origin is None:
+        return True
+    if allowed_origins is not None and ("*" in allowed_origins or origin in allowed_origins):
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower()

@@ -1,0 +1,426 @@
+"""ASGI adapter: plain ASGI apps that serve a store over SSE, WebSocket and HTTP publish.
+
+They run under any ASGI server (uvicorn, hypercorn...) and mount in Starlette and
+FastAPI as they are::
+
+    from starlette.routing import Mount, Route, WebSocketRoute
+
+    routes = [
+        Route("/events", EventSourceApp(store)),
+        WebSocketRoute("/ws", WebSocketApp(store)),
+        Route("/publish", PublishApp(store), methods=["POST"]),
+        Mount("/channels", ChannelsApp(channels)),
+    ]
+
+The apps translate ASGI messages to the core and back; what is sent, in which
+order, with which bounds, is decided by :mod:`tornadose.streams`,
+:mod:`tornadose.publishing` and :mod:`tornadose.auth`, exactly as for Tornado.
+What they guarantee on top:
+
+* a subscriber is registered only once its stream is open, and deregistered as
+  soon as the client disconnects (``http.disconnect`` / ``websocket.disconnect``),
+  even when nothing is being published;
+* a client cut off as a slow consumer is cut at once, even if a write to it is
+  stuck;
+* on shutdown (``SIGINT``/``SIGTERM`` under uvicorn, or
+  :func:`tornadose.shutdown.drain`), every stream ends within
+  :data:`~tornadose.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
+  (see :mod:`tornadose.shutdown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from tornadose import shutdown, sse, streams
+from tornadose.auth import Action, Authorize, check_access
+from tornadose.channels import Channels, Endpoint, Route
+from tornadose.errors import StoreClosed
+from tornadose.publishing import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.responses import Answer, error_answer
+from tornadose.stores import BaseStore
+from tornadose.subscription import CloseReason, Subscription
+from tornadose.websocket import close_code_for, origin_allowed
+
+__all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
+
+Scope = MutableMapping[str, Any]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The WebSocket close code for a refused handshake when the server cannot answer
+#: with an HTTP status (no ``websocket.http.response`` extension): policy violation.
+CLOSE_POLICY_VIOLATION = 1008
+
+
+# -- small translations ---------------------------------------------------------------
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as ``{lower-case name: value}`` (repeated ones joined)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def query_parameter(scope: Scope, name: str) -> str | None:
+    """The first value of query parameter ``name``, or ``None``."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    """Send a complete :class:`~tornadose.responses.Answer` as the HTTP response."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def refuse_websocket(scope: Scope, send: Send, answer: Answer) -> None:
+    """Refuse a WebSocket handshake: with the HTTP answer where the server supports
+    it, else by closing with ``1008`` before accepting."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        await send(
+            {"type": "websocket.http.response.start", "status": answer.status, "headers": headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": answer.body})
+    else:
+        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+
+
+async def serve_subscription(
+    subscription: Subscription,
+    deliver: Callable[[], Awaitable[CloseReason]],
+    wait_disconnect: Callable[[], Awaitable[None]],
+) -> CloseReason:
+    """Run ``deliver`` until the subscription ends; the ASGI side of every stream.
+
+    The client's disconnect (``wait_disconnect`` returning) closes the subscription;
+    a slow consumer, or a drain not finished within the deadline, cancels delivery
+    even if it is stuck in a write. Returns why the stream ended.
+    """
+    loop = asyncio.get_running_loop()
+    delivery = asyncio.ensure_future(deliver())
+    watcher = asyncio.ensure_future(wait_disconnect())
+
+    def on_close(closed: Subscription) -> None:
+        if closed.close_reason is CloseReason.SLOW_CONSUMER:
+            delivery.cancel()
+        elif closed.close_reason is CloseReason.SERVER_SHUTDOWN:
+            loop.call_later(shutdown.DEFAULT_DEADLINE, delivery.cancel)
+
+    subscription.add_close_callback(on_close)
+    shutdown.install_signal_handlers(loop)
+    shutdown.track(subscription)
+    try:
+        await asyncio.wait((delivery, watcher), return_when=asyncio.FIRST_COMPLETED)
+        if watcher.done():
+            subscription.close(CloseReason.CLIENT_GONE)
+        try:
+            return await delivery
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this request itself is being cancelled
+            return subscription.close_reason or CloseReason.CLIENT_GONE
+        except OSError:  # the server could not write: the client is gone
+            subscription.close(CloseReason.CLIENT_GONE)
+            return CloseReason.CLIENT_GONE
+    finally:
+        watcher.cancel()
+        delivery.cancel()
+        subscription.close(CloseReason.DEREGISTERED)
+
+
+# -- the apps ----------------------------------------------------------------------------
+
+
+class EventSourceApp:
+    """ASGI app streaming a store as Server-Sent Events.
+
+    Options are those of the Tornado ``EventSource`` (``heartbeat``, ``period``,
+    ``retry``), plus ``authorize`` (the hook of :mod:`tornadose.auth`) and
+    ``channel`` (the name the hook is given). ``GET`` only: other methods get
+    ``405``; a closed store answers ``204`` (an ``EventSource`` stops reconnecting).
+    """
+
+    def __init__(
+        self,
+        store: BaseStore,
+        *,
+        heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
+        period: float | None = None,
+        retry: int | None = None,
+        authorize: Authorize | None = None,
+        channel: str = "",
+    ) -> None:
+        if retry is not None:
+            sse.encode_retry(retry)  # refuse a bad value now, not at the first client
+        self.store = store
+        self.heartbeat = heartbeat
+        self.period = period
+        self.retry = retry
+        self.authorize = authorize
+        self.channel = channel
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            return
+        if scope["method"] != "GET":
+            answer = error_answer(405, "method_not_allowed", "use GET", ("Allow", "GET"))
+            await send_answer(send, answer)
+            return
+        refusal = await check_access(
+            self.authorize, request_headers(scope), self.channel, Action.SUBSCRIBE
+        )
+        if refusal is not None:
+            await send_answer(send, refusal)
+            return
+        try:
+            subscription = self.store.subscribe()
+        except StoreClosed:
+            await send_answer(send, Answer(204))
+            return
+        headers = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # An empty chunk makes the server send the headers now, before any event.
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def wait_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        reason = await serve_subscription(
+            subscription,
+            lambda: streams.stream_sse(
+                subscription, write, heartbeat=self.heartbeat, period=self.period, retry=self.retry
+            ),
+            wait_disconnect,
+        )
+        if reason not in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CONSUMER):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class WebSocketApp:
+    """ASGI app sending a store's messages over WebSocket, one text frame each.
+
+    Frames are those of the Tornado ``WebSocketSubscriber``
+    (``{"data": ..., "id": ...}``), and so are the close codes. Frames from the
+    client are ignored. ``allowed_origins``: origins besides the page's own that may
+    connect (``["*"]`` for any); browsers from other origins are refused (``403``),
+    like Tornado's default ``check_origin``. ``authorize``/``channel`` as for
+    :class:`EventSourceApp`. A plain HTTP request gets ``400``.
+    """
+
+    def __init__(
+        self,
+        store: BaseStore,
+        *,
+        period: float | None = None,
+        authorize: Authorize | None = None,
+        channel: str = "",
+        allowed_origins: Collection[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.period = period
+        self.authorize = authorize
+        self.channel = channel
+        self.allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            answer = error_answer(400, "websocket_required", 'Can "Upgrade" only to "WebSocket".')
+            await send_answer(send, answer)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        headers = request_headers(scope)
+        if not origin_allowed(headers.get("origin"), headers.get("host", ""), self.allowed_origins):
+            forbidden = error_answer(403, "forbidden", "cross-origin WebSocket refused")
+            await refuse_websocket(scope, send, forbidden)
+            return
+        refusal = await check_access(self.authorize, headers, self.channel, Action.SUBSCRIBE)
+        if refusal is not None:
+            await refuse_websocket(scope, send, refusal)
+            return
+        await send({"type": "websocket.accept"})
+        try:
+            subscription = self.store.subscribe()
+        except StoreClosed:
+            code, reason_text = close_code_for(CloseReason.STORE_CLOSED)
+            await send({"type": "websocket.close", "code": code, "reason": reason_text})
+            return
+
+        async def send_text(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        async def wait_disconnect() -> None:
+            while (await receive())["type"] != "websocket.disconnect":
+                pass  # frames from the client are ignored
+
+        reason = await serve_subscription(
+            subscription,
+            lambda: streams.stream_websocket(subscription, send_text, period=self.period),
+            wait_disconnect,
+        )
+        if reason is not CloseReason.CLIENT_GONE:
+            code, reason_text = close_code_for(reason)
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "websocket.close", "code": code, "reason": reason_text})
+
+
+class PublishApp:
+    """ASGI app publishing the JSON body of a ``POST`` to a store.
+
+    Answers as :mod:`tornadose.publishing` says (202 with the id; 400, 401, 403,
+    405, 413, 415, 422, 503 with a JSON error body). ``max_body`` bounds the body in
+    bytes (default 1 MiB); a longer body is not read past the limit.
+    """
+
+    def __init__(
+        self,
+        store: BaseStore,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        authorize: Authorize | None = None,
+        channel: str = "",
+    ) -> None:
+        self.store = store
+        self.max_body = max_body
+        self.authorize = authorize
+        self.channel = channel
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            return
+        answer = await refuse_before_body(
+            scope["method"],
+            request_headers(scope),
+            channel=self.channel,
+            max_body=self.max_body,
+            authorize=self.authorize,
+        )
+        if answer is None:
+            body = await read_body(receive, self.max_body)
+            if body is None:
+                answer = too_large(self.max_body)
+            else:
+                answer = publish_json(self.store, body, event=query_parameter(scope, "event"))
+        await send_answer(send, answer)
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """Read the request body; ``None`` as soon as it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ChannelsApp:
+    """ASGI app serving every channel of a :class:`~tornadose.channels.Channels`.
+
+    Serves the URLs listed in :mod:`tornadose.channels`, under the channels'
+    ``prefix``, relative to where it is mounted (``root_path``). Unknown paths get
+    ``404`` (``unknown_channel``). Served directly by an ASGI server it also handles
+    lifespan: shutdown drains the streams and closes the stores.
+    """
+
+    def __init__(self, channels: Channels) -> None:
+        self.channels = channels
+        self._apps: dict[str, ASGIApp] = {
+            channels.prefix + route.path: self._app_for(route) for route in channels.routes()
+        }
+
+    def _app_for(self, route: Route) -> ASGIApp:
+        channels, channel = self.channels, route.channel
+        if route.endpoint is Endpoint.ASYNCAPI:
+            return _AnswerApp(channels.asyncapi_answer)
+        assert channel is not None
+        options: dict[str, Any] = {"authorize": channels.authorize, "channel": channel.name}
+        if route.endpoint is Endpoint.EVENTS:
+            return EventSourceApp(
+                channel.store,
+                heartbeat=channel.heartbeat,
+                period=channel.period,
+                retry=channel.retry,
+                **options,
+            )
+        if route.endpoint is Endpoint.WEBSOCKET:
+            return WebSocketApp(channel.store, period=channel.period, **options)
+        if route.endpoint is Endpoint.PUBLISH:
+            return PublishApp(channel.store, max_body=channel.max_body, **options)
+        return _AnswerApp(lambda: channels.schema_answer(channel.name))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path = route_path(scope)
+        app = self._apps.get(path)
+        if app is not None:
+            await app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await receive()
+            await refuse_websocket(scope, send, self.channels.not_found(path))
+        else:
+            await send_answer(send, self.channels.not_found(path))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                shutdown.drain()
+                self.channels.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def route_path(scope: Scope) -> str:
+    """The request path relative to where the app is mounted (``root_path``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class _AnswerApp:
+    """An ASGI app answering ``GET`` with a computed :class:`Answer`."""
+
+    def __init__(self, make_answer: Callable[[], Answer]) -> None:
+        self.make_answer = make_answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+        elif scope["method"] not in ("GET", "HEAD"):
+            await send_answer(
+                send, error_answer(405, "method_not_allowed", "use GET", ("Allow", "GET"))
+            )
+        else:
+            await send_answer(send, self.make_answer())

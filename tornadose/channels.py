@@ -1,0 +1,184 @@
+"""Channels declared once and mounted on any adapter with the same URLs.
+
+A :class:`Channels` object names a set of channels (name → store, schema, options).
+Each adapter turns it into routes with one call:
+
+* Tornado: ``Application(channel_handlers(channels))`` (:mod:`adapters.tornado`);
+* ASGI: ``ChannelsApp(channels)`` (:mod:`adapters.asgi`), mounted anywhere in a
+  Starlette or FastAPI app, or served on its own.
+
+Both serve the same URLs, relative to ``prefix``:
+
+====================================  ==============================================
+``GET  {prefix}/{name}/events``       the channel as Server-Sent Events
+``GET  {prefix}/{name}/ws``           the channel over WebSocket
+``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.publishing`)
+``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
+``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
+====================================  ==============================================
+
+Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error.
+Routes are built when mounted: declare every channel first.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from tornadose import streams
+from tornadose.asyncapi import asyncapi_document
+from tornadose.auth import Authorize
+from tornadose.publishing import DEFAULT_MAX_BODY
+from tornadose.responses import Answer, error_answer, json_answer
+from tornadose.stores import BaseStore, QueueStore
+
+__all__ = ["Channel", "Channels", "Endpoint", "Route"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class Endpoint(enum.Enum):
+    """What a URL under a :class:`Channels` prefix serves."""
+
+    EVENTS = "events"
+    WEBSOCKET = "ws"
+    PUBLISH = "publish"
+    SCHEMA = "schema.json"
+    ASYNCAPI = "asyncapi.json"
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One named channel: its store and how it is served."""
+
+    name: str
+    store: BaseStore
+    description: str = ""
+    #: Seconds of silence before an SSE heartbeat comment (``None``/``0``: off).
+    heartbeat: float | None = streams.DEFAULT_HEARTBEAT
+    #: Seconds between writes to one client (throttling); ``None``: no throttling.
+    period: float | None = None
+    #: Reconnection delay (ms) sent to SSE clients when a stream opens.
+    retry: int | None = None
+    #: Largest accepted publish body, in bytes.
+    max_body: int = DEFAULT_MAX_BODY
+    #: Whether ``POST .../publish`` is served for this channel.
+    publishable: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    """One URL path (relative to the prefix) and what it serves."""
+
+    path: str
+    endpoint: Endpoint
+    channel: Channel | None
+
+
+class Channels:
+    """A named set of channels, served identically by every adapter.
+
+    ``authorize`` is the hook of :mod:`tornadose.auth`, applied to every subscribe
+    and publish request of every channel. ``title`` and ``version`` describe the
+    service in the AsyncAPI document.
+    """
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "",
+        authorize: Authorize | None = None,
+        title: str = "tornadose channels",
+        version: str = "1.0.0",
+    ) -> None:
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
+        self.prefix = prefix
+        self.authorize = authorize
+        self.title = title
+        self.version = version
+        self._channels: dict[str, Channel] = {}
+
+    def add(
+        self,
+        name: str,
+        store: BaseStore | None = None,
+        *,
+        schema: Any = None,
+        description: str = "",
+        **options: Any,
+    ) -> Channel:
+        """Declare channel ``name`` and return it.
+
+        Give a ``store``, or a ``schema`` and a :class:`~tornadose.stores.QueueStore`
+        is made with it. ``options`` are the other fields of :class:`Channel`.
+        """
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"channel names are letters, digits, '_', '.', '-': {name!r}")
+        if name in self._channels:
+            raise ValueError(f"channel {name!r} is declared twice")
+        if store is None:
+            store = QueueStore(schema=schema)
+        elif schema is not None:
+            raise ValueError("give the schema to the store, or no store: not both")
+        channel = Channel(name, store, description, **options)
+        self._channels[name] = channel
+        return channel
+
+    def __getitem__(self, name: str) -> Channel:
+        return self._channels[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._channels
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(self._channels.values())
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    # -- routing (shared by every adapter) -------------------------------------------
+
+    def routes(self) -> list[Route]:
+        """Every URL path served, relative to :attr:`prefix`."""
+        table = [Route("/asyncapi.json", Endpoint.ASYNCAPI, None)]
+        for channel in self:
+            for endpoint in (Endpoint.EVENTS, Endpoint.WEBSOCKET, Endpoint.SCHEMA):
+                table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
+            if channel.publishable:
+                table.append(Route(f"/{channel.name}/publish", Endpoint.PUBLISH, channel))
+        return table
+
+    def not_found(self, path: str) -> Answer:
+        """The ``404`` answer for a path under the prefix that serves nothing."""
+        return error_answer(404, "unknown_channel", f"no channel endpoint at {path!r}")
+
+    # -- descriptions -------------------------------------------------------------------
+
+    def message_schema(self, name: str) -> dict[str, Any]:
+        """The JSON Schema of channel ``name``'s messages (``{}``: anything)."""
+        schema = self[name].store.schema
+        if schema is None:
+            return {}
+        result: dict[str, Any] = pydantic.TypeAdapter(schema).json_schema(mode="serialization")
+        return result
+
+    def schema_answer(self, name: str) -> Answer:
+        """The answer to ``GET .../{name}/schema.json``."""
+        return json_answer(200, pydantic_core.to_json(self.message_schema(name)))
+
+    def asyncapi_answer(self) -> Answer:
+        """The answer to ``GET .../asyncapi.json``."""
+        return json_answer(200, pydantic_core.to_json(asyncapi_document(self)))
+
+    def close(self) -> None:
+        """Close every channel's store (ending its streams)."""
+        for channel in self:
+            channel.store.close()

@@ -1,0 +1,43 @@
+"""Framework-neutral HTTP responses: what to answer, decided once for every adapter.
+
+The core decides the status, headers and JSON body of every non-streaming answer
+(errors, publish results); adapters only copy a :class:`Answer` onto their
+framework's response object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.errors import ErrorBody
+
+__all__ = ["JSON_HEADERS", "Answer", "error_answer", "json_answer"]
+
+JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A complete HTTP response: status, headers, body."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_answer(status: int, body: bytes, *extra_headers: tuple[str, str]) -> Answer:
+    """An ``application/json`` answer with ``body`` (already JSON)."""
+    return Answer(status, body, JSON_HEADERS + extra_headers)
+
+
+def error_answer(
+    status: int,
+    error: str,
+    detail: str,
+    *extra_headers: tuple[str, str],
+    errors: list[dict[str, Any]] | None = None,
+) -> Answer:
+    """A JSON :class:`~schemas.ErrorBody` answer."""
+    body = ErrorBody(error=error, detail=detail, errors=errors)
+    return json_answer(status, body.model_dump_json(exclude_none=True).encode(), *extra_headers)
