@@ -5,43 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pydantic
 import pytest
-from httpx_sse import EventSource as SSEStream
-from httpx_sse import ServerSentEvent, aconnect_sse
 
+from tests.clients import Reading, sse_client, take
 from tests.conftest import TornadoStarter, wait_until
 from tornadose.handlers import BaseHandler, EventSource
 from tornadose.stores import BaseStore, DataStore, QueueStore
-
-
-class Reading(pydantic.BaseModel):
-    sensor: str
-    value: float
-
-
-@asynccontextmanager
-async def sse_client(url: str) -> AsyncIterator[tuple[SSEStream, AsyncIterator[ServerSentEvent]]]:
-    """Connect with httpx-sse; yields the stream and an iterator of its events."""
-    async with (
-        httpx.AsyncClient(timeout=5) as client,
-        aconnect_sse(client, "GET", url) as source,
-    ):
-        yield source, source.aiter_sse()
-
-
-async def take(events: AsyncIterator[ServerSentEvent], count: int) -> list[ServerSentEvent]:
-    """The next ``count`` events, failing after 5 s."""
-
-    async def collect() -> list[ServerSentEvent]:
-        return [await anext(events) for _ in range(count)]
-
-    return await asyncio.wait_for(collect(), 5)
 
 
 async def serve(tornado_server: TornadoStarter, store: BaseStore, **options: Any) -> str:

@@ -5,75 +5,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pydantic
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
 
-from schemas import Envelope
+from tests.clients import Reading, expect_close, offset, recv, recv_text, ws_subscribed
 from tests.conftest import TornadoStarter, wait_until
 from tornadose import UnencodableMessage
 from tornadose.handlers import WebSocketSubscriber
 from tornadose.stores import BaseStore, DataStore, QueueStore
 
 
-class Reading(pydantic.BaseModel):
-    sensor: str
-    value: float
-
-
 async def serve(tornado_server: TornadoStarter, store: BaseStore) -> str:
     """Mount ``store`` at ``/ws`` on a fresh server; return the ``ws://`` URL."""
     base = await tornado_server([(r"/ws", WebSocketSubscriber, {"store": store})])
     return base.replace("http://", "ws://", 1) + "/ws"
-
-
-@asynccontextmanager
-async def subscribed(url: str, store: BaseStore, **options: Any) -> AsyncIterator[ClientConnection]:
-    """Connect a client and wait until the server has registered it with ``store``."""
-    before = len(store.subscribers)
-    async with connect(url, open_timeout=5, close_timeout=5, **options) as ws:
-        await wait_until(lambda: len(store.subscribers) == before + 1)
-        yield ws
-
-
-async def recv_text(ws: ClientConnection) -> str:
-    """The next frame, which must be a text frame; fails after 5 s."""
-    frame = await asyncio.wait_for(ws.recv(), 5)
-    assert isinstance(frame, str), f"expected a text frame, got {frame!r}"
-    return frame
-
-
-async def recv(ws: ClientConnection) -> Envelope:
-    """The next frame, parsed as an :class:`Envelope`."""
-    return Envelope.model_validate_json(await recv_text(ws))
-
-
-def offset(message_id: str | None) -> int:
-    """The offset part of an ``<epoch>-<offset>`` id."""
-    assert message_id is not None
-    _, _, number = message_id.rpartition("-")
-    return int(number)
-
-
-async def expect_close(ws: ClientConnection) -> list[Envelope]:
-    """Read until the server closes; return what arrived before the close."""
-    received: list[Envelope] = []
-
-    async def drain() -> None:
-        try:
-            while True:
-                received.append(Envelope.model_validate_json(await ws.recv()))
-        except ConnectionClosed:
-            return
-
-    await asyncio.wait_for(drain(), 5)
-    return received
 
 
 # -- 1. frame shape -------------------------------------------------------------------
@@ -97,7 +46,7 @@ async def test_each_message_is_one_json_text_frame_with_data_and_id(
         "héllo ✓ 日本",
         {"sensor": "t1", "value": 1.5},
     ]
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         for payload in payloads:
             store.submit(payload)
         frames = [await recv_text(ws) for _ in payloads]
@@ -120,7 +69,7 @@ async def test_queue_store_delivers_every_message_in_submit_order(
     """500 messages from a QueueStore all arrive, in the order they were submitted."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         for i in range(500):
             store.submit({"n": i})
         received = [await recv(ws) for _ in range(500)]
@@ -137,11 +86,11 @@ async def test_data_store_sends_current_value_on_connect_then_updates(
     """A new DataStore subscriber gets the current value at once, then each update."""
     store = DataStore(initial_data={"temperature": 20})
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         assert (await recv(ws)).data == {"temperature": 20}  # nothing was published yet
         store.data = {"temperature": 21}
         assert (await recv(ws)).data == {"temperature": 21}
-    async with subscribed(url, store) as late:
+    async with ws_subscribed(url, store) as late:
         assert (await recv(late)).data == {"temperature": 21}
 
 
@@ -154,7 +103,7 @@ async def test_client_pinging_every_second_stays_connected_and_receives(
     """A client pinging every second for 5 s gets every pong and every message meanwhile."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store, ping_interval=None) as ws:
+    async with ws_subscribed(url, store, ping_interval=None) as ws:
         for second in range(5):
             pong = await ws.ping()
             await asyncio.wait_for(pong, 5)
@@ -172,7 +121,7 @@ async def test_client_close_is_answered_with_a_clean_close(tornado_server: Torna
     """A client closing normally sees the server's 1000 close frame, not an error."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         await asyncio.wait_for(ws.close(), 5)
         assert ws.close_code == 1000  # the code of the close frame the server sent back
         with pytest.raises(ConnectionClosedOK):
@@ -204,7 +153,7 @@ async def test_disconnect_on_a_quiet_store_deregisters_promptly(
     """A client that leaves (cleanly or by dropping TCP) is deregistered with nothing published."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         assert len(store.subscribers) == 1
         if how == "close":
             await asyncio.wait_for(ws.close(), 5)
@@ -225,10 +174,10 @@ async def test_slow_consumer_is_cut_off_while_a_reading_client_keeps_receiving(
     url = await serve(tornado_server, store)
     pad = "x" * 65536
     async with (
-        subscribed(url, store) as reader,
+        ws_subscribed(url, store) as reader,
         # max_queue=1: the client stops reading the socket after one frame, so the
         # kernel buffers fill and the server's writes stall.
-        subscribed(url, store, max_queue=1, max_size=None) as slow,
+        ws_subscribed(url, store, max_queue=1, max_size=None) as slow,
     ):
         sent = 0
         # Lockstep with the reader, so only the slow client can fall behind.
@@ -262,7 +211,7 @@ async def test_store_close_closes_clients_with_1001(tornado_server: TornadoStart
     """Closing the store delivers what is queued, then closes clients with 1001; later ones too."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         store.submit("last words")
         store.close()
         assert [envelope.data for envelope in await expect_close(ws)] == ["last words"]
@@ -282,7 +231,7 @@ async def test_frames_from_the_client_are_ignored(tornado_server: TornadoStarter
     """Text and binary frames sent by the client change nothing: delivery goes on."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         for i in range(3):
             await asyncio.wait_for(ws.send(f"hello {i}"), 5)
             await asyncio.wait_for(ws.send(b"\x00\xff binary"), 5)
@@ -303,7 +252,7 @@ async def test_unencodable_message_is_refused_and_delivery_goes_on(
     """submit(object()) raises UnencodableMessage, publishes nothing, and breaks no client."""
     store = QueueStore()
     url = await serve(tornado_server, store)
-    async with subscribed(url, store) as ws:
+    async with ws_subscribed(url, store) as ws:
         store.submit("before")
         with pytest.raises(UnencodableMessage):
             store.submit(object())
