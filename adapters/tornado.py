@@ -102,6 +102,10 @@ class BaseHandler(RequestHandler):
             raise TypeError(f"store must be a tornadose store, not {type(store).__name__}")
         self.store = store
         self.subscription = None
+        #: The hook of :mod:`tornadose.auth` and the channel name it is given;
+        #: subclasses that take ``authorize``/``channel`` options set these.
+        self.authorize: Authorize | None = None
+        self.channel = ""
         self._delivery: asyncio.Task[None] | None = None
 
     def prepare(self) -> None:
@@ -125,6 +129,15 @@ class BaseHandler(RequestHandler):
             shutdown.track(self.subscription)
             self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
         return self.subscription
+
+    async def may_subscribe(self) -> bool:
+        """Run the authorize hook (if any); on refusal, answer 401/403 and return False."""
+        refusal = await check_access(
+            self.authorize, request_headers(self), self.channel, Action.SUBSCRIBE
+        )
+        if refusal is not None:
+            send_answer(self, refusal)
+        return refusal is None
 
     def refuse_closed_store(self) -> None:
         """Answer a request for a closed store: ``204 No Content``."""
@@ -252,11 +265,7 @@ class EventSource(BaseHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, register with the store, send the SSE headers at once, stream."""
-        refusal = await check_access(
-            self.authorize, request_headers(self), self.channel, Action.SUBSCRIBE
-        )
-        if refusal is not None:
-            send_answer(self, refusal)
+        if not await self.may_subscribe():
             return
         if self.open_subscription() is None:
             return
@@ -320,11 +329,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, then perform the WebSocket handshake (a plain ``GET`` gets ``400``)."""
-        refusal = await check_access(
-            self.authorize, request_headers(self), self.channel, Action.SUBSCRIBE
-        )
-        if refusal is not None:
-            send_answer(self, refusal)
+        if not await self.may_subscribe():
             return
         await WebSocketHandler.get(self, *args, **kwargs)
 
