@@ -164,12 +164,8 @@ class EventSourceApp:
         authorize: Authorize | None = None,
         channel: str = "",
     ) -> None:
-        if retry is not None:
-            sse.encode_retry(retry)  # refuse a bad value now, not at the first client
         self.store = store
-        self.heartbeat = heartbeat
-        self.period = period
-        self.retry = retry
+        self.sse_options = streams.SSEOptions(heartbeat=heartbeat, period=period, retry=retry)
         self.authorize = authorize
         self.channel = channel
 
@@ -206,9 +202,7 @@ class EventSourceApp:
 
         reason = await serve_subscription(
             subscription,
-            lambda: streams.stream_sse(
-                subscription, write, heartbeat=self.heartbeat, period=self.period, retry=self.retry
-            ),
+            lambda: streams.stream_sse(subscription, write, self.sse_options),
             wait_disconnect,
         )
         if reason not in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CONSUMER):

@@ -250,13 +250,8 @@ class EventSource(BaseHandler):
     ) -> None:
         """Keep the options (see the class docstring)."""
         super().initialize(store)
-        if period is not None and period < 0:
-            raise ValueError(f"period must not be negative, not {period}")
-        if retry is not None:
-            sse.encode_retry(retry)  # refuse a bad value now, not at the first client
+        self.sse_options = streams.SSEOptions(heartbeat=heartbeat, period=period, retry=retry)
         self.period = period
-        self.heartbeat = heartbeat
-        self.retry = retry
         self.authorize = authorize
         self.channel = channel
 
@@ -276,13 +271,7 @@ class EventSource(BaseHandler):
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`)."""
-        return await streams.stream_sse(
-            subscription,
-            self._write,
-            heartbeat=self.heartbeat,
-            period=self.period,
-            retry=self.retry,
-        )
+        return await streams.stream_sse(subscription, self._write, self.sse_options)
 
     async def _write(self, chunk: bytes) -> None:
         self.write(chunk)

@@ -22,12 +22,19 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from tornadose import sse
 from tornadose.errors import SubscriptionClosed
 from tornadose.subscription import CloseReason, Subscription
 
-__all__ = ["DEFAULT_HEARTBEAT", "DEFAULT_MAX_BATCH", "stream_sse", "stream_websocket"]
+__all__ = [
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_BATCH",
+    "SSEOptions",
+    "stream_sse",
+    "stream_websocket",
+]
 
 #: Seconds of silence after which an SSE stream gets a heartbeat comment.
 DEFAULT_HEARTBEAT = 15.0
@@ -35,33 +42,50 @@ DEFAULT_HEARTBEAT = 15.0
 DEFAULT_MAX_BATCH = 64
 
 
+@dataclass(frozen=True, slots=True)
+class SSEOptions:
+    """How an SSE stream is written; checked when made, so a bad value fails at
+    startup rather than at the first client."""
+
+    #: Seconds of silence before a heartbeat comment; ``None`` or ``0``: none.
+    heartbeat: float | None = DEFAULT_HEARTBEAT
+    #: Seconds between writes (throttling); ``None``: write as messages come.
+    period: float | None = None
+    #: Milliseconds a client waits before reconnecting, sent when the stream opens.
+    retry: int | None = None
+    #: The most messages in one write.
+    max_batch: int = DEFAULT_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat", "period"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, not {value}")
+        if self.retry is not None:
+            sse.encode_retry(self.retry)
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {self.max_batch}")
+
+
 async def stream_sse(
     subscription: Subscription,
     write: Callable[[bytes], Awaitable[None]],
-    *,
-    heartbeat: float | None = DEFAULT_HEARTBEAT,
-    period: float | None = None,
-    retry: int | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    options: SSEOptions = SSEOptions(),
 ) -> CloseReason:
-    """Write ``subscription``'s messages as SSE events until it closes.
-
-    ``retry`` (milliseconds), if given, is sent first as the client's reconnection
-    delay.
-    """
-    if retry is not None:
-        await write(sse.encode_retry(retry))
+    """Write ``subscription``'s messages as SSE events until it closes."""
+    if options.retry is not None:
+        await write(sse.encode_retry(options.retry))
     while True:
         try:
-            batch = await subscription.get_batch(max_batch, timeout=heartbeat)
+            batch = await subscription.get_batch(options.max_batch, timeout=options.heartbeat)
         except SubscriptionClosed as closed:
             return closed.reason
         if not batch:
             await write(sse.HEARTBEAT)
             continue
         await write(batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch))
-        if period:
-            await subscription.sleep(period)
+        if options.period:
+            await subscription.sleep(options.period)
 
 
 async def stream_websocket(
