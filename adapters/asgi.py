@@ -34,17 +34,22 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
 
 from tornadose import shutdown, sse, streams
 from tornadose.auth import Action, Authorize, check_access
 from tornadose.channels import Channels, Endpoint, Route
 from tornadose.errors import StoreClosed
-from tornadose.publishing import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.publishing import (
+    DEFAULT_MAX_BODY,
+    event_from_query,
+    publish_json,
+    refuse_before_body,
+    too_large,
+)
 from tornadose.responses import Answer, error_answer
 from tornadose.stores import BaseStore
 from tornadose.subscription import CloseReason, Subscription
-from tornadose.websocket import close_code_for, origin_allowed
+from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
 
@@ -69,12 +74,6 @@ def request_headers(scope: Scope) -> dict[str, str]:
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
-
-
-def query_parameter(scope: Scope, name: str) -> str | None:
-    """The first value of query parameter ``name``, or ``None``."""
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
-    return values[0] if values else None
 
 
 async def send_answer(send: Send, answer: Answer) -> None:
@@ -237,17 +236,14 @@ class WebSocketApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            answer = error_answer(400, "websocket_required", 'Can "Upgrade" only to "WebSocket".')
-            await send_answer(send, answer)
+            await send_answer(send, not_a_websocket())
             return
         if (await receive())["type"] != "websocket.connect":
             return
         headers = request_headers(scope)
-        if not origin_allowed(headers.get("origin"), headers.get("host", ""), self.allowed_origins):
-            forbidden = error_answer(403, "forbidden", "cross-origin WebSocket refused")
-            await refuse_websocket(scope, send, forbidden)
-            return
-        refusal = await check_access(self.authorize, headers, self.channel, Action.SUBSCRIBE)
+        refusal = refuse_origin(headers, self.allowed_origins) or await check_access(
+            self.authorize, headers, self.channel, Action.SUBSCRIBE
+        )
         if refusal is not None:
             await refuse_websocket(scope, send, refusal)
             return
@@ -314,7 +310,8 @@ class PublishApp:
             if body is None:
                 answer = too_large(self.max_body)
             else:
-                answer = publish_json(self.store, body, event=query_parameter(scope, "event"))
+                query = scope.get("query_string", b"").decode("latin-1")
+                answer = publish_json(self.store, body, event=event_from_query(query))
         await send_answer(send, answer)
 
 

@@ -41,11 +41,17 @@ from tornadose.auth import Action, Authorize, check_access
 from tornadose.channels import Channels, Endpoint
 from tornadose.errors import StoreClosed, SubscriptionClosed
 from tornadose.message import Message
-from tornadose.publishing import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.publishing import (
+    DEFAULT_MAX_BODY,
+    event_from_query,
+    publish_json,
+    refuse_before_body,
+    too_large,
+)
 from tornadose.responses import Answer
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import CloseReason, Subscription
-from tornadose.websocket import close_code_for, origin_allowed
+from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = [
     "AnswerHandler",
@@ -317,14 +323,23 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         """Do not register yet: only a completed handshake registers (in :meth:`open`)."""
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Authorize, then perform the WebSocket handshake (a plain ``GET`` gets ``400``)."""
+        """Check the handshake (a plain ``GET`` gets ``400``, a foreign origin ``403``),
+        authorize, then upgrade to WebSocket."""
+        headers = request_headers(self)
+        if headers.get("upgrade", "").lower() != "websocket":
+            send_answer(self, not_a_websocket())
+            return
+        refusal = refuse_origin(headers, self.allowed_origins)
+        if refusal is not None:
+            send_answer(self, refusal)
+            return
         if not await self.may_subscribe():
             return
         await WebSocketHandler.get(self, *args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        """Refuse cross-origin handshakes unless ``allowed_origins`` lists the origin."""
-        return origin_allowed(origin, self.request.headers.get("Host", ""), self.allowed_origins)
+        """Origins were checked in :meth:`get` already."""
+        return True
 
     def open(self, *args: str, **kwargs: str) -> None:
         """Register with the store; delivery runs in its own task."""
@@ -410,7 +425,7 @@ class PublishHandler(RequestHandler):
         if self._size > self.max_body:
             send_answer(self, too_large(self.max_body))
             return
-        event = self.get_query_argument("event", None)
+        event = event_from_query(self.request.query)
         send_answer(self, publish_json(self.store, b"".join(self._chunks), event=event))
 
 

@@ -25,6 +25,7 @@ Nothing is published unless the answer is 202.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import parse_qs
 
 import pydantic_core
 
@@ -35,7 +36,13 @@ from tornadose.responses import Answer, error_answer, json_answer
 from tornadose.sse import InvalidField
 from tornadose.stores import BaseStore
 
-__all__ = ["DEFAULT_MAX_BODY", "publish_json", "refuse_before_body", "too_large"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "event_from_query",
+    "publish_json",
+    "refuse_before_body",
+    "too_large",
+]
 
 #: The largest publish body accepted by default: 1 MiB.
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -74,6 +81,16 @@ async def refuse_before_body(
     if length.isdigit() and int(length) > max_body:
         return too_large(max_body)
     return None
+
+
+def event_from_query(query: str) -> str | None:
+    """The ``event`` query parameter of a raw query string, exactly as sent.
+
+    The first value counts; an empty value means no event name. Nothing is stripped
+    or replaced, so a CR, LF or NUL reaches the field check and is refused.
+    """
+    values = parse_qs(query, keep_blank_values=True).get("event")
+    return values[0] or None if values else None
 
 
 def too_large(max_body: int) -> Answer:

@@ -15,9 +15,10 @@ Each message is one text frame, a JSON object ``{"data": ..., "id": "..."}`` (se
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
+from tornadose.responses import Answer, error_answer
 from tornadose.subscription import CloseReason
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_SLOW_CONSUMER",
     "close_code_for",
+    "not_a_websocket",
     "origin_allowed",
+    "refuse_origin",
 ]
 
 CLOSE_NORMAL = 1000
@@ -59,3 +62,18 @@ def origin_allowed(origin: str | None, host: str, allowed_origins: Collection[st
     if allowed_origins is not None and ("*" in allowed_origins or origin in allowed_origins):
         return True
     return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def refuse_origin(
+    headers: Mapping[str, str], allowed_origins: Collection[str] | None
+) -> Answer | None:
+    """The ``403`` answer for a cross-origin handshake (see :func:`origin_allowed`), or
+    ``None``. Checked before any authorization, so the hook never sees such requests."""
+    if origin_allowed(headers.get("origin"), headers.get("host", ""), allowed_origins):
+        return None
+    return error_answer(403, "forbidden", "cross-origin WebSocket refused")
+
+
+def not_a_websocket() -> Answer:
+    """The ``400`` answer to a plain HTTP request at a WebSocket URL."""
+    return error_answer(400, "websocket_required", 'Can "Upgrade" only to "WebSocket".')
