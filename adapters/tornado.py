@@ -450,7 +450,9 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
 
         Application(channel_handlers(channels) + your_other_rules)
 
-    Unknown channel names get a JSON ``404`` (``unknown_channel``).
+    Unknown channel names get a JSON ``404`` (``unknown_channel``): with a prefix,
+    every other path under it; without one, paths shaped like a channel endpoint
+    (``/{name}/events`` ...). Put your own rules for paths under the prefix first.
     """
     rules: list[tuple[str, type[RequestHandler], dict[str, Any]]] = []
     for route in channels.routes():
@@ -478,8 +480,11 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
         else:
             answer = _bind(channels.schema_answer, channel.name)
             rules.append((pattern, AnswerHandler, {"make_answer": answer}))
-    endpoints = "|".join(re.escape(e.value) for e in Endpoint if e is not Endpoint.ASYNCAPI)
-    unknown = rf"{re.escape(channels.prefix)}(/[^/]+/(?:{endpoints}))"
+    if channels.prefix:
+        unknown = rf"{re.escape(channels.prefix)}(/.*)?"
+    else:  # without a prefix, catch only channel-shaped paths, not the whole app
+        endpoints = "|".join(re.escape(e.value) for e in Endpoint if e is not Endpoint.ASYNCAPI)
+        unknown = rf"/[^/]+/(?:{endpoints})"
     rules.append((unknown, UnknownChannelHandler, {"channels": channels}))
     return rules
 

@@ -17,7 +17,8 @@ Both serve the same URLs, relative to ``prefix``:
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
 ====================================  ==============================================
 
-Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error.
+Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error
+(on Tornado without a prefix: any other path shaped like ``/{name}/{endpoint}``).
 Routes are built when mounted: declare every channel first.
 """
 

@@ -37,7 +37,10 @@ DEFAULT_DEADLINE = 5.0
 
 _tracked: weakref.WeakSet[Subscription] = weakref.WeakSet()
 _draining = False
-_installed_for: asyncio.AbstractEventLoop | None = None
+#: The loop the signal handlers drain in (the latest one that installed them).
+_loop: asyncio.AbstractEventLoop | None = None
+#: Our handler for each signal, to tell whether it is still the installed one.
+_installed: dict[int, Callable[[int, FrameType | None], None]] = {}
 
 
 def track(subscription: Subscription) -> None:
@@ -78,27 +81,29 @@ def reset() -> None:
 def install_signal_handlers(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     """Drain on ``SIGINT``/``SIGTERM``, then run the handler that was there before.
 
-    Returns whether handlers were installed: only from the main thread, once per
-    event loop.
+    From the main thread only. A handler is installed unless ours is already the
+    current one (a server that restores its own handlers when it stops, as uvicorn
+    does, gets ours chained again next time); signals drain in the loop of the latest
+    call. Returns whether a handler was installed by this call.
     """
-    global _installed_for
+    global _loop
     if threading.current_thread() is not threading.main_thread():
         return False
-    loop = loop or asyncio.get_running_loop()
-    if _installed_for is loop:
-        return False
-    _installed_for = loop
+    _loop = loop or asyncio.get_running_loop()
+    installed = False
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _chained(loop, signum, signal.getsignal(signum)))
-    return True
+        current = signal.getsignal(signum)
+        if current is not _installed.get(signum):
+            _installed[signum] = _chained(signum, current)
+            signal.signal(signum, _installed[signum])
+            installed = True
+    return installed
 
 
-def _chained(
-    loop: asyncio.AbstractEventLoop, signum: int, previous: object
-) -> Callable[[int, FrameType | None], None]:
+def _chained(signum: int, previous: object) -> Callable[[int, FrameType | None], None]:
     def handler(received: int, frame: FrameType | None) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(drain)
+        if _loop is not None and not _loop.is_closed():
+            _loop.call_soon_threadsafe(drain)
         if callable(previous):
             previous(received, frame)
         elif previous == signal.SIG_DFL:
