@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import random
 import signal
-from collections.abc import Iterator
 
 import pydantic
 import tornado.web
@@ -49,18 +47,6 @@ class Tick(pydantic.BaseModel):
 
     n: int
     value: float
-
-
-class EmbeddedUvicorn(uvicorn.Server):
-    """A uvicorn server that leaves SIGINT/SIGTERM to the program running it.
-
-    ``uvicorn.Server.serve()`` normally handles the signals itself, then re-raises
-    them once it has stopped; here one handler in :func:`main` stops both servers.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,8 +71,10 @@ async def main(tornado_port: int, uvicorn_port: int) -> None:
     config = uvicorn.Config(
         ChannelsApp(channels), host=HOST, port=uvicorn_port, log_level="warning"
     )
-    uvicorn_server = EmbeddedUvicorn(config)
+    uvicorn_server = uvicorn.Server(config)
 
+    # uvicorn takes SIGINT/SIGTERM over while it serves (tornadose chains a drain of
+    # every stream in front of it) and passes the signal on here once it has stopped.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
