@@ -59,6 +59,9 @@ Receive = Callable[[], Awaitable[ASGIMessage]]
 Send = Callable[[ASGIMessage], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: Seconds the last frame of a stream may take to be sent before the app gives up.
+FINISH_TIMEOUT = 1.0
+
 #: The WebSocket close code for a refused handshake when the server cannot answer
 #: with an HTTP status (no ``websocket.http.response`` extension): policy violation.
 CLOSE_POLICY_VIOLATION = 1008
@@ -79,7 +82,8 @@ def request_headers(scope: Scope) -> dict[str, str]:
 async def send_answer(send: Send, answer: Answer) -> None:
     """Send a complete :class:`~tornadose.responses.Answer` as the HTTP response."""
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    if answer.status not in (204, 304):  # these carry no body and no length
+        headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 
@@ -101,12 +105,16 @@ async def serve_subscription(
     subscription: Subscription,
     deliver: Callable[[], Awaitable[CloseReason]],
     wait_disconnect: Callable[[], Awaitable[None]],
-) -> CloseReason:
-    """Run ``deliver`` until the subscription ends; the ASGI side of every stream.
+    finish: Callable[[CloseReason], Awaitable[None]],
+) -> None:
+    """Run one stream: ``deliver`` until the subscription ends, then ``finish``.
 
-    The client's disconnect (``wait_disconnect`` returning) closes the subscription;
-    a slow consumer, or a drain not finished within the deadline, cancels delivery
-    even if it is stuck in a write. Returns why the stream ended.
+    The ASGI side of every stream. The client's disconnect (``wait_disconnect``
+    returning) closes the subscription; a slow consumer, or a drain not finished
+    within the deadline, cancels delivery even if it is stuck in a write. ``finish``
+    (the last frame, given why the stream ended) gets at most
+    :data:`FINISH_TIMEOUT` seconds, so a client that stopped reading cannot keep the
+    app from returning.
     """
     loop = asyncio.get_running_loop()
     delivery = asyncio.ensure_future(deliver())
@@ -120,25 +128,35 @@ async def serve_subscription(
 
     subscription.add_close_callback(on_close)
     shutdown.install_signal_handlers(loop)
-    shutdown.track(subscription)
-    try:
-        await asyncio.wait((delivery, watcher), return_when=asyncio.FIRST_COMPLETED)
-        if watcher.done():
-            subscription.close(CloseReason.CLIENT_GONE)
+    with shutdown.streaming(subscription):
         try:
-            return await delivery
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # this request itself is being cancelled
-            return subscription.close_reason or CloseReason.CLIENT_GONE
-        except OSError:  # the server could not write: the client is gone
-            subscription.close(CloseReason.CLIENT_GONE)
-            return CloseReason.CLIENT_GONE
-    finally:
-        watcher.cancel()
-        delivery.cancel()
-        subscription.close(CloseReason.DEREGISTERED)
+            reason = await _delivered(subscription, delivery, watcher)
+        finally:
+            watcher.cancel()
+            delivery.cancel()
+            subscription.close(CloseReason.DEREGISTERED)
+        if reason is not CloseReason.CLIENT_GONE:
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(finish(reason), FINISH_TIMEOUT)
+
+
+async def _delivered(
+    subscription: Subscription, delivery: asyncio.Future[CloseReason], watcher: asyncio.Future[None]
+) -> CloseReason:
+    """Why delivery ended: it returned, the client left, or it was cut."""
+    await asyncio.wait((delivery, watcher), return_when=asyncio.FIRST_COMPLETED)
+    if watcher.done():
+        subscription.close(CloseReason.CLIENT_GONE)
+    try:
+        return await delivery
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # this request itself is being cancelled
+        return subscription.close_reason or CloseReason.CLIENT_GONE
+    except OSError:  # the server could not write: the client is gone
+        subscription.close(CloseReason.CLIENT_GONE)
+        return CloseReason.CLIENT_GONE
 
 
 # -- the apps ----------------------------------------------------------------------------
@@ -199,13 +217,16 @@ class EventSourceApp:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        reason = await serve_subscription(
+        async def finish(reason: CloseReason) -> None:
+            if reason is not CloseReason.SLOW_CONSUMER:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await serve_subscription(
             subscription,
             lambda: streams.stream_sse(subscription, write, self.sse_options),
             wait_disconnect,
+            finish,
         )
-        if reason not in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CONSUMER):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class WebSocketApp:
@@ -262,15 +283,17 @@ class WebSocketApp:
             while (await receive())["type"] != "websocket.disconnect":
                 pass  # frames from the client are ignored
 
-        reason = await serve_subscription(
+        async def close(reason: CloseReason) -> None:
+            code, reason_text = close_code_for(reason)
+            with contextlib.suppress(RuntimeError):  # the connection closed meanwhile
+                await send({"type": "websocket.close", "code": code, "reason": reason_text})
+
+        await serve_subscription(
             subscription,
             lambda: streams.stream_websocket(subscription, send_text, period=self.period),
             wait_disconnect,
+            close,
         )
-        if reason is not CloseReason.CLIENT_GONE:
-            code, reason_text = close_code_for(reason)
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "websocket.close", "code": code, "reason": reason_text})
 
 
 class PublishApp:

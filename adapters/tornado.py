@@ -48,7 +48,7 @@ from tornadose.publishing import (
     refuse_before_body,
     too_large,
 )
-from tornadose.responses import Answer
+from tornadose.responses import Answer, error_answer, error_code_for
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
@@ -132,7 +132,6 @@ class BaseHandler(RequestHandler):
                 self.refuse_closed_store()
                 return None
             self.subscription.add_close_callback(self._on_subscription_closed)
-            shutdown.track(self.subscription)
             self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
         return self.subscription
 
@@ -150,16 +149,17 @@ class BaseHandler(RequestHandler):
         send_answer(self, Answer(204))
 
     async def _run_delivery(self, subscription: Subscription) -> None:
-        try:
-            reason = await self.deliver(subscription)
-        except _CLIENT_GONE:
-            subscription.close(CloseReason.CLIENT_GONE)
-            return
-        except Exception:
-            logger.exception("delivery to %s failed; closing it", self.request.remote_ip)
-            subscription.close(CloseReason.DEREGISTERED)
-            reason = CloseReason.DEREGISTERED
-        self.end_stream(reason)
+        with shutdown.streaming(subscription):
+            try:
+                reason = await self.deliver(subscription)
+            except _CLIENT_GONE:
+                subscription.close(CloseReason.CLIENT_GONE)
+                return
+            except Exception:
+                logger.exception("delivery to %s failed; closing it", self.request.remote_ip)
+                subscription.close(CloseReason.DEREGISTERED)
+                reason = CloseReason.DEREGISTERED
+            self.end_stream(reason)
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Hand each message's payload to :meth:`publish` (or an overridden
@@ -214,6 +214,13 @@ class BaseHandler(RequestHandler):
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None and not stream.closed():
             stream.close()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors are JSON (:class:`schemas.ErrorBody`) as on every adapter; a ``405``
+        says ``Allow: GET``."""
+        extra = (("Allow", "GET"),) if status_code == 405 else ()
+        detail = self._reason or "error"
+        send_answer(self, error_answer(status_code, error_code_for(status_code), detail, *extra))
 
     def on_connection_close(self) -> None:
         """Deregister at once when the client disconnects."""

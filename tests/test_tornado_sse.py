@@ -402,3 +402,14 @@ async def test_delivery_errors_are_logged_not_swallowed(
     assert len(store.subscribers) == 0
     errors = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
     assert any("cannot publish boom" in str(r.exc_info[1]) for r in errors if r.exc_info)
+
+
+async def test_errors_are_json_like_the_asgi_adapter(tornado_server: TornadoStarter) -> None:
+    """A wrong method gets the same JSON error (and ``Allow``) as from the ASGI app."""
+    url = await serve(tornado_server, QueueStore())
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.post(url)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == "method_not_allowed"

@@ -12,7 +12,7 @@ from typing import Any
 
 from schemas.errors import ErrorBody
 
-__all__ = ["JSON_HEADERS", "Answer", "error_answer", "json_answer"]
+__all__ = ["JSON_HEADERS", "Answer", "error_answer", "error_code_for", "json_answer"]
 
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
 
@@ -41,3 +41,17 @@ def error_answer(
     """A JSON :class:`~schemas.ErrorBody` answer."""
     body = ErrorBody(error=error, detail=detail, errors=errors)
     return json_answer(status, body.model_dump_json(exclude_none=True).encode(), *extra_headers)
+
+
+_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_code_for(status: int) -> str:
+    """The ``error`` code of a generic error answer with ``status``."""
+    return _ERROR_CODES.get(status, "http_error")

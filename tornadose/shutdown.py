@@ -2,8 +2,8 @@
 
 Streaming responses never end by themselves, so a server that waits for its
 requests to finish before exiting (uvicorn does, for ``timeout_graceful_shutdown``,
-by default forever) would hang on them. Every stream an adapter opens is *tracked*
-here; :func:`drain` closes them all with
+by default forever) would hang on them. Every stream an adapter opens is counted
+here while it is open (:func:`streaming`); :func:`drain` closes them all with
 :attr:`~tornadose.subscription.CloseReason.SERVER_SHUTDOWN`: what is queued is
 written, SSE responses end (clients reconnect), WebSockets close with ``1001``.
 Adapters give each stream :data:`DEFAULT_DEADLINE` seconds after a drain before
@@ -19,36 +19,82 @@ installs it when its first stream opens, in the main thread only. Call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 
 from tornadose.subscription import CloseReason, Subscription
 
-__all__ = ["DEFAULT_DEADLINE", "drain", "draining", "install_signal_handlers", "track"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "drain",
+    "draining",
+    "install_signal_handlers",
+    "open_streams",
+    "streaming",
+    "wait_streams_ended",
+]
 
 logger = logging.getLogger("tornadose.shutdown")
 
 #: Seconds a stream may take to end after a drain before it is cut.
 DEFAULT_DEADLINE = 5.0
 
-_tracked: weakref.WeakSet[Subscription] = weakref.WeakSet()
+#: Subscriptions whose stream is still open (until its final frame is written).
+_open: weakref.WeakSet[Subscription] = weakref.WeakSet()
 _draining = False
+#: Events set when the last open stream ends (one per :func:`wait_streams_ended` call).
+_idle_waiters: set[asyncio.Event] = set()
 #: The loop the signal handlers drain in (the latest one that installed them).
 _loop: asyncio.AbstractEventLoop | None = None
 #: Our handler for each signal, to tell whether it is still the installed one.
 _installed: dict[int, Callable[[int, FrameType | None], None]] = {}
+#: Drain tasks started by signals (kept so they are not garbage-collected).
+_tasks: set[asyncio.Task[None]] = set()
 
 
-def track(subscription: Subscription) -> None:
-    """Have :func:`drain` close ``subscription``; closes it at once if draining."""
+@contextlib.contextmanager
+def streaming(subscription: Subscription) -> Iterator[None]:
+    """Count ``subscription``'s stream as open for the duration of the block.
+
+    Adapters wrap each stream in it, final frame included. :func:`drain` closes the
+    subscription; if a drain already started, it is closed at once.
+    """
+    _open.add(subscription)
     if _draining:
         subscription.close(CloseReason.SERVER_SHUTDOWN)
-    else:
-        _tracked.add(subscription)
+    try:
+        yield
+    finally:
+        _open.discard(subscription)
+        if not _open:
+            for waiter in _idle_waiters:
+                waiter.set()
+
+
+def open_streams() -> int:
+    """How many streams are open (see :func:`streaming`)."""
+    return len(_open)
+
+
+async def wait_streams_ended(timeout: float) -> bool:
+    """Wait until no stream is open, at most ``timeout`` seconds; whether none is."""
+    if not _open:
+        return True
+    idle = asyncio.Event()
+    _idle_waiters.add(idle)
+    try:
+        async with asyncio.timeout(timeout):
+            await idle.wait()
+    except TimeoutError:
+        pass
+    finally:
+        _idle_waiters.discard(idle)
+    return not _open
 
 
 def draining() -> bool:
@@ -64,7 +110,7 @@ def drain() -> int:
     """
     global _draining
     _draining = True
-    subscriptions = list(_tracked)
+    subscriptions = list(_open)
     for subscription in subscriptions:
         subscription.close(CloseReason.SERVER_SHUTDOWN)
     if subscriptions:
@@ -79,12 +125,15 @@ def reset() -> None:
 
 
 def install_signal_handlers(loop: asyncio.AbstractEventLoop | None = None) -> bool:
-    """Drain on ``SIGINT``/``SIGTERM``, then run the handler that was there before.
+    """On ``SIGINT``/``SIGTERM``: drain, wait until the streams have ended (at most
+    :data:`DEFAULT_DEADLINE` s), then pass the signal to the handler that was there
+    before (uvicorn's, which then finds no stream left to wait for).
 
     From the main thread only. A handler is installed unless ours is already the
     current one (a server that restores its own handlers when it stops, as uvicorn
     does, gets ours chained again next time); signals drain in the loop of the latest
-    call. Returns whether a handler was installed by this call.
+    call. A second signal during a drain is passed on at once. Returns whether a
+    handler was installed by this call.
     """
     global _loop
     if threading.current_thread() is not threading.main_thread():
@@ -100,14 +149,33 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop | None = None) -> bo
     return installed
 
 
-def _chained(signum: int, previous: object) -> Callable[[int, FrameType | None], None]:
-    def handler(received: int, frame: FrameType | None) -> None:
-        if _loop is not None and not _loop.is_closed():
-            _loop.call_soon_threadsafe(drain)
+SignalHandler = Callable[[int, FrameType | None], None]
+
+
+def _chained(signum: int, previous: object) -> SignalHandler:
+    def pass_on(received: int, frame: FrameType | None) -> None:
         if callable(previous):
             previous(received, frame)
         elif previous == signal.SIG_DFL:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
+    async def drain_then_pass_on(received: int, frame: FrameType | None) -> None:
+        drain()
+        await wait_streams_ended(DEFAULT_DEADLINE)
+        pass_on(received, frame)
+
+    def handler(received: int, frame: FrameType | None) -> None:
+        loop = _loop
+        if _draining or loop is None or loop.is_closed():
+            pass_on(received, frame)
+        else:
+            loop.call_soon_threadsafe(_spawn, drain_then_pass_on(received, frame))
+
     return handler
+
+
+def _spawn(coroutine: Coroutine[None, None, None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
