@@ -20,8 +20,10 @@ What they guarantee on top:
 * a subscriber is registered only once its stream is open, and deregistered as
   soon as the client disconnects (``http.disconnect`` / ``websocket.disconnect``),
   even when nothing is being published;
-* a client cut off as a slow consumer is cut at once, even if a write to it is
-  stuck;
+* a client cut off (slow consumer, write timeout) is cut at once, even if a write
+  to it is stuck;
+* a client that sends ``Last-Event-ID`` (header, or ``last_event_id`` query
+  parameter) resumes (see :mod:`tornadose.history`);
 * on shutdown (``SIGINT``/``SIGTERM`` under uvicorn, or
   :func:`tornadose.shutdown.drain`), every stream ends within
   :data:`~tornadose.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
@@ -39,6 +41,7 @@ from tornadose import shutdown, sse, streams
 from tornadose.auth import Action, Authorize, check_access
 from tornadose.channels import Channels, Endpoint, Route
 from tornadose.errors import StoreClosed
+from tornadose.history import last_event_id_from
 from tornadose.publishing import (
     DEFAULT_MAX_BODY,
     event_from_query,
@@ -48,7 +51,7 @@ from tornadose.publishing import (
 )
 from tornadose.responses import Answer, error_answer
 from tornadose.stores import BaseStore
-from tornadose.subscription import CloseReason, Subscription
+from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
@@ -110,8 +113,9 @@ async def serve_subscription(
     """Run one stream: ``deliver`` until the subscription ends, then ``finish``.
 
     The ASGI side of every stream. The client's disconnect (``wait_disconnect``
-    returning) closes the subscription; a slow consumer, or a drain not finished
-    within the deadline, cancels delivery even if it is stuck in a write. ``finish``
+    returning) closes the subscription; a cut (slow consumer, write timeout), or a
+    drain not finished within the deadline, cancels delivery even if it is stuck in
+    a write. ``finish``
     (the last frame, given why the stream ended) gets at most
     :data:`FINISH_TIMEOUT` seconds, so a client that stopped reading cannot keep the
     app from returning.
@@ -121,7 +125,7 @@ async def serve_subscription(
     watcher = asyncio.ensure_future(wait_disconnect())
 
     def on_close(closed: Subscription) -> None:
-        if closed.close_reason is CloseReason.SLOW_CONSUMER:
+        if closed.close_reason in CUT_REASONS:
             delivery.cancel()
         elif closed.close_reason is CloseReason.SERVER_SHUTDOWN:
             loop.call_later(shutdown.DEFAULT_DEADLINE, delivery.cancel)
@@ -178,11 +182,14 @@ class EventSourceApp:
         heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
         period: float | None = None,
         retry: int | None = None,
+        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
         authorize: Authorize | None = None,
         channel: str = "",
     ) -> None:
         self.store = store
-        self.sse_options = streams.SSEOptions(heartbeat=heartbeat, period=period, retry=retry)
+        self.sse_options = streams.SSEOptions(
+            heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
+        )
         self.authorize = authorize
         self.channel = channel
 
@@ -194,19 +201,19 @@ class EventSourceApp:
             answer = error_answer(405, "method_not_allowed", "use GET", ("Allow", "GET"))
             await send_answer(send, answer)
             return
-        refusal = await check_access(
-            self.authorize, request_headers(scope), self.channel, Action.SUBSCRIBE
-        )
+        headers = request_headers(scope)
+        refusal = await check_access(self.authorize, headers, self.channel, Action.SUBSCRIBE)
         if refusal is not None:
             await send_answer(send, refusal)
             return
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
-            subscription = self.store.subscribe()
+            subscription = self.store.subscribe(last_event_id_from(headers, query))
         except StoreClosed:
             await send_answer(send, Answer(204))
             return
-        headers = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        response_headers = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
+        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         # An empty chunk makes the server send the headers now, before any event.
         await send({"type": "http.response.body", "body": b"", "more_body": True})
 
@@ -218,7 +225,7 @@ class EventSourceApp:
                 pass
 
         async def finish(reason: CloseReason) -> None:
-            if reason is not CloseReason.SLOW_CONSUMER:
+            if reason not in CUT_REASONS:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         await serve_subscription(
@@ -245,12 +252,13 @@ class WebSocketApp:
         store: BaseStore,
         *,
         period: float | None = None,
+        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
         authorize: Authorize | None = None,
         channel: str = "",
         allowed_origins: Collection[str] | None = None,
     ) -> None:
         self.store = store
-        self.period = period
+        self.stream_options = streams.StreamOptions(period=period, write_timeout=write_timeout)
         self.authorize = authorize
         self.channel = channel
         self.allowed_origins = allowed_origins
@@ -269,8 +277,9 @@ class WebSocketApp:
             await refuse_websocket(scope, send, refusal)
             return
         await send({"type": "websocket.accept"})
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
-            subscription = self.store.subscribe()
+            subscription = self.store.subscribe(last_event_id_from(headers, query))
         except StoreClosed:
             code, reason_text = close_code_for(CloseReason.STORE_CLOSED)
             await send({"type": "websocket.close", "code": code, "reason": reason_text})
@@ -290,7 +299,7 @@ class WebSocketApp:
 
         await serve_subscription(
             subscription,
-            lambda: streams.stream_websocket(subscription, send_text, period=self.period),
+            lambda: streams.stream_websocket(subscription, send_text, self.stream_options),
             wait_disconnect,
             close,
         )
@@ -382,10 +391,13 @@ class ChannelsApp:
                 heartbeat=channel.heartbeat,
                 period=channel.period,
                 retry=channel.retry,
+                write_timeout=channel.write_timeout,
                 **options,
             )
         if route.endpoint is Endpoint.WEBSOCKET:
-            return WebSocketApp(channel.store, period=channel.period, **options)
+            return WebSocketApp(
+                channel.store, period=channel.period, write_timeout=channel.write_timeout, **options
+            )
         if route.endpoint is Endpoint.PUBLISH:
             return PublishApp(channel.store, max_body=channel.max_body, **options)
         return _AnswerApp(lambda: channels.schema_answer(channel.name))

@@ -40,6 +40,7 @@ from tornadose import shutdown, sse, streams
 from tornadose.auth import Action, Authorize, check_access
 from tornadose.channels import Channels, Endpoint
 from tornadose.errors import StoreClosed, SubscriptionClosed
+from tornadose.history import last_event_id_from
 from tornadose.message import Message
 from tornadose.publishing import (
     DEFAULT_MAX_BODY,
@@ -50,7 +51,7 @@ from tornadose.publishing import (
 )
 from tornadose.responses import Answer, error_answer, error_code_for
 from tornadose.stores import BaseStore, Published
-from tornadose.subscription import CloseReason, Subscription
+from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = [
@@ -126,8 +127,9 @@ class BaseHandler(RequestHandler):
         an ``EventSource`` to stop reconnecting) and returns ``None``.
         """
         if self.subscription is None:
+            last_event_id = last_event_id_from(request_headers(self), self.request.query)
             try:
-                self.subscription = self.store.register(self)
+                self.subscription = self.store.register(self, last_event_id)
             except StoreClosed:
                 self.refuse_closed_store()
                 return None
@@ -200,7 +202,7 @@ class BaseHandler(RequestHandler):
         raise NotImplementedError("publish must be implemented by subclasses of BaseHandler")
 
     def _on_subscription_closed(self, subscription: Subscription) -> None:
-        if subscription.close_reason is CloseReason.SLOW_CONSUMER:
+        if subscription.close_reason in CUT_REASONS:
             # The writer may be stuck on a client that reads nothing: cut it off.
             self.abort_connection()
         elif subscription.close_reason is CloseReason.SERVER_SHUTDOWN:
@@ -246,6 +248,12 @@ class EventSource(BaseHandler):
       ``0`` or ``None`` turns heartbeats off).
     * ``retry``: milliseconds a client should wait before reconnecting, sent once
       when the stream opens (default: not sent, the browser's own default applies).
+    * ``write_timeout``: seconds one write may take before the client is cut as
+      stalled (default 30; ``None``: no limit).
+    * ``authorize``, ``channel``: the hook of :mod:`tornadose.auth`.
+
+    A client that sends ``Last-Event-ID`` (or ``?last_event_id=``) resumes: see
+    :mod:`tornadose.history`.
 
     Response headers (``Content-Type: text/event-stream; charset=utf-8``,
     ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``) are sent as soon as the
@@ -260,10 +268,13 @@ class EventSource(BaseHandler):
         retry: int | None = None,
         authorize: Authorize | None = None,
         channel: str = "",
+        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         """Keep the options (see the class docstring)."""
         super().initialize(store)
-        self.sse_options = streams.SSEOptions(heartbeat=heartbeat, period=period, retry=retry)
+        self.sse_options = streams.SSEOptions(
+            heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
+        )
         self.period = period
         self.authorize = authorize
         self.channel = channel
@@ -315,12 +326,14 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         authorize: Authorize | None = None,
         channel: str = "",
         allowed_origins: Collection[str] | None = None,
+        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         """Keep the store and options: ``period`` (seconds between sends, to throttle),
         ``authorize``/``channel`` (the hook of :mod:`tornadose.auth`), and
         ``allowed_origins`` (origins besides the page's own that may connect; ``["*"]``
         for any)."""
         super().initialize(store)
+        self.stream_options = streams.StreamOptions(period=period, write_timeout=write_timeout)
         self.period = period
         self.authorize = authorize
         self.channel = channel
@@ -358,7 +371,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Send each message as one text frame (see :func:`tornadose.streams.stream_websocket`)."""
-        return await streams.stream_websocket(subscription, self.write_message, period=self.period)
+        return await streams.stream_websocket(subscription, self.write_message, self.stream_options)
 
     def end_stream(self, reason: CloseReason) -> None:
         """Close the WebSocket with the code for ``reason``."""
@@ -477,11 +490,13 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
             options = {
                 "heartbeat": channel.heartbeat,
                 "period": channel.period,
+                "write_timeout": channel.write_timeout,
                 "retry": channel.retry,
             }
             rules.append((pattern, EventSource, {**common, **options}))
         elif route.endpoint is Endpoint.WEBSOCKET:
-            rules.append((pattern, WebSocketSubscriber, {**common, "period": channel.period}))
+            options = {"period": channel.period, "write_timeout": channel.write_timeout}
+            rules.append((pattern, WebSocketSubscriber, {**common, **options}))
         elif route.endpoint is Endpoint.PUBLISH:
             rules.append((pattern, PublishHandler, {**common, "max_body": channel.max_body}))
         else:

@@ -175,8 +175,16 @@ def http_client() -> httpx.AsyncClient:
 
 
 async def rest_of_stream(events: AsyncIterator[ServerSentEvent]) -> list[ServerSentEvent]:
-    """Every remaining event, once the stream ends cleanly (a cut one raises)."""
-    return [event async for event in events]
+    """The remaining events, once the stream ends cleanly (a cut one raises) with the
+    shutdown's reconnect hint: a lone ``retry:`` of 1 to 5 s, which is checked and
+    left out."""
+    remaining = [event async for event in events]
+    assert remaining, "the stream ended without a reconnect hint"
+    hint = remaining[-1]
+    assert hint.data == "", hint
+    assert hint.retry is not None, hint
+    assert 1000 <= hint.retry <= 5000, hint
+    return remaining[:-1]
 
 
 # -- signals ------------------------------------------------------------------------------

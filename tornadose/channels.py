@@ -68,6 +68,8 @@ class Channel:
     period: float | None = None
     #: Reconnection delay (ms) sent to SSE clients when a stream opens.
     retry: int | None = None
+    #: Seconds one write may take before the client is cut as stalled.
+    write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT
     #: Largest accepted publish body, in bytes.
     max_body: int = DEFAULT_MAX_BODY
     #: Whether ``POST .../publish`` is served for this channel.

@@ -86,6 +86,11 @@ class Message:
         return self._sse
 
     @property
+    def size(self) -> int:
+        """Bytes of the message as an SSE event (what queue byte bounds count)."""
+        return len(self.sse)
+
+    @property
     def websocket(self) -> str:
         """The message as the text of one WebSocket frame (a JSON object)."""
         if self._websocket is None:

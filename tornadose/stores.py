@@ -15,9 +15,14 @@ Guarantees of every store:
 * **Ids**: every published message gets an id ``"<epoch>-<offset>"``: the offset
   counts up from 1 within the store, and the epoch is random per store object, so
   ids from a restarted store never look like ids of the old one.
-* **Bounded**: each subscriber queues at most ``max_queue`` messages; the store's
-  ``overflow`` policy says what happens beyond (see :mod:`tornadose.subscription`).
-  A slow subscriber never blocks ``submit()`` or any other subscriber.
+* **Bounded**: each subscriber queues at most ``max_queue`` messages and
+  ``max_queue_bytes`` bytes; the store's ``overflow`` policy says what happens
+  beyond (see :mod:`tornadose.subscription`). A slow subscriber never blocks
+  ``submit()`` or any other subscriber.
+* **Resume**: the last ``history`` messages (and, with ``history_max_age``, only
+  those younger than that) are kept; a subscriber that registers with the id of the
+  last message it saw gets every later one, in order, then live messages, or an
+  explicit reset signal when that is impossible (see :mod:`tornadose.history`).
 * **No event loop at construction**: stores can be created at module level, before
   any event loop runs, and used from whichever loop serves the subscribers.
 * ``submit()`` works called plainly from synchronous code (a ``PeriodicCallback``,
@@ -37,11 +42,21 @@ import pydantic
 import pydantic_core
 
 from tornadose.errors import MessageValidationError, StoreClosed
+from tornadose.history import (
+    History,
+    MessageId,
+    Resume,
+    ResumeStatus,
+    control_message,
+    plan_resume,
+)
 from tornadose.message import Message
 from tornadose.subscription import CloseReason, OverflowPolicy, StoreStats, Subscription
 
 __all__ = [
+    "DEFAULT_HISTORY",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_QUEUE_BYTES",
     "BaseStore",
     "DataStore",
     "OverflowPolicy",
@@ -53,6 +68,10 @@ logger = logging.getLogger("tornadose.stores")
 
 #: Messages a subscriber may have waiting before the overflow policy applies.
 DEFAULT_MAX_QUEUE = 1000
+#: Bytes (of encoded SSE) a subscriber may have waiting before the policy applies.
+DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
+#: Messages kept for resuming clients (``QueueStore``, ``BaseStore``).
+DEFAULT_HISTORY = 1000
 
 
 class Published:
@@ -83,31 +102,49 @@ class Published:
 class BaseStore:
     """Base class of all stores: validation, ids, subscribers and fan-out.
 
-    Keyword options (all stores): ``schema`` (a pydantic model or any type pydantic's
-    ``TypeAdapter`` accepts; ``None`` accepts anything encodable), ``max_queue``
-    (messages a subscriber may have waiting, default :data:`DEFAULT_MAX_QUEUE`) and
-    ``overflow`` (an :class:`OverflowPolicy` or its value, default per store class).
+    Keyword options (all stores):
+
+    * ``schema``: a pydantic model or any type pydantic's ``TypeAdapter`` accepts;
+      ``None`` accepts anything encodable;
+    * ``max_queue``: messages a subscriber may have waiting
+      (:data:`DEFAULT_MAX_QUEUE`); ``max_queue_bytes``: bytes of them
+      (:data:`DEFAULT_MAX_QUEUE_BYTES`; ``None``: no byte bound);
+    * ``overflow``: an :class:`OverflowPolicy` or its value (default per class);
+    * ``history``: messages kept for resuming clients (default per class; ``0``:
+      none); ``history_max_age``: seconds they are kept at most (``None``: no limit).
+
     Every other argument goes to :meth:`initialize`.
     """
 
     #: The overflow policy of stores of this class unless ``overflow=`` says otherwise.
     default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
+    #: The history length of stores of this class unless ``history=`` says otherwise.
+    default_history: ClassVar[int] = DEFAULT_HISTORY
 
     def __init__(
         self,
         *args: Any,
         schema: Any = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int | None = DEFAULT_MAX_QUEUE_BYTES,
         overflow: OverflowPolicy | str | None = None,
+        history: int | None = None,
+        history_max_age: float | None = None,
         **kwargs: Any,
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+        if max_queue_bytes is not None and max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be positive or None, not {max_queue_bytes}")
         self.schema = schema
         self._validator: pydantic.TypeAdapter[Any] | None = (
             None if schema is None else pydantic.TypeAdapter(schema)
         )
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.history = History(
+            self.default_history if history is None else history, history_max_age
+        )
         self.overflow = OverflowPolicy(overflow) if overflow is not None else self.default_overflow
         self.stats = StoreStats()
         self.epoch = secrets.token_hex(4)
@@ -131,11 +168,15 @@ class BaseStore:
         """The registered subscribers (a live, read-only set view)."""
         return self._subscriptions.keys()
 
-    def register(self, subscriber: object) -> Subscription:
+    def register(self, subscriber: object, last_event_id: str | None = None) -> Subscription:
         """Register ``subscriber`` and return its :class:`Subscription`.
 
         The subscriber (any hashable object, usually a request handler) reads its
-        messages from the returned subscription. Registering twice returns the same
+        messages from the returned subscription. With ``last_event_id`` (the id of the
+        last message it saw), the subscription starts with a ``tornadose.resumed``
+        message and the missed messages, or with a ``tornadose.reset`` message if they
+        cannot all be replayed (see :mod:`tornadose.history`); either way live messages
+        follow with no gap and no duplicate. Registering twice returns the same
         subscription. Raises :class:`~tornadose.errors.StoreClosed` after :meth:`close`.
         """
         existing = self._subscriptions.get(subscriber)
@@ -143,24 +184,40 @@ class BaseStore:
             return existing
         if self._closed:
             raise StoreClosed(f"{self!r} is closed")
+        resume = self.plan_resume(last_event_id)
         subscription = Subscription(
             subscriber,
             max_messages=self.max_queue,
+            max_bytes=self.max_queue_bytes,
             overflow=self.overflow,
             stats=self.stats,
             on_close=self._forget,
+            resume=resume,
         )
         self._subscriptions[subscriber] = subscription
+        control = control_message(resume)
+        if control is not None:
+            subscription.replay([control, *resume.replay])
+        self.stats.replayed += len(resume.replay)
+        self.stats.resets += resume.status is ResumeStatus.RESET
         self.on_register(subscription)
         return subscription
 
-    def subscribe(self) -> Subscription:
+    def plan_resume(self, last_event_id: str | None) -> Resume:
+        """How a subscriber that last saw ``last_event_id`` starts (see
+        :func:`tornadose.history.plan_resume`)."""
+        return plan_resume(
+            last_event_id, epoch=self.epoch, latest=self._offset, history=self.history
+        )
+
+    def subscribe(self, last_event_id: str | None = None) -> Subscription:
         """Open a subscription for Python code: ``async with store.subscribe() as s:``.
 
         Iterating it with ``async for`` yields :class:`~tornadose.message.Message`
-        objects; leaving the ``async with`` block deregisters it.
+        objects; leaving the ``async with`` block deregisters it. ``last_event_id``
+        resumes, as for :meth:`register`.
         """
-        return self.register(_PythonSubscriber())
+        return self.register(_PythonSubscriber(), last_event_id)
 
     def deregister(self, subscriber: object) -> None:
         """Stop publishing to ``subscriber``. Unknown subscribers are ignored."""
@@ -229,9 +286,15 @@ class BaseStore:
         if message is None:
             return
         self.stats.published += 1
+        self._remember(message)
         # Copy: an overflowing subscription removes itself from the dict.
         for subscription in list(self._subscriptions.values()):
             subscription.put(message)
+
+    def _remember(self, message: Message) -> None:
+        parsed = MessageId.parse(message.id) if message.id is not None else None
+        if parsed is not None:
+            self.history.append(parsed.offset, message)
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -297,8 +360,9 @@ class DataStore(BaseStore):
         super().publish(message)
 
     def on_register(self, subscription: Subscription) -> None:
-        """Give a new subscriber the current value."""
-        if self._current is not None:
+        """Give a new subscriber the current value, unless it resumed exactly (then it
+        has it, or is being replayed it)."""
+        if self._current is not None and subscription.resume.status is not ResumeStatus.RESUMED:
             subscription.put(self._current)
 
 
@@ -327,6 +391,7 @@ class QueueStore(BaseStore):
         """Push ``message`` to every subscriber, or keep it for the next one."""
         if message is not None and not self._subscriptions:
             self.stats.published += 1
+            self._remember(message)
             if self.backlog == 0:
                 self.stats.dropped += 1
                 return
@@ -338,6 +403,10 @@ class QueueStore(BaseStore):
         super().publish(message)
 
     def on_register(self, subscription: Subscription) -> None:
-        """Hand the backlog to the new subscriber."""
-        while self._backlog:
-            subscription.put(self._backlog.popleft())
+        """Hand the backlog to a new subscriber. A resuming one gets what it missed
+        from the history instead (or a reset), so the backlog is not given twice."""
+        if subscription.resume.status is ResumeStatus.LIVE:
+            while self._backlog:
+                subscription.put(self._backlog.popleft())
+        else:
+            self._backlog.clear()

@@ -16,13 +16,18 @@ Guarantees:
   gets a comment, so proxies and clients see it is alive; no timer runs while
   messages flow, and nothing polls;
 * with ``period`` seconds, writes are spaced at least that far apart: messages
-  arriving meanwhile wait in the (bounded) queue and go out together.
+  arriving meanwhile wait in the (bounded) queue and go out together;
+* a write that takes longer than ``write_timeout`` closes the subscription with
+  ``WRITE_TIMEOUT``: the adapter aborts that connection, the others are untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tornadose import sse
 from tornadose.errors import SubscriptionClosed
@@ -31,7 +36,9 @@ from tornadose.subscription import CloseReason, Subscription
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MAX_BATCH",
+    "DEFAULT_WRITE_TIMEOUT",
     "SSEOptions",
+    "StreamOptions",
     "stream_sse",
     "stream_websocket",
 ]
@@ -40,31 +47,48 @@ __all__ = [
 DEFAULT_HEARTBEAT = 15.0
 #: The most messages written to one connection in one write.
 DEFAULT_MAX_BATCH = 64
+#: Seconds one write may take before the client is cut as stalled.
+DEFAULT_WRITE_TIMEOUT = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class SSEOptions:
-    """How an SSE stream is written; checked when made, so a bad value fails at
-    startup rather than at the first client."""
+class StreamOptions:
+    """How a stream is written, on any transport; checked when made, so a bad value
+    fails at startup rather than at the first client."""
 
-    #: Seconds of silence before a heartbeat comment; ``None`` or ``0``: none.
-    heartbeat: float | None = DEFAULT_HEARTBEAT
     #: Seconds between writes (throttling); ``None``: write as messages come.
     period: float | None = None
-    #: Milliseconds a client waits before reconnecting, sent when the stream opens.
-    retry: int | None = None
+    #: Seconds one write may take before the client is cut as stalled
+    #: (``CloseReason.WRITE_TIMEOUT``); ``None``: no limit.
+    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
     #: The most messages in one write.
     max_batch: int = DEFAULT_MAX_BATCH
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat", "period"):
-            value = getattr(self, name)
+        for name, value in (("period", self.period), ("write_timeout", self.write_timeout)):
             if value is not None and value < 0:
                 raise ValueError(f"{name} must not be negative, not {value}")
-        if self.retry is not None:
-            sse.encode_retry(self.retry)
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {self.max_batch}")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEOptions(StreamOptions):
+    """How an SSE stream is written."""
+
+    #: Seconds of silence before a heartbeat comment; ``None`` or ``0``: none.
+    heartbeat: float | None = DEFAULT_HEARTBEAT
+    #: Milliseconds a client waits before reconnecting, sent when the stream opens.
+    retry: int | None = None
+
+    def __post_init__(self) -> None:
+        StreamOptions.__post_init__(self)
+        if self.heartbeat is not None and self.heartbeat < 0:
+            raise ValueError(f"heartbeat must not be negative, not {self.heartbeat}")
+        if self.retry is not None:
+            sse.encode_retry(self.retry)
 
 
 async def stream_sse(
@@ -72,18 +96,27 @@ async def stream_sse(
     write: Callable[[bytes], Awaitable[None]],
     options: SSEOptions = SSEOptions(),
 ) -> CloseReason:
-    """Write ``subscription``'s messages as SSE events until it closes."""
+    """Write ``subscription``'s messages as SSE events until it closes.
+
+    When the server shuts down, the stream ends with a ``retry:`` hint between 1 and
+    5 seconds (random, so clients do not all come back at once).
+    """
     if options.retry is not None:
         await write(sse.encode_retry(options.retry))
     while True:
         try:
             batch = await subscription.get_batch(options.max_batch, timeout=options.heartbeat)
         except SubscriptionClosed as closed:
+            if closed.reason is CloseReason.SERVER_SHUTDOWN:
+                await _timed(
+                    write, sse.encode_retry(random.randint(1000, 5000)), subscription, options
+                )
             return closed.reason
         if not batch:
-            await write(sse.HEARTBEAT)
+            await _timed(write, sse.HEARTBEAT, subscription, options)
             continue
-        await write(batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch))
+        chunk = batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch)
+        await _timed(write, chunk, subscription, options)
         if options.period:
             await subscription.sleep(options.period)
 
@@ -91,17 +124,34 @@ async def stream_sse(
 async def stream_websocket(
     subscription: Subscription,
     send: Callable[[str], Awaitable[None]],
-    *,
-    period: float | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    options: StreamOptions = StreamOptions(),
 ) -> CloseReason:
     """Send ``subscription``'s messages, one text frame each, until it closes."""
     while True:
         try:
-            batch = await subscription.get_batch(max_batch)
+            batch = await subscription.get_batch(options.max_batch)
         except SubscriptionClosed as closed:
             return closed.reason
         for message in batch:
-            await send(message.websocket)
-        if period:
-            await subscription.sleep(period)
+            await _timed(send, message.websocket, subscription, options)
+        if options.period:
+            await subscription.sleep(options.period)
+
+
+async def _timed(
+    write: Callable[[T], Awaitable[None]],
+    payload: T,
+    subscription: Subscription,
+    options: StreamOptions,
+) -> None:
+    """``write(payload)``; if it takes longer than the write timeout, the subscription
+    is closed with ``WRITE_TIMEOUT`` (and the adapter aborts the connection)."""
+    if not options.write_timeout:
+        await write(payload)
+        return
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(options.write_timeout, subscription.close, CloseReason.WRITE_TIMEOUT)
+    try:
+        await write(payload)
+    finally:
+        timer.cancel()

@@ -3,9 +3,13 @@
 Guarantees of a :class:`Subscription`:
 
 * **Order**: messages are read in the order the store published them.
-* **Bound**: at most ``max_messages`` messages wait in the queue. When a message
-  arrives at a full queue, the subscription's :class:`OverflowPolicy` decides, and
-  every message it throws away is counted in the store's :class:`StoreStats`:
+* **Bound**: at most ``max_messages`` messages, and at most ``max_bytes`` bytes of
+  encoded SSE (a single larger message is still accepted into an empty queue), wait
+  in the queue. Messages replayed to a resuming client do not count against the
+  bound and are never dropped: they are already in the store's history, so queuing
+  them costs a reference each. When a live message arrives at a full queue, the
+  subscription's :class:`OverflowPolicy` decides, and every message it throws away
+  is counted in the store's :class:`StoreStats`:
 
   - ``DISCONNECT`` (default of :class:`~tornadose.stores.QueueStore`): the
     subscription is closed with :attr:`CloseReason.SLOW_CONSUMER`; its queue is
@@ -28,15 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from tornadose.errors import SubscriptionClosed
+from tornadose.history import Resume, ResumeStatus
 from tornadose.message import Message
 
-__all__ = ["CloseReason", "OverflowPolicy", "StoreStats", "Subscription"]
+__all__ = ["CUT_REASONS", "CloseReason", "OverflowPolicy", "StoreStats", "Subscription"]
 
 
 class OverflowPolicy(enum.Enum):
@@ -60,6 +65,14 @@ class CloseReason(enum.Enum):
     DEREGISTERED = "deregistered"
     #: The server is shutting down; queued messages are still delivered first.
     SERVER_SHUTDOWN = "server_shutdown"
+    #: A write to the client took longer than the write timeout (a stalled client).
+    WRITE_TIMEOUT = "write_timeout"
+
+
+#: Reasons for which the server cuts a client off: adapters abort the connection at
+#: once, even mid-write, and iterating the subscription raises. What was queued is
+#: discarded (as it is when the client is gone).
+CUT_REASONS = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_TIMEOUT})
 
 
 @dataclass
@@ -70,10 +83,20 @@ class StoreStats:
     published: int = 0
     #: Messages handed to subscribers' transports (one per message per subscriber).
     delivered: int = 0
-    #: Messages thrown away by ``DROP_OLDEST`` / ``KEEP_LATEST`` overflow.
+    #: Messages thrown away by ``DROP_OLDEST`` / ``KEEP_LATEST`` overflow or, while
+    #: nobody is subscribed, by a full backlog.
     dropped: int = 0
-    #: Subscribers closed with ``CloseReason.SLOW_CONSUMER``.
-    slow_disconnects: int = 0
+    #: Messages replayed from history to resuming clients.
+    replayed: int = 0
+    #: Resumes that could not be filled and got the reset signal instead.
+    resets: int = 0
+    #: Closed subscriptions, by :class:`CloseReason` value.
+    disconnects: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def slow_disconnects(self) -> int:
+        """Subscribers cut as slow consumers (``disconnects["slow_consumer"]``)."""
+        return self.disconnects[CloseReason.SLOW_CONSUMER.value]
 
 
 class Subscription:
@@ -89,12 +112,16 @@ class Subscription:
         "__weakref__",
         "_close_callbacks",
         "_close_reason",
+        "_exempt",
+        "_live_bytes",
         "_queue",
         "_stats",
         "_waiter",
         "_waiter_wants_messages",
+        "max_bytes",
         "max_messages",
         "overflow",
+        "resume",
         "subscriber",
     )
 
@@ -103,15 +130,24 @@ class Subscription:
         subscriber: object,
         *,
         max_messages: int,
+        max_bytes: int | None = None,
         overflow: OverflowPolicy,
         stats: StoreStats,
         on_close: Callable[[Subscription], None],
+        resume: Resume | None = None,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, not {max_messages}")
         self.subscriber = subscriber
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.overflow = overflow
+        #: How this subscription started: live, resumed from history, or reset.
+        self.resume = resume if resume is not None else Resume(ResumeStatus.LIVE)
+        #: Replayed messages at the front of the queue, outside the bound.
+        self._exempt = 0
+        #: Bytes of the live (not replayed) messages queued.
+        self._live_bytes = 0
         self._stats = stats
         self._close_callbacks: list[Callable[[Subscription], None]] = [on_close]
         self._queue: deque[Message] = deque()
@@ -128,34 +164,64 @@ class Subscription:
         """
         if self._close_reason is not None:
             return
-        queue = self._queue
-        if len(queue) >= self.max_messages:
+        if self._full_for(message):
             if self.overflow is OverflowPolicy.DISCONNECT:
-                self._stats.slow_disconnects += 1
                 self.close(CloseReason.SLOW_CONSUMER)
                 return
             if self.overflow is OverflowPolicy.DROP_OLDEST:
-                queue.popleft()
-                self._stats.dropped += 1
+                while self._full_for(message):
+                    self._drop_oldest_live()
             else:
-                self._stats.dropped += len(queue)
-                queue.clear()
-        queue.append(message)
+                while len(self._queue) > self._exempt:
+                    self._drop_oldest_live()
+        self._queue.append(message)
+        self._live_bytes += message.size
         if self._waiter_wants_messages:
             self._wake()
+
+    def replay(self, messages: Iterable[Message]) -> None:
+        """Queue ``messages`` ahead of live ones, outside the bound (see the module
+        docstring). Only before any live message is queued."""
+        if self._close_reason is not None:
+            return
+        assert len(self._queue) == self._exempt, "replay comes before live messages"
+        before = len(self._queue)
+        self._queue.extend(messages)
+        self._exempt = len(self._queue)
+        if self._exempt > before and self._waiter_wants_messages:
+            self._wake()
+
+    def _full_for(self, message: Message) -> bool:
+        live = len(self._queue) - self._exempt
+        if live >= self.max_messages:
+            return True
+        return (
+            self.max_bytes is not None
+            and live > 0
+            and self._live_bytes + message.size > self.max_bytes
+        )
+
+    def _drop_oldest_live(self) -> None:
+        index = self._exempt
+        dropped = self._queue[index]
+        del self._queue[index]
+        self._live_bytes -= dropped.size
+        self._stats.dropped += 1
 
     def close(self, reason: CloseReason = CloseReason.DEREGISTERED) -> None:
         """Close the subscription and remove it from its store. Idempotent.
 
         A waiting reader wakes at once. Messages still queued are delivered first
-        when the reason is ``STORE_CLOSED`` or ``DEREGISTERED``, and discarded when the
-        client is gone or too slow.
+        when the store closes, the server shuts down or the subscriber is deregistered,
+        and discarded when the client is gone or was cut (:data:`CUT_REASONS`).
         """
         if self._close_reason is not None:
             return
         self._close_reason = reason
-        if reason in (CloseReason.CLIENT_GONE, CloseReason.SLOW_CONSUMER):
+        self._stats.disconnects[reason.value] += 1
+        if reason in CUT_REASONS or reason is CloseReason.CLIENT_GONE:
             self._queue.clear()
+            self._exempt = self._live_bytes = 0
         self._wake()
         for callback in self._close_callbacks:
             callback(self)
@@ -208,6 +274,10 @@ class Subscription:
             queue.clear()
         else:
             batch = [queue.popleft() for _ in range(max_messages)]
+        replayed = min(self._exempt, len(batch))
+        self._exempt -= replayed
+        for message in batch[replayed:] if replayed else batch:
+            self._live_bytes -= message.size
         self._stats.delivered += len(batch)
         return batch
 
@@ -223,14 +293,14 @@ class Subscription:
         """Yield messages until the subscription closes.
 
         Ends quietly when the store closes or the subscriber is deregistered; raises
-        :class:`SubscriptionClosed` if it was cut as a slow consumer, so a gap is
-        never silent.
+        :class:`SubscriptionClosed` if it was cut (slow consumer, write timeout), so a
+        gap is never silent.
         """
         while True:
             try:
                 batch = await self.get_batch()
             except SubscriptionClosed as exc:
-                if exc.reason is CloseReason.SLOW_CONSUMER:
+                if exc.reason in CUT_REASONS:
                     raise
                 return
             for message in batch:

@@ -9,7 +9,8 @@ Each message is one text frame, a JSON object ``{"data": ..., "id": "..."}`` (se
 =====  ==================================================================
 1000   the subscription ended normally (the subscriber was deregistered)
 1001   going away: the store was closed or the server is shutting down
-4001   slow consumer: the client fell ``max_queue`` messages behind
+4001   slow consumer: the client fell ``max_queue`` messages (or bytes) behind
+4002   write timeout: a write to the client did not complete in time
 =====  ==================================================================
 """
 
@@ -25,6 +26,7 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_NORMAL",
     "CLOSE_SLOW_CONSUMER",
+    "CLOSE_WRITE_TIMEOUT",
     "close_code_for",
     "not_a_websocket",
     "origin_allowed",
@@ -34,6 +36,7 @@ __all__ = [
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW_CONSUMER = 4001
+CLOSE_WRITE_TIMEOUT = 4002
 
 _CLOSE_FRAMES: dict[CloseReason, tuple[int, str]] = {
     CloseReason.DEREGISTERED: (CLOSE_NORMAL, "subscription ended"),
@@ -41,6 +44,7 @@ _CLOSE_FRAMES: dict[CloseReason, tuple[int, str]] = {
     CloseReason.STORE_CLOSED: (CLOSE_GOING_AWAY, "store closed"),
     CloseReason.SERVER_SHUTDOWN: (CLOSE_GOING_AWAY, "server shutting down"),
     CloseReason.SLOW_CONSUMER: (CLOSE_SLOW_CONSUMER, "slow consumer"),
+    CloseReason.WRITE_TIMEOUT: (CLOSE_WRITE_TIMEOUT, "write timeout"),
 }
 
 

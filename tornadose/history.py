@@ -1,0 +1,223 @@
+"""Message ids, bounded history, and what a reconnecting client gets (no I/O here).
+
+Every message a store publishes has an id ``"<epoch>-<offset>"``: the offset counts
+up from 1 within a store, the epoch is random per store object, so an id from
+before a restart (or from another store) is never taken for one of ours.
+
+A store keeps the most recent messages in a :class:`History`, bounded by count and,
+optionally, by age. A client that reconnects with the id of the last message it saw
+(``Last-Event-ID``) gets a :class:`Resume`:
+
+* ``RESUMED``: every message after that id is still in the history; they are
+  replayed in order, then live messages follow. No duplicate, no gap.
+* ``RESET``: the gap cannot be filled (the id is malformed, from another epoch, newer
+  than anything published, or older than the history reaches); the client is told
+  so explicitly (a ``tornadose.reset`` event) and then gets live messages. Never a
+  silent gap.
+* ``LIVE``: the client sent no id; it gets live messages only.
+
+The stream of a client that sent an id starts with a control message saying which
+of these happened (:func:`control_message`), so even a browser, which cannot read
+response headers, learns where replay started.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from tornadose.message import Message
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "RESET_EVENT",
+    "RESUMED_EVENT",
+    "History",
+    "MessageId",
+    "ResetReason",
+    "Resume",
+    "ResumeStatus",
+    "control_message",
+    "last_event_id_from",
+    "plan_resume",
+]
+
+#: The SSE event type (and WebSocket ``"event"``) of the reset signal.
+RESET_EVENT = "tornadose.reset"
+#: The SSE event type (and WebSocket ``"event"``) saying a resume succeeded.
+RESUMED_EVENT = "tornadose.resumed"
+#: Longer ``Last-Event-ID`` values are malformed, whatever they contain.
+MAX_ID_LENGTH = 128
+
+_ID = re.compile(r"([0-9a-f]{1,32})-([1-9][0-9]{0,18})")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageId:
+    """A parsed message id: the store's epoch and the message's offset."""
+
+    epoch: str
+    offset: int
+
+    @classmethod
+    def parse(cls, text: str) -> MessageId | None:
+        """Parse ``"<epoch>-<offset>"``; ``None`` if ``text`` is not such an id."""
+        if len(text) > MAX_ID_LENGTH:
+            return None
+        match = _ID.fullmatch(text)
+        return None if match is None else cls(match[1], int(match[2]))
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.offset}"
+
+
+class ResumeStatus(enum.Enum):
+    """How a subscription started (see the module docstring)."""
+
+    LIVE = "live"
+    RESUMED = "resumed"
+    RESET = "reset"
+
+
+class ResetReason(enum.Enum):
+    """Why a gap could not be filled."""
+
+    #: The id is not of the form ``<epoch>-<offset>`` (or is too long).
+    MALFORMED_ID = "malformed_id"
+    #: The id is from another epoch: the store restarted, or it is another store's.
+    UNKNOWN_EPOCH = "unknown_epoch"
+    #: The id's offset is beyond the newest message: never published here.
+    UNKNOWN_ID = "unknown_id"
+    #: Messages after the id were published but are no longer in the history.
+    HISTORY_TOO_SHORT = "history_too_short"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """How a subscription starts: what is replayed, and what the client is told."""
+
+    status: ResumeStatus
+    #: The id the client sent (``None`` for ``LIVE``).
+    last_event_id: str | None = None
+    #: The messages replayed before live ones, in order.
+    replay: Sequence[Message] = ()
+    #: Why the gap could not be filled (``RESET`` only).
+    reason: ResetReason | None = None
+    #: The newest id when the subscription started (``None`` if nothing published).
+    latest_id: str | None = None
+
+
+class History:
+    """The most recent messages of a store, bounded by count and optionally by age.
+
+    ``max_messages`` 0 keeps nothing. With ``max_age`` (seconds), messages older than
+    that are dropped too, checked whenever the history is read or appended to.
+    """
+
+    __slots__ = ("_clock", "_entries", "max_age", "max_messages")
+
+    def __init__(
+        self,
+        max_messages: int,
+        max_age: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_messages < 0:
+            raise ValueError(f"history must not be negative, not {max_messages}")
+        if max_age is not None and max_age <= 0:
+            raise ValueError(f"history_max_age must be positive, not {max_age}")
+        self.max_messages = max_messages
+        self.max_age = max_age
+        self._clock = clock
+        self._entries: deque[tuple[float, int, Message]] = deque()
+
+    def __len__(self) -> int:
+        self._expire()
+        return len(self._entries)
+
+    def append(self, offset: int, message: Message) -> None:
+        """Remember ``message``, published with ``offset``."""
+        if self.max_messages == 0:
+            return
+        self._entries.append((self._clock(), offset, message))
+        if len(self._entries) > self.max_messages:
+            self._entries.popleft()
+        self._expire()
+
+    def after(self, offset: int, latest: int) -> list[Message] | None:
+        """Every message after ``offset`` up to ``latest``, or ``None`` if some of them
+        are no longer kept."""
+        if offset >= latest:
+            return []
+        self._expire()
+        entries = self._entries
+        if not entries or entries[0][1] > offset + 1:
+            return None
+        start = offset + 1 - entries[0][1]
+        return [entries[i][2] for i in range(start, len(entries))]
+
+    def _expire(self) -> None:
+        if self.max_age is None:
+            return
+        horizon = self._clock() - self.max_age
+        entries = self._entries
+        while entries and entries[0][0] < horizon:
+            entries.popleft()
+
+
+def last_event_id_from(headers: Mapping[str, str], query: str) -> str | None:
+    """The id a reconnecting client sent: the ``Last-Event-ID`` header, else the
+    ``last_event_id`` query parameter (browsers cannot set headers on a first
+    connection). The header wins: on an automatic reconnect a browser sends the
+    newest id there, while the URL still holds the one it started with."""
+    header = headers.get("last-event-id")
+    if header:
+        return header
+    values = parse_qs(query).get("last_event_id")
+    return values[0] if values else None
+
+
+def plan_resume(last_event_id: str | None, *, epoch: str, latest: int, history: History) -> Resume:
+    """Decide how a subscriber that last saw ``last_event_id`` starts."""
+    latest_id = f"{epoch}-{latest}" if latest else None
+    if last_event_id is None:
+        return Resume(ResumeStatus.LIVE, latest_id=latest_id)
+
+    def reset(reason: ResetReason) -> Resume:
+        return Resume(ResumeStatus.RESET, last_event_id, reason=reason, latest_id=latest_id)
+
+    parsed = MessageId.parse(last_event_id)
+    if parsed is None:
+        return reset(ResetReason.MALFORMED_ID)
+    if parsed.epoch != epoch:
+        return reset(ResetReason.UNKNOWN_EPOCH)
+    if parsed.offset > latest:
+        return reset(ResetReason.UNKNOWN_ID)
+    replay = history.after(parsed.offset, latest)
+    if replay is None:
+        return reset(ResetReason.HISTORY_TOO_SHORT)
+    return Resume(ResumeStatus.RESUMED, last_event_id, replay=replay, latest_id=latest_id)
+
+
+def control_message(resume: Resume) -> Message | None:
+    """The message that opens the stream of a client that sent an id, else ``None``.
+
+    ``tornadose.resumed`` carries ``{"after": <the client's id>, "replayed": n}``;
+    ``tornadose.reset`` carries ``{"reason": ..., "last_event_id": <the client's id>}``
+    and has the newest id as its own id, so a client that reconnects again resumes
+    from there instead of asking for the same gap.
+    """
+    if resume.status is ResumeStatus.RESUMED:
+        data = {"after": resume.last_event_id, "replayed": len(resume.replay)}
+        return Message(data, id=None, event=RESUMED_EVENT)
+    if resume.status is ResumeStatus.RESET:
+        assert resume.reason is not None
+        echoed = (resume.last_event_id or "")[:MAX_ID_LENGTH]
+        data = {"reason": resume.reason.value, "last_event_id": echoed}
+        return Message(data, id=resume.latest_id, event=RESET_EVENT)
+    return None
