@@ -383,6 +383,8 @@ class ChannelsApp:
         channels, channel = self.channels, route.channel
         if route.endpoint is Endpoint.ASYNCAPI:
             return _AnswerApp(channels.asyncapi_answer)
+        if route.endpoint is Endpoint.METRICS:
+            return _AnswerApp(channels.metrics_answer)
         assert channel is not None
         options: dict[str, Any] = {"authorize": channels.authorize, "channel": channel.name}
         if route.endpoint is Endpoint.EVENTS:

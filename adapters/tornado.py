@@ -38,7 +38,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from tornadose import shutdown, sse, streams
 from tornadose.auth import Action, Authorize, check_access
-from tornadose.channels import Channels, Endpoint
+from tornadose.channels import CHANNEL_ENDPOINTS, Channels, Endpoint
 from tornadose.errors import StoreClosed, SubscriptionClosed
 from tornadose.history import last_event_id_from
 from tornadose.message import Message
@@ -478,9 +478,13 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
     for route in channels.routes():
         pattern = re.escape(channels.prefix + route.path)
         channel = route.channel
-        if channel is None:  # Endpoint.ASYNCAPI
+        if route.endpoint is Endpoint.ASYNCAPI:
             rules.append((pattern, AnswerHandler, {"make_answer": channels.asyncapi_answer}))
             continue
+        if route.endpoint is Endpoint.METRICS:
+            rules.append((pattern, AnswerHandler, {"make_answer": channels.metrics_answer}))
+            continue
+        assert channel is not None
         common: dict[str, Any] = {
             "store": channel.store,
             "authorize": channels.authorize,
@@ -505,7 +509,7 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
     if channels.prefix:
         unknown = rf"{re.escape(channels.prefix)}(/.*)?"
     else:  # without a prefix, catch only channel-shaped paths, not the whole app
-        endpoints = "|".join(re.escape(e.value) for e in Endpoint if e is not Endpoint.ASYNCAPI)
+        endpoints = "|".join(re.escape(e.value) for e in CHANNEL_ENDPOINTS)
         unknown = rf"/[^/]+/(?:{endpoints})"
     rules.append((unknown, UnknownChannelHandler, {"channels": channels}))
     return rules

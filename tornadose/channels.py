@@ -15,6 +15,7 @@ Both serve the same URLs, relative to ``prefix``:
 ``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.publishing`)
 ``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
+``GET  {prefix}/metrics``             every channel's metrics, Prometheus text format
 ====================================  ==============================================
 
 Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error
@@ -40,7 +41,7 @@ from tornadose.publishing import DEFAULT_MAX_BODY
 from tornadose.responses import Answer, error_answer, json_answer
 from tornadose.stores import BaseStore, QueueStore
 
-__all__ = ["Channel", "Channels", "Endpoint", "Route"]
+__all__ = ["CHANNEL_ENDPOINTS", "Channel", "Channels", "Endpoint", "Route"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -53,6 +54,11 @@ class Endpoint(enum.Enum):
     PUBLISH = "publish"
     SCHEMA = "schema.json"
     ASYNCAPI = "asyncapi.json"
+    METRICS = "metrics"
+
+
+#: What each channel serves, below ``{prefix}/{name}/``.
+CHANNEL_ENDPOINTS = (Endpoint.EVENTS, Endpoint.WEBSOCKET, Endpoint.PUBLISH, Endpoint.SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,7 @@ class Channels:
         self.title = title
         self.version = version
         self._channels: dict[str, Channel] = {}
+        self._registry: Any = None  # a prometheus_client registry, made when first scraped
 
     def add(
         self,
@@ -151,12 +158,14 @@ class Channels:
 
     def routes(self) -> list[Route]:
         """Every URL path served, relative to :attr:`prefix`."""
-        table = [Route("/asyncapi.json", Endpoint.ASYNCAPI, None)]
+        table = [
+            Route("/asyncapi.json", Endpoint.ASYNCAPI, None),
+            Route("/metrics", Endpoint.METRICS, None),
+        ]
         for channel in self:
-            for endpoint in (Endpoint.EVENTS, Endpoint.WEBSOCKET, Endpoint.SCHEMA):
-                table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
-            if channel.publishable:
-                table.append(Route(f"/{channel.name}/publish", Endpoint.PUBLISH, channel))
+            for endpoint in CHANNEL_ENDPOINTS:
+                if endpoint is not Endpoint.PUBLISH or channel.publishable:
+                    table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
         return table
 
     def not_found(self, path: str) -> Answer:
@@ -180,6 +189,20 @@ class Channels:
     def asyncapi_answer(self) -> Answer:
         """The answer to ``GET .../asyncapi.json``."""
         return json_answer(200, pydantic_core.to_json(asyncapi_document(self)))
+
+    def metrics_answer(self) -> Answer:
+        """The answer to ``GET .../metrics`` (``501`` without ``prometheus_client``)."""
+        try:
+            from tornadose import metrics
+        except ImportError:
+            return error_answer(
+                501, "not_implemented", "metrics need prometheus_client: tornadose[metrics]"
+            )
+        if self._registry is None:
+            self._registry = metrics.registry_for(
+                lambda: {channel.name: channel.store for channel in self}
+            )
+        return metrics.metrics_answer(self._registry)
 
     def close(self) -> None:
         """Close every channel's store (ending its streams)."""

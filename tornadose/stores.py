@@ -296,6 +296,25 @@ class BaseStore:
         if parsed is not None:
             self.history.append(parsed.offset, message)
 
+    # -- observation ----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, int]:
+        """The store's numbers now: ``subscribers``, ``queued_messages`` (waiting in
+        subscriber queues), ``history_messages``, and the counters of :attr:`stats`
+        (``published``, ``delivered``, ``dropped``, ``replayed``, ``resets``).
+        Disconnects by reason are in ``stats.disconnects``."""
+        stats = self.stats
+        return {
+            "subscribers": len(self._subscriptions),
+            "queued_messages": sum(len(s) for s in self._subscriptions.values()),
+            "history_messages": len(self.history),
+            "published": stats.published,
+            "delivered": stats.delivered,
+            "dropped": stats.dropped,
+            "replayed": stats.replayed,
+            "resets": stats.resets,
+        }
+
     # -- lifetime -------------------------------------------------------------------
 
     @property

@@ -1,0 +1,90 @@
+"""Store metrics in the Prometheus text format, through ``prometheus_client``.
+
+Needs the ``metrics`` extra (``pip install 'tornadose[metrics]'``). From Python, the
+same numbers are in :meth:`tornadose.stores.BaseStore.snapshot`.
+
+Metrics, each labelled with ``store`` (the name it was registered under):
+
+==========================================  ======  =====================================
+``tornadose_subscribers``                   gauge   subscribers registered now
+``tornadose_queued_messages``               gauge   messages waiting in subscriber queues
+``tornadose_history_messages``              gauge   messages kept for resuming clients
+``tornadose_published_total``               counter messages accepted
+``tornadose_delivered_total``               counter messages handed to transports
+``tornadose_dropped_total``                 counter messages thrown away by overflow
+``tornadose_replayed_total``                counter messages replayed to resuming clients
+``tornadose_resets_total``                  counter resumes answered with the reset signal
+``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
+==========================================  ======  =====================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tornadose.responses import Answer
+from tornadose.stores import BaseStore
+
+__all__ = ["StoreCollector", "metrics_answer", "registry_for"]
+
+StoreMap = Mapping[str, BaseStore] | Callable[[], Mapping[str, BaseStore]]
+
+
+class StoreCollector(Collector):
+    """A ``prometheus_client`` collector reading the stats of named stores at scrape
+    time. ``stores`` is a mapping, or a callable returning one (for sets of stores
+    that change)."""
+
+    def __init__(self, stores: StoreMap) -> None:
+        self._stores = stores
+
+    def collect(self) -> Iterator[Metric]:
+        stores = self._stores() if callable(self._stores) else self._stores
+        gauges = {
+            "subscribers": "Subscribers registered now.",
+            "queued_messages": "Messages waiting in subscriber queues.",
+            "history_messages": "Messages kept for resuming clients.",
+        }
+        counters = {
+            "published": "Messages accepted by submit().",
+            "delivered": "Messages handed to subscribers' transports.",
+            "dropped": "Messages thrown away by overflow policies.",
+            "replayed": "Messages replayed to resuming clients.",
+            "resets": "Resumes answered with the reset signal.",
+        }
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            name: GaugeMetricFamily(f"tornadose_{name}", text, labels=["store"])
+            for name, text in gauges.items()
+        }
+        families.update(
+            (name, CounterMetricFamily(f"tornadose_{name}", text, labels=["store"]))
+            for name, text in counters.items()
+        )
+        disconnects = CounterMetricFamily(
+            "tornadose_disconnects", "Closed subscriptions, by reason.", labels=["store", "reason"]
+        )
+        for store_name, store in stores.items():
+            snapshot = store.snapshot()
+            for name, family in families.items():
+                family.add_metric([store_name], snapshot[name])
+            for reason, count in store.stats.disconnects.items():
+                disconnects.add_metric([store_name, reason], count)
+        yield from families.values()
+        yield disconnects
+
+
+def registry_for(stores: StoreMap) -> CollectorRegistry:
+    """A registry holding only a :class:`StoreCollector` of ``stores``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(stores))
+    return registry
+
+
+def metrics_answer(registry: CollectorRegistry) -> Answer:
+    """The HTTP answer serving ``registry`` in the Prometheus text format."""
+    return Answer(200, generate_latest(registry), (("Content-Type", CONTENT_TYPE_LATEST),))
