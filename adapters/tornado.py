@@ -50,6 +50,7 @@ from tornadose.publishing import (
     too_large,
 )
 from tornadose.responses import Answer, error_answer, error_code_for
+from tornadose.sockets import set_user_timeout
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
@@ -113,6 +114,8 @@ class BaseHandler(RequestHandler):
         #: subclasses that take ``authorize``/``channel`` options set these.
         self.authorize: Authorize | None = None
         self.channel = ""
+        #: ``TCP_USER_TIMEOUT`` (seconds) for the connection once the stream opens.
+        self.tcp_user_timeout: float | None = None
         self._delivery: asyncio.Task[None] | None = None
 
     def prepare(self) -> None:
@@ -134,6 +137,10 @@ class BaseHandler(RequestHandler):
                 self.refuse_closed_store()
                 return None
             self.subscription.add_close_callback(self._on_subscription_closed)
+            if self.tcp_user_timeout is not None:
+                stream = getattr(self.request.connection, "stream", None)
+                if stream is not None and stream.socket is not None:
+                    set_user_timeout(stream.socket, self.tcp_user_timeout)
             self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
         return self.subscription
 
@@ -250,6 +257,8 @@ class EventSource(BaseHandler):
       when the stream opens (default: not sent, the browser's own default applies).
     * ``write_timeout``: seconds one write may take before the client is cut as
       stalled (default 30; ``None``: no limit).
+    * ``tcp_user_timeout``: seconds sent data may stay unacknowledged before the
+      kernel drops the connection (Linux; see :mod:`tornadose.sockets`).
     * ``authorize``, ``channel``: the hook of :mod:`tornadose.auth`.
 
     A client that sends ``Last-Event-ID`` (or ``?last_event_id=``) resumes: see
@@ -269,9 +278,11 @@ class EventSource(BaseHandler):
         authorize: Authorize | None = None,
         channel: str = "",
         write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
+        tcp_user_timeout: float | None = None,
     ) -> None:
         """Keep the options (see the class docstring)."""
         super().initialize(store)
+        self.tcp_user_timeout = tcp_user_timeout
         self.sse_options = streams.SSEOptions(
             heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
         )
