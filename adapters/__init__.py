@@ -1,5 +1,8 @@
 """Framework adapters: thin translations of the tornadose core to each web framework.
 
 * :mod:`adapters.tornado`: Tornado request handlers (``EventSource``,
-  ``WebSocketSubscriber``, ``BaseHandler``), also importable as ``tornadose.handlers``.
+  ``WebSocketSubscriber``, ``BaseHandler``, ``PublishHandler``, ``channel_handlers``),
+  also importable as ``tornadose.handlers``;
+* :mod:`adapters.asgi`: plain ASGI apps (``EventSourceApp``, ``WebSocketApp``,
+  ``PublishApp``, ``ChannelsApp``) for uvicorn, Starlette, FastAPI.
 """

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
@@ -49,12 +50,14 @@ from tornadose.publishing import (
     refuse_before_body,
     too_large,
 )
-from tornadose.responses import Answer, error_answer
+from tornadose.responses import Answer, method_not_allowed
 from tornadose.stores import BaseStore
 from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
+
+logger = logging.getLogger("tornadose.asgi")
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -127,12 +130,11 @@ async def serve_subscription(
     def on_close(closed: Subscription) -> None:
         if closed.close_reason in CUT_REASONS:
             delivery.cancel()
-        elif closed.close_reason is CloseReason.SERVER_SHUTDOWN:
-            loop.call_later(shutdown.DEFAULT_DEADLINE, delivery.cancel)
 
     subscription.add_close_callback(on_close)
+    watcher.add_done_callback(_log_failure)
     shutdown.install_signal_handlers(loop)
-    with shutdown.streaming(subscription):
+    with shutdown.streaming(subscription, cut=delivery.cancel):
         try:
             reason = await _delivered(subscription, delivery, watcher)
         finally:
@@ -142,6 +144,12 @@ async def serve_subscription(
         if reason is not CloseReason.CLIENT_GONE:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(finish(reason), FINISH_TIMEOUT)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    """Retrieve (and log) an unexpected error of a helper task, never leave it unseen."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("receiving from the client failed", exc_info=task.exception())
 
 
 async def _delivered(
@@ -198,8 +206,7 @@ class EventSourceApp:
             await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
             return
         if scope["method"] != "GET":
-            answer = error_answer(405, "method_not_allowed", "use GET", ("Allow", "GET"))
-            await send_answer(send, answer)
+            await send_answer(send, method_not_allowed(scope["method"], "GET"))
             return
         headers = request_headers(scope)
         refusal = await check_access(self.authorize, headers, self.channel, Action.SUBSCRIBE)
@@ -338,7 +345,10 @@ class PublishApp:
             authorize=self.authorize,
         )
         if answer is None:
-            body = await read_body(receive, self.max_body)
+            try:
+                body = await read_body(receive, self.max_body)
+            except ClientGone:
+                return  # a truncated body is never published, and nobody awaits an answer
             if body is None:
                 answer = too_large(self.max_body)
             else:
@@ -347,14 +357,19 @@ class PublishApp:
         await send_answer(send, answer)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """Read the request body; ``None`` as soon as it exceeds ``limit`` bytes."""
+    """Read the request body; ``None`` as soon as it exceeds ``limit`` bytes. Raises
+    :class:`ClientGone` if the client disconnects first."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -398,7 +413,11 @@ class ChannelsApp:
             )
         if route.endpoint is Endpoint.WEBSOCKET:
             return WebSocketApp(
-                channel.store, period=channel.period, write_timeout=channel.write_timeout, **options
+                channel.store,
+                period=channel.period,
+                write_timeout=channel.write_timeout,
+                allowed_origins=channel.allowed_origins,
+                **options,
             )
         if route.endpoint is Endpoint.PUBLISH:
             return PublishApp(channel.store, max_body=channel.max_body, **options)
@@ -447,8 +466,6 @@ class _AnswerApp:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
         elif scope["method"] not in ("GET", "HEAD"):
-            await send_answer(
-                send, error_answer(405, "method_not_allowed", "use GET", ("Allow", "GET"))
-            )
+            await send_answer(send, method_not_allowed(scope["method"], "GET", "HEAD"))
         else:
             await send_answer(send, self.make_answer())

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from tornado.iostream import StreamClosedError
-from tornado.web import RequestHandler, stream_request_body
+from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from tornadose import shutdown, sse, streams
@@ -49,7 +49,7 @@ from tornadose.publishing import (
     refuse_before_body,
     too_large,
 )
-from tornadose.responses import Answer, error_answer, error_code_for
+from tornadose.responses import Answer, error_answer, error_code_for, method_not_allowed
 from tornadose.sockets import set_user_timeout
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
@@ -59,6 +59,7 @@ __all__ = [
     "AnswerHandler",
     "BaseHandler",
     "EventSource",
+    "JSONErrorHandler",
     "PublishHandler",
     "UnknownChannelHandler",
     "WebSocketSubscriber",
@@ -70,6 +71,12 @@ logger = logging.getLogger("tornadose.handlers")
 
 #: Exceptions that mean "the client is gone" when writing to it.
 _CLIENT_GONE = (StreamClosedError, WebSocketClosedError)
+
+
+def _customised(handler: BaseHandler, base: type[BaseHandler]) -> bool:
+    """Whether ``handler``'s class overrides ``base``'s ``publish`` or ``submit``."""
+    cls = type(handler)
+    return cls.publish is not base.publish or cls.submit is not base.submit
 
 
 def send_answer(handler: RequestHandler, answer: Answer) -> None:
@@ -91,7 +98,23 @@ def request_headers(handler: RequestHandler) -> dict[str, str]:
     }
 
 
-class BaseHandler(RequestHandler):
+class JSONErrorHandler(RequestHandler):
+    """A handler whose error responses are JSON (:class:`schemas.ErrorBody`), exactly
+    as the ASGI adapter's; a ``405`` lists :attr:`allowed_methods` in ``Allow``."""
+
+    #: The methods a ``405`` answer names in ``Allow``.
+    allowed_methods: tuple[str, ...] = ("GET",)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Send the error as JSON."""
+        if status_code == 405:
+            answer = method_not_allowed(self.request.method or "", *self.allowed_methods)
+        else:
+            answer = error_answer(status_code, error_code_for(status_code), self._reason)
+        send_answer(self, answer)
+
+
+class BaseHandler(JSONErrorHandler):
     """Base class of subscriber handlers; subclass it and implement :meth:`publish`.
 
     On a ``GET`` the handler registers with its store (in :meth:`prepare`) and a
@@ -117,6 +140,7 @@ class BaseHandler(RequestHandler):
         #: ``TCP_USER_TIMEOUT`` (seconds) for the connection once the stream opens.
         self.tcp_user_timeout: float | None = None
         self._delivery: asyncio.Task[None] | None = None
+        self._client_gone = False
 
     def prepare(self) -> None:
         """Register with the store when the request is a ``GET``."""
@@ -127,8 +151,11 @@ class BaseHandler(RequestHandler):
         """Register with the store and start the delivery task. Idempotent.
 
         If the store is closed, ends the request with ``204 No Content`` (which tells
-        an ``EventSource`` to stop reconnecting) and returns ``None``.
+        an ``EventSource`` to stop reconnecting) and returns ``None``; if the client
+        already left (say, during an asynchronous authorization), returns ``None``.
         """
+        if self._client_gone:
+            return None
         if self.subscription is None:
             last_event_id = last_event_id_from(request_headers(self), self.request.query)
             try:
@@ -158,7 +185,7 @@ class BaseHandler(RequestHandler):
         send_answer(self, Answer(204))
 
     async def _run_delivery(self, subscription: Subscription) -> None:
-        with shutdown.streaming(subscription):
+        with shutdown.streaming(subscription, cut=self.abort_connection):
             try:
                 reason = await self.deliver(subscription)
             except _CLIENT_GONE:
@@ -209,11 +236,14 @@ class BaseHandler(RequestHandler):
         raise NotImplementedError("publish must be implemented by subclasses of BaseHandler")
 
     def _on_subscription_closed(self, subscription: Subscription) -> None:
-        if subscription.close_reason in CUT_REASONS:
+        reason = subscription.close_reason
+        if reason in CUT_REASONS:
             # The writer may be stuck on a client that reads nothing: cut it off.
-            self.abort_connection()
-        elif subscription.close_reason is CloseReason.SERVER_SHUTDOWN:
-            asyncio.get_running_loop().call_later(shutdown.DEFAULT_DEADLINE, self.abort_connection)
+            self.cut_off(reason)
+
+    def cut_off(self, reason: CloseReason) -> None:
+        """End the stream of a client cut off as slow or stalled: abort the connection."""
+        self.abort_connection()
 
     def abort_connection(self) -> None:
         """Close the connection at once, without a graceful end.
@@ -224,15 +254,9 @@ class BaseHandler(RequestHandler):
         if stream is not None and not stream.closed():
             stream.close()
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Errors are JSON (:class:`schemas.ErrorBody`) as on every adapter; a ``405``
-        says ``Allow: GET``."""
-        extra = (("Allow", "GET"),) if status_code == 405 else ()
-        detail = self._reason or "error"
-        send_answer(self, error_answer(status_code, error_code_for(status_code), detail, *extra))
-
     def on_connection_close(self) -> None:
         """Deregister at once when the client disconnects."""
+        self._client_gone = True
         if self.subscription is not None:
             self.subscription.close(CloseReason.CLIENT_GONE)
         super().on_connection_close()
@@ -301,11 +325,19 @@ class EventSource(BaseHandler):
             return
         for name, value in sse.RESPONSE_HEADERS:
             self.set_header(name, value)
+        # Never compress an event stream (compress_response=True would buffer it).
+        self._transforms = [t for t in self._transforms if not isinstance(t, GZipContentEncoding)]
         self.flush()
         await super().get()
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`)."""
+        """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`).
+
+        A subclass that overrides :meth:`publish` or :meth:`submit` (the 0.x way to
+        customise output) gets each payload through them instead.
+        """
+        if _customised(self, EventSource):
+            return await super().deliver(subscription)
         return await streams.stream_sse(subscription, self._write, self.sse_options)
 
     async def _write(self, chunk: bytes) -> None:
@@ -351,7 +383,10 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         self.allowed_origins = allowed_origins
 
     def prepare(self) -> None:
-        """Do not register yet: only a completed handshake registers (in :meth:`open`)."""
+        """Refuse plain HTTP requests (``400``, as the ASGI app does); register only
+        once a handshake completes (in :meth:`open`)."""
+        if self.request.method != "GET":
+            send_answer(self, not_a_websocket())
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Check the handshake (a plain ``GET`` gets ``400``, a foreign origin ``403``),
@@ -381,7 +416,13 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         self.end_stream(CloseReason.STORE_CLOSED)
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Send each message as one text frame (see :func:`tornadose.streams.stream_websocket`)."""
+        """Send each message as one text frame (see :func:`tornadose.streams.stream_websocket`).
+
+        A subclass that overrides :meth:`publish` or :meth:`submit` gets each payload
+        through them instead.
+        """
+        if _customised(self, WebSocketSubscriber):
+            return await super().deliver(subscription)
         return await streams.stream_websocket(subscription, self.write_message, self.stream_options)
 
     def end_stream(self, reason: CloseReason) -> None:
@@ -389,15 +430,24 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         if reason is not CloseReason.CLIENT_GONE and self.ws_connection is not None:
             self.close(*close_code_for(reason))
 
+    def cut_off(self, reason: CloseReason) -> None:
+        """Close with the code for ``reason`` (``4001``/``4002``); Tornado aborts the
+        connection itself if the client does not answer the close in time."""
+        self.end_stream(reason)
+
     def abort_connection(self) -> None:
-        """Close the WebSocket as a slow consumer."""
-        self.end_stream(CloseReason.SLOW_CONSUMER)
+        """Drop the connection at once, without a closing handshake."""
+        connection = self.ws_connection
+        stream = getattr(connection, "stream", None)
+        if stream is not None and not stream.closed():
+            stream.close()
 
     def on_message(self, message: str | bytes) -> None:
         """Ignore frames from the client."""
 
     def on_close(self) -> None:
         """Deregister at once when the connection closes."""
+        self._client_gone = True
         if self.subscription is not None:
             self.subscription.close(CloseReason.CLIENT_GONE)
 
@@ -407,7 +457,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 
 
 @stream_request_body
-class PublishHandler(RequestHandler):
+class PublishHandler(JSONErrorHandler):
     """``POST`` a JSON message to publish it to ``store``.
 
     Answers exactly as :mod:`tornadose.publishing` says (``202`` with the id, or a
@@ -444,29 +494,35 @@ class PublishHandler(RequestHandler):
             send_answer(self, answer)
 
     def data_received(self, chunk: bytes) -> None:
-        """Keep the body while it is within ``max_body``."""
+        """Keep the body while it is within ``max_body``; answer ``413`` as soon as it
+        is not, and read no further (the connection is then closed)."""
+        if self._finished:
+            return
         self._size += len(chunk)
         if self._size <= self.max_body:
             self._chunks.append(chunk)
-        else:
-            self._chunks.clear()
+            return
+        self._chunks.clear()
+        # Tornado diverts the rest of the body and closes the connection once sent.
+        send_answer(self, too_large(self.max_body))
 
     def post(self) -> None:
         """Publish the body (see the class docstring)."""
-        if self._size > self.max_body:
-            send_answer(self, too_large(self.max_body))
+        if self._finished:
             return
         event = event_from_query(self.request.query)
         send_answer(self, publish_json(self.store, b"".join(self._chunks), event=event))
 
 
-class AnswerHandler(RequestHandler):
+class AnswerHandler(JSONErrorHandler):
     """Answers ``GET`` with a computed :class:`~tornadose.responses.Answer` (documents,
     schemas, not-found errors)."""
 
     def initialize(self, make_answer: Callable[[], Answer]) -> None:
         """``make_answer`` builds the answer for each request."""
         self.make_answer = make_answer
+
+    allowed_methods = ("GET", "HEAD")
 
     def get(self, *args: str) -> None:
         """Send the answer."""
@@ -501,6 +557,7 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
             "authorize": channels.authorize,
             "channel": channel.name,
         }
+        options: dict[str, Any]
         if route.endpoint is Endpoint.EVENTS:
             options = {
                 "heartbeat": channel.heartbeat,
@@ -510,7 +567,11 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
             }
             rules.append((pattern, EventSource, {**common, **options}))
         elif route.endpoint is Endpoint.WEBSOCKET:
-            options = {"period": channel.period, "write_timeout": channel.write_timeout}
+            options = {
+                "period": channel.period,
+                "write_timeout": channel.write_timeout,
+                "allowed_origins": channel.allowed_origins,
+            }
             rules.append((pattern, WebSocketSubscriber, {**common, **options}))
         elif route.endpoint is Endpoint.PUBLISH:
             rules.append((pattern, PublishHandler, {**common, "max_body": channel.max_body}))
@@ -526,7 +587,7 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
     return rules
 
 
-class UnknownChannelHandler(RequestHandler):
+class UnknownChannelHandler(JSONErrorHandler):
     """Answers every request for an undeclared channel with a JSON ``404``."""
 
     def initialize(self, channels: Channels) -> None:

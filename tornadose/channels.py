@@ -80,6 +80,24 @@ class Channel:
     max_body: int = DEFAULT_MAX_BODY
     #: Whether ``POST .../publish`` is served for this channel.
     publishable: bool = True
+    #: Origins besides the page's own whose browsers may open the WebSocket
+    #: (``("*",)``: any); see :func:`tornadose.websocket.origin_allowed`.
+    allowed_origins: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Fail at declaration, not at the first client.
+        self.sse_options()
+        if self.max_body < 0:
+            raise ValueError(f"max_body must not be negative, not {self.max_body}")
+
+    def sse_options(self) -> streams.SSEOptions:
+        """The channel's options for SSE streams."""
+        return streams.SSEOptions(
+            heartbeat=self.heartbeat,
+            period=self.period,
+            retry=self.retry,
+            write_timeout=self.write_timeout,
+        )
 
 
 @dataclass(frozen=True)

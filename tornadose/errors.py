@@ -1,7 +1,8 @@
 """Exceptions raised by tornadose.
 
-Every error a publisher can cause is a :class:`ValueError` subclass, so code that
+Every error a bad message can cause is a :class:`ValueError` subclass, so code that
 already catches ``ValueError`` around ``store.submit()`` keeps working.
+:class:`StoreClosed` (submitting to a closed store) is a :class:`RuntimeError`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_published_total``               counter messages accepted
 ``tornadose_delivered_total``               counter messages handed to transports
 ``tornadose_dropped_total``                 counter messages thrown away by overflow
+``tornadose_discarded_total``               counter messages queued for clients that left
 ``tornadose_replayed_total``                counter messages replayed to resuming clients
 ``tornadose_resets_total``                  counter resumes answered with the reset signal
 ``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
@@ -54,6 +55,7 @@ class StoreCollector(Collector):
             "published": "Messages accepted by submit().",
             "delivered": "Messages handed to subscribers' transports.",
             "dropped": "Messages thrown away by overflow policies.",
+            "discarded": "Messages still queued for subscribers that left or were cut.",
             "replayed": "Messages replayed to resuming clients.",
             "resets": "Resumes answered with the reset signal.",
         }

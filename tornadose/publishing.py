@@ -32,7 +32,7 @@ import pydantic_core
 from schemas.errors import PublishAccepted
 from tornadose.auth import Action, Authorize, check_access
 from tornadose.errors import MessageValidationError, StoreClosed, UnencodableMessage
-from tornadose.responses import Answer, error_answer, json_answer
+from tornadose.responses import Answer, error_answer, json_answer, method_not_allowed
 from tornadose.sse import InvalidField
 from tornadose.stores import BaseStore
 
@@ -64,9 +64,7 @@ async def refuse_before_body(
     (415), declared ``Content-Length`` (413). ``headers`` maps lower-case names to values.
     """
     if method != "POST":
-        return error_answer(
-            405, "method_not_allowed", f"{method} is not allowed here; use POST", ("Allow", "POST")
-        )
+        return method_not_allowed(method, "POST")
     refusal = await check_access(authorize, headers, channel, Action.PUBLISH)
     if refusal is not None:
         return refusal
@@ -101,7 +99,7 @@ def too_large(max_body: int) -> Answer:
 def publish_json(store: BaseStore, body: bytes, *, event: str | None = None) -> Answer:
     """Parse ``body`` as JSON and submit it to ``store``; the answer says how it went."""
     try:
-        message = pydantic_core.from_json(body)
+        message = pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as exc:
         return error_answer(400, "malformed_json", f"the body is not valid JSON: {exc}")
     try:

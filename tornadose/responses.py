@@ -12,7 +12,14 @@ from typing import Any
 
 from schemas.errors import ErrorBody
 
-__all__ = ["JSON_HEADERS", "Answer", "error_answer", "error_code_for", "json_answer"]
+__all__ = [
+    "JSON_HEADERS",
+    "Answer",
+    "error_answer",
+    "error_code_for",
+    "json_answer",
+    "method_not_allowed",
+]
 
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
 
@@ -55,3 +62,14 @@ _ERROR_CODES = {
 def error_code_for(status: int) -> str:
     """The ``error`` code of a generic error answer with ``status``."""
     return _ERROR_CODES.get(status, "http_error")
+
+
+def method_not_allowed(method: str, *allowed: str) -> Answer:
+    """The ``405`` answer for ``method``, with ``Allow`` listing ``allowed``."""
+    methods = ", ".join(allowed)
+    return error_answer(
+        405,
+        "method_not_allowed",
+        f"{method} is not allowed here; use {methods}",
+        ("Allow", methods),
+    )

@@ -6,8 +6,9 @@ by default forever) would hang on them. Every stream an adapter opens is counted
 here while it is open (:func:`streaming`); :func:`drain` closes them all with
 :attr:`~tornadose.subscription.CloseReason.SERVER_SHUTDOWN`: what is queued is
 written, SSE responses end (clients reconnect), WebSockets close with ``1001``.
-Adapters give each stream :data:`DEFAULT_DEADLINE` seconds after a drain before
-cutting it, so a stalled client cannot hold the shutdown.
+A stream still open :data:`DEFAULT_DEADLINE` seconds after a drain is cut (its
+adapter aborts it), whatever state it was in, so a stalled client cannot hold the
+shutdown.
 
 :func:`install_signal_handlers` chains a drain in front of the process's current
 ``SIGINT``/``SIGTERM`` handlers (uvicorn's, when running under uvicorn): the signal
@@ -23,7 +24,6 @@ import contextlib
 import logging
 import signal
 import threading
-import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 
@@ -44,8 +44,30 @@ logger = logging.getLogger("tornadose.shutdown")
 #: Seconds a stream may take to end after a drain before it is cut.
 DEFAULT_DEADLINE = 5.0
 
-#: Subscriptions whose stream is still open (until its final frame is written).
-_open: weakref.WeakSet[Subscription] = weakref.WeakSet()
+
+class _OpenStream:
+    """A stream counted by :func:`streaming`: how to cut it, and the drain's timer."""
+
+    __slots__ = ("cut", "subscription", "timer")
+
+    def __init__(self, subscription: Subscription, cut: Callable[[], object]) -> None:
+        self.subscription = subscription
+        self.cut = cut
+        self.timer: asyncio.TimerHandle | None = None
+
+    def begin_drain(self) -> None:
+        """Close the subscription; cut the stream if it is still open after the deadline."""
+        self.subscription.close(CloseReason.SERVER_SHUTDOWN)
+        if self.timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # drain() outside the loop: nothing can be timed
+                return
+            self.timer = loop.call_later(DEFAULT_DEADLINE, self.cut)
+
+
+#: The streams still open (until their final frame is written).
+_open: dict[int, _OpenStream] = {}
 _draining = False
 #: Events set when the last open stream ends (one per :func:`wait_streams_ended` call).
 _idle_waiters: set[asyncio.Event] = set()
@@ -58,19 +80,25 @@ _tasks: set[asyncio.Task[None]] = set()
 
 
 @contextlib.contextmanager
-def streaming(subscription: Subscription) -> Iterator[None]:
+def streaming(subscription: Subscription, cut: Callable[[], object]) -> Iterator[None]:
     """Count ``subscription``'s stream as open for the duration of the block.
 
-    Adapters wrap each stream in it, final frame included. :func:`drain` closes the
-    subscription; if a drain already started, it is closed at once.
+    Adapters wrap each stream in it, final frame included, and give ``cut``: how to
+    end the stream at once, even mid-write (abort the connection). On :func:`drain`
+    (or at once, if a drain already started) the subscription is closed with
+    ``SERVER_SHUTDOWN`` whatever state it is in, and ``cut`` is called if the stream
+    is still open :data:`DEFAULT_DEADLINE` seconds later.
     """
-    _open.add(subscription)
+    stream = _OpenStream(subscription, cut)
+    _open[id(stream)] = stream
     if _draining:
-        subscription.close(CloseReason.SERVER_SHUTDOWN)
+        stream.begin_drain()
     try:
         yield
     finally:
-        _open.discard(subscription)
+        del _open[id(stream)]
+        if stream.timer is not None:
+            stream.timer.cancel()
         if not _open:
             for waiter in _idle_waiters:
                 waiter.set()
@@ -103,19 +131,20 @@ def draining() -> bool:
 
 
 def drain() -> int:
-    """Close every tracked stream with ``SERVER_SHUTDOWN``; returns how many.
+    """Close every open stream with ``SERVER_SHUTDOWN``, and cut those still open
+    :data:`DEFAULT_DEADLINE` seconds later; returns how many streams were open.
 
     Streams opened afterwards are closed as soon as they open. Call from the event
     loop's thread.
     """
     global _draining
     _draining = True
-    subscriptions = list(_open)
-    for subscription in subscriptions:
-        subscription.close(CloseReason.SERVER_SHUTDOWN)
-    if subscriptions:
-        logger.info("draining %d open stream(s) for shutdown", len(subscriptions))
-    return len(subscriptions)
+    streams = list(_open.values())
+    for stream in streams:
+        stream.begin_drain()
+    if streams:
+        logger.info("draining %d open stream(s) for shutdown", len(streams))
+    return len(streams)
 
 
 def reset() -> None:

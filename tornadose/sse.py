@@ -49,11 +49,16 @@ class InvalidField(ValueError):
 def check_field(name: str, value: str) -> str:
     """Return ``value`` if it is safe as the value of SSE field ``name``.
 
-    Raises :class:`InvalidField` if it contains CR, LF or NUL: written out, such a
-    value would end the field early and let its remainder be read as new fields.
+    Raises :class:`InvalidField` if it contains CR, LF or NUL (written out, such a
+    value would end the field early and let its remainder be read as new fields) or
+    cannot be encoded as UTF-8 (lone surrogates).
     """
     if _FORBIDDEN_IN_FIELD.search(value):
         raise InvalidField(f"SSE {name!r} must not contain CR, LF or NUL: {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidField(f"SSE {name!r} must be encodable as UTF-8: {value!r}") from exc
     return value
 
 

@@ -301,7 +301,8 @@ class BaseStore:
     def snapshot(self) -> dict[str, int]:
         """The store's numbers now: ``subscribers``, ``queued_messages`` (waiting in
         subscriber queues), ``history_messages``, and the counters of :attr:`stats`
-        (``published``, ``delivered``, ``dropped``, ``replayed``, ``resets``).
+        (``published``, ``delivered``, ``dropped``, ``discarded``, ``replayed``,
+        ``resets``).
         Disconnects by reason are in ``stats.disconnects``."""
         stats = self.stats
         return {
@@ -311,6 +312,7 @@ class BaseStore:
             "published": stats.published,
             "delivered": stats.delivered,
             "dropped": stats.dropped,
+            "discarded": stats.discarded,
             "replayed": stats.replayed,
             "resets": stats.resets,
         }
@@ -348,10 +350,13 @@ class DataStore(BaseStore):
     Set the value with ``store.data = x``, ``store.set_data(x)`` or
     ``store.submit(x)``. A new subscriber receives the current value at once (if one
     was ever set; ``initial_data=None`` means none yet). Its default overflow policy
-    is ``KEEP_LATEST``: a subscriber that falls behind skips to the newest value.
+    is ``KEEP_LATEST``: a subscriber that falls behind skips to the newest value. It
+    keeps a history of one message: a client that missed only the latest value
+    resumes exactly; one that missed more gets a reset, then the current value.
     """
 
     default_overflow = OverflowPolicy.KEEP_LATEST
+    default_history = 1
 
     def initialize(self, initial_data: Any = None) -> None:
         """Set the initial value, if ``initial_data`` is not ``None``."""
@@ -425,7 +430,5 @@ class QueueStore(BaseStore):
         """Hand the backlog to a new subscriber. A resuming one gets what it missed
         from the history instead (or a reset), so the backlog is not given twice."""
         if subscription.resume.status is ResumeStatus.LIVE:
-            while self._backlog:
-                subscription.put(self._backlog.popleft())
-        else:
-            self._backlog.clear()
+            subscription.replay(self._backlog)  # outside the bound, like a replay
+        self._backlog.clear()

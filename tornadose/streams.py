@@ -15,8 +15,10 @@ Guarantees:
 * with ``heartbeat`` seconds (``None`` or ``0``: off), an SSE stream idle that long
   gets a comment, so proxies and clients see it is alive; no timer runs while
   messages flow, and nothing polls;
-* with ``period`` seconds, writes are spaced at least that far apart: messages
-  arriving meanwhile wait in the (bounded) queue and go out together;
+* with ``period`` seconds, the stream pauses that long each time it has written
+  everything queued: messages arriving meanwhile wait in the (bounded) queue and go
+  out together (in writes of up to ``max_batch``), so throttling never makes a
+  client fall behind;
 * a write that takes longer than ``write_timeout`` closes the subscription with
   ``WRITE_TIMEOUT``: the adapter aborts that connection, the others are untouched.
 """
@@ -117,7 +119,7 @@ async def stream_sse(
             continue
         chunk = batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch)
         await _timed(write, chunk, subscription, options)
-        if options.period:
+        if options.period and not len(subscription):
             await subscription.sleep(options.period)
 
 
@@ -134,7 +136,7 @@ async def stream_websocket(
             return closed.reason
         for message in batch:
             await _timed(send, message.websocket, subscription, options)
-        if options.period:
+        if options.period and not len(subscription):
             await subscription.sleep(options.period)
 
 

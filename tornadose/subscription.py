@@ -24,8 +24,9 @@ Guarantees of a :class:`Subscription`:
   a slow subscriber never delays the store or any other subscriber.
 * **Prompt close**: :meth:`Subscription.close` wakes a waiting reader at once.
 
-One task reads a subscription at a time. A subscription is bound to the event loop
-of the task that first reads it; publish to it from that loop's thread.
+One task reads a subscription at a time (a second concurrent reader is refused).
+Publish to a subscription from the thread of the event loop its reader runs in:
+nothing here is thread-safe.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ class StoreStats:
     #: Messages thrown away by ``DROP_OLDEST`` / ``KEEP_LATEST`` overflow or, while
     #: nobody is subscribed, by a full backlog.
     dropped: int = 0
+    #: Messages still queued for a subscriber when it left or was cut (a resuming
+    #: client gets them again from the history).
+    discarded: int = 0
     #: Messages replayed from history to resuming clients.
     replayed: int = 0
     #: Resumes that could not be filled and got the reset signal instead.
@@ -220,6 +224,7 @@ class Subscription:
         self._close_reason = reason
         self._stats.disconnects[reason.value] += 1
         if reason in CUT_REASONS or reason is CloseReason.CLIENT_GONE:
+            self._stats.discarded += len(self._queue)
             self._queue.clear()
             self._exempt = self._live_bytes = 0
         self._wake()
