@@ -292,8 +292,9 @@ class WebSocketApp:
             await send({"type": "websocket.close", "code": code, "reason": reason_text})
             return
 
-        async def send_text(text: str) -> None:
-            await send({"type": "websocket.send", "text": text})
+        async def send_frames(frames: list[str]) -> None:
+            for text in frames:
+                await send({"type": "websocket.send", "text": text})
 
         async def wait_disconnect() -> None:
             while (await receive())["type"] != "websocket.disconnect":
@@ -306,7 +307,7 @@ class WebSocketApp:
 
         await serve_subscription(
             subscription,
-            lambda: streams.stream_websocket(subscription, send_text, self.stream_options),
+            lambda: streams.stream_websocket(subscription, send_frames, self.stream_options),
             wait_disconnect,
             close,
         )

@@ -423,7 +423,12 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         """
         if _customised(self, WebSocketSubscriber):
             return await super().deliver(subscription)
-        return await streams.stream_websocket(subscription, self.write_message, self.stream_options)
+        return await streams.stream_websocket(subscription, self._send_frames, self.stream_options)
+
+    async def _send_frames(self, frames: list[str]) -> None:
+        # write_message puts each frame in the stream's buffer at once and returns a
+        # future for its flush: buffer the whole batch, then wait for all flushes.
+        await asyncio.gather(*[self.write_message(frame) for frame in frames])
 
     def end_stream(self, reason: CloseReason) -> None:
         """Close the WebSocket with the code for ``reason``."""

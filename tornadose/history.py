@@ -108,8 +108,10 @@ class Resume:
     replay: Sequence[Message] = ()
     #: Why the gap could not be filled (``RESET`` only).
     reason: ResetReason | None = None
-    #: The newest id when the subscription started (``None`` if nothing published).
-    latest_id: str | None = None
+    #: The id a ``tornadose.reset`` event carries: the last message the client will
+    #: not get after it (the newest one, unless the store sends it again, as a
+    #: ``DataStore`` does with its current value). ``None``: no such message.
+    reset_id: str | None = None
 
 
 class History:
@@ -184,12 +186,12 @@ def last_event_id_from(headers: Mapping[str, str], query: str) -> str | None:
 
 def plan_resume(last_event_id: str | None, *, epoch: str, latest: int, history: History) -> Resume:
     """Decide how a subscriber that last saw ``last_event_id`` starts."""
-    latest_id = f"{epoch}-{latest}" if latest else None
     if last_event_id is None:
-        return Resume(ResumeStatus.LIVE, latest_id=latest_id)
+        return Resume(ResumeStatus.LIVE)
 
     def reset(reason: ResetReason) -> Resume:
-        return Resume(ResumeStatus.RESET, last_event_id, reason=reason, latest_id=latest_id)
+        reset_id = f"{epoch}-{latest}" if latest else None
+        return Resume(ResumeStatus.RESET, last_event_id, reason=reason, reset_id=reset_id)
 
     parsed = MessageId.parse(last_event_id)
     if parsed is None:
@@ -201,7 +203,7 @@ def plan_resume(last_event_id: str | None, *, epoch: str, latest: int, history: 
     replay = history.after(parsed.offset, latest)
     if replay is None:
         return reset(ResetReason.HISTORY_TOO_SHORT)
-    return Resume(ResumeStatus.RESUMED, last_event_id, replay=replay, latest_id=latest_id)
+    return Resume(ResumeStatus.RESUMED, last_event_id, replay=replay)
 
 
 def control_message(resume: Resume) -> Message | None:
@@ -209,8 +211,9 @@ def control_message(resume: Resume) -> Message | None:
 
     ``tornadose.resumed`` carries ``{"after": <the client's id>, "replayed": n}``;
     ``tornadose.reset`` carries ``{"reason": ..., "last_event_id": <the client's id>}``
-    and has the newest id as its own id, so a client that reconnects again resumes
-    from there instead of asking for the same gap.
+    and, as its own id, the last id the client will not get after it (see
+    :attr:`Resume.reset_id`), so a client that reconnects again resumes from there
+    instead of asking for the same gap.
     """
     if resume.status is ResumeStatus.RESUMED:
         data = {"after": resume.last_event_id, "replayed": len(resume.replay)}
@@ -219,5 +222,5 @@ def control_message(resume: Resume) -> Message | None:
         assert resume.reason is not None
         echoed = (resume.last_event_id or "")[:MAX_ID_LENGTH]
         data = {"reason": resume.reason.value, "last_event_id": echoed}
-        return Message(data, id=resume.latest_id, event=RESET_EVENT)
+        return Message(data, id=resume.reset_id, event=RESET_EVENT)
     return None

@@ -32,6 +32,7 @@ Guarantees of every store:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections import deque
@@ -382,6 +383,17 @@ class DataStore(BaseStore):
         if message is not None:
             self._current = message
         super().publish(message)
+
+    def plan_resume(self, last_event_id: str | None) -> Resume:
+        """As for every store, except that a reset is followed by the current value:
+        the reset carries the id before it, so a client that drops between the two
+        gets the value again when it reconnects."""
+        resume = super().plan_resume(last_event_id)
+        current = MessageId.parse(self._current.id or "") if self._current else None
+        if resume.status is ResumeStatus.RESET and current is not None:
+            before = f"{current.epoch}-{current.offset - 1}" if current.offset > 1 else None
+            resume = dataclasses.replace(resume, reset_id=before)
+        return resume
 
     def on_register(self, subscription: Subscription) -> None:
         """Give a new subscriber the current value, unless it resumed exactly (then it

@@ -125,17 +125,21 @@ async def stream_sse(
 
 async def stream_websocket(
     subscription: Subscription,
-    send: Callable[[str], Awaitable[None]],
+    send_frames: Callable[[list[str]], Awaitable[None]],
     options: StreamOptions = StreamOptions(),
 ) -> CloseReason:
-    """Send ``subscription``'s messages, one text frame each, until it closes."""
+    """Send ``subscription``'s messages, one text frame each, until it closes.
+
+    ``send_frames`` sends a batch of frames in order; the adapter decides how (all
+    into one buffer then one wait where the server allows it), and the write timeout
+    applies to the whole batch.
+    """
     while True:
         try:
             batch = await subscription.get_batch(options.max_batch)
         except SubscriptionClosed as closed:
             return closed.reason
-        for message in batch:
-            await _timed(send, message.websocket, subscription, options)
+        await _timed(send_frames, [message.websocket for message in batch], subscription, options)
         if options.period and not len(subscription):
             await subscription.sleep(options.period)
 
