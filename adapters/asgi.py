@@ -134,14 +134,22 @@ async def serve_subscription(
     subscription.add_close_callback(on_close)
     watcher.add_done_callback(_log_failure)
     shutdown.install_signal_handlers(loop)
-    with shutdown.streaming(subscription, cut=delivery.cancel):
+    cut_at_deadline = False
+
+    def cut() -> None:
+        nonlocal cut_at_deadline
+        cut_at_deadline = True
+        delivery.cancel()
+
+    with shutdown.streaming(subscription, cut=cut):
         try:
             reason = await _delivered(subscription, delivery, watcher)
         finally:
             watcher.cancel()
             delivery.cancel()
             subscription.close(CloseReason.DEREGISTERED)
-        if reason is not CloseReason.CLIENT_GONE:
+        # A stream cut at the drain deadline gets no last frame: its client is stuck.
+        if reason is not CloseReason.CLIENT_GONE and not cut_at_deadline:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(finish(reason), FINISH_TIMEOUT)
 
