@@ -73,6 +73,12 @@ logger = logging.getLogger("tornadose.handlers")
 _CLIENT_GONE = (StreamClosedError, WebSocketClosedError)
 
 
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    """Mark a flush's failure as seen: a closed connection is handled elsewhere."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _customised(handler: BaseHandler, base: type[BaseHandler]) -> bool:
     """Whether ``handler``'s class overrides ``base``'s ``publish`` or ``submit``."""
     cls = type(handler)
@@ -427,8 +433,15 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 
     async def _send_frames(self, frames: list[str]) -> None:
         # write_message puts each frame in the stream's buffer at once and returns a
-        # future for its flush: buffer the whole batch, then wait for all flushes.
-        await asyncio.gather(*[self.write_message(frame) for frame in frames])
+        # task for its flush. Wait for the flushes only while the socket is backed
+        # up: awaiting a task always costs a loop turn, which would pace delivery.
+        flushes = [self.write_message(frame) for frame in frames]
+        stream = getattr(self.ws_connection, "stream", None)
+        if stream is not None and stream.writing():
+            await asyncio.gather(*flushes)
+        else:
+            for flush in flushes:
+                flush.add_done_callback(_retrieve_exception)
 
     def end_stream(self, reason: CloseReason) -> None:
         """Close the WebSocket with the code for ``reason``."""

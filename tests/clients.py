@@ -6,8 +6,8 @@ Every call here has a timeout, so a broken server fails a test instead of hangin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -41,7 +41,23 @@ async def sse_client(
         httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
         aconnect_sse(client, "GET", url, headers=headers) as source,
     ):
-        yield source, source.aiter_sse()
+        events = real_events(source)
+        try:
+            yield source, events
+        finally:
+            await events.aclose()
+
+
+async def real_events(source: SSEStream) -> AsyncGenerator[ServerSentEvent, None]:
+    """The events of ``source`` without httpx-sse's phantoms (real ones carry a new id)."""
+    last_id: str | None = None
+    async with aclosing(source.aiter_sse()) as events:
+        async for event in events:
+            # httpx-sse 0.4.3 yields a data-less event at each blank line (after heartbeats).
+            if event.data == "" and event.retry is None and event.id == last_id:
+                continue
+            last_id = event.id
+            yield event
 
 
 async def take(events: AsyncIterator[ServerSentEvent], count: int) -> list[ServerSentEvent]:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import tornado.web
 import uvicorn
 from tornado.httpserver import HTTPServer
+
+from adapters.asgi import EventSourceApp, WebSocketApp
+from adapters.tornado import EventSource, WebSocketSubscriber
+from tornadose.stores import BaseStore
 
 TornadoStarter = Callable[..., Awaitable[str]]
 UvicornStarter = Callable[..., Awaitable[str]]
@@ -90,3 +95,75 @@ async def uvicorn_server() -> AsyncIterator[UvicornStarter]:
     for server, task in running:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where :func:`serve_store` serves a store: SSE at ``/events``, WebSocket at ``/ws``."""
+
+    adapter: str  # "tornado" or "asgi"
+    base: str  # "http://127.0.0.1:<port>"
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
+
+    @property
+    def events(self) -> str:
+        return self.base + "/events"
+
+    @property
+    def ws(self) -> str:
+        return self.base.replace("http://", "ws://", 1) + "/ws"
+
+
+StoreServer = Callable[..., Awaitable[Endpoints]]
+
+
+def by_path(apps: dict[str, Any]) -> Any:
+    """An ASGI app handing every request for a path to ``apps[path]``, as it is.
+
+    Bare, not Starlette: a Starlette ``WebSocketRoute`` answers a plain ``GET`` with
+    404 before the app sees it (mounting is tested in ``test_asgi_mounting.py``).
+    """
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await apps[scope["path"]](scope, receive, send)
+
+    return app
+
+
+@pytest.fixture(params=["tornado", "asgi"])
+def serve_store(
+    request: pytest.FixtureRequest,
+    tornado_server: TornadoStarter,
+    uvicorn_server: UvicornStarter,
+) -> StoreServer:
+    """Serve a store on a real server, once per adapter: every test using this runs twice.
+
+    ``endpoints = await serve_store(store, sse={"heartbeat": 0}, websocket={...})``
+    serves ``store`` at ``/events`` (SSE) and ``/ws`` (WebSocket), with those options:
+    Tornado's ``EventSource``/``WebSocketSubscriber`` on :func:`tornado_server`, or the
+    ASGI ``EventSourceApp``/``WebSocketApp`` under :func:`uvicorn_server`.
+    """
+
+    async def start(
+        store: BaseStore,
+        *,
+        sse: dict[str, Any] | None = None,
+        websocket: dict[str, Any] | None = None,
+    ) -> Endpoints:
+        sse_options, ws_options = sse or {}, websocket or {}
+        if request.param == "tornado":
+            rules = [
+                (r"/events", EventSource, {"store": store, **sse_options}),
+                (r"/ws", WebSocketSubscriber, {"store": store, **ws_options}),
+            ]
+            return Endpoints("tornado", await tornado_server(rules))
+        apps = {
+            "/events": EventSourceApp(store, **sse_options),
+            "/ws": WebSocketApp(store, **ws_options),
+        }
+        return Endpoints("asgi", await uvicorn_server(by_path(apps)))
+
+    return start
