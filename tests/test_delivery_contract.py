@@ -24,26 +24,23 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.asgi import ChannelsApp, EventSourceApp, WebSocketApp
-from adapters.tornado import EventSource, WebSocketSubscriber, channel_handlers
+from adapters.asgi import ChannelsApp
+from adapters.tornado import channel_handlers
 from schemas import Envelope
 from tests.clients import TIMEOUT, sse_client
-from tests.conftest import TornadoStarter, UvicornStarter, wait_until
+from tests.conftest import Endpoints, StoreServer, TornadoStarter, UvicornStarter, wait_until
 from tornadose import shutdown
 from tornadose.channels import Channels
 from tornadose.stores import BaseStore, DataStore, OverflowPolicy, QueueStore
@@ -79,70 +76,35 @@ def reset_drain() -> Iterator[None]:
 
 # -- servers ------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a store is served: ``/events`` (SSE) and ``/ws`` (WebSocket)."""
-
-    base: str
-
-    @property
-    def port(self) -> int:
-        port = urlsplit(self.base).port
-        assert port is not None
-        return port
-
-    @property
-    def events(self) -> str:
-        return self.base + "/events"
-
-    @property
-    def ws(self) -> str:
-        return self.base.replace("http://", "ws://", 1) + "/ws"
+Serve = Callable[..., Awaitable[Endpoints]]
+ServeChannels = Callable[[Channels], Awaitable[Endpoints]]
 
 
-class Server:
-    """Serves stores on one adapter: Tornado handlers, or ASGI apps under uvicorn."""
+@pytest.fixture
+def serve(serve_store: StoreServer) -> Serve:
+    """``endpoints = await serve(store, **options)``: :func:`serve_store` without SSE
+    heartbeats, ``options`` (``write_timeout``) going to both endpoints; every test using
+    it runs on both adapters."""
 
-    def __init__(
-        self, adapter: str, tornado_server: TornadoStarter, uvicorn_server: UvicornStarter
-    ) -> None:
-        self.adapter = adapter
-        self._tornado = tornado_server
-        self._uvicorn = uvicorn_server
+    async def start(store: BaseStore, **options: Any) -> Endpoints:
+        return await serve_store(store, sse={"heartbeat": 0, **options}, websocket=options)
 
-    async def serve(self, store: BaseStore, **options: Any) -> Endpoints:
-        """Serve ``store`` at ``/events`` and ``/ws``, without heartbeats; ``options``
-        (``write_timeout``, ``period``) go to both endpoints."""
-        if self.adapter == "tornado":
-            kwargs = {"store": store, **options}
-            base = await self._tornado(
-                [
-                    (r"/events", EventSource, {**kwargs, "heartbeat": 0}),
-                    (r"/ws", WebSocketSubscriber, kwargs),
-                ]
-            )
-        else:
-            routes = [
-                Route("/events", EventSourceApp(store, heartbeat=0, **options)),
-                WebSocketRoute("/ws", WebSocketApp(store, **options)),
-            ]
-            base = await self._uvicorn(Starlette(routes=routes))
-        return Endpoints(base)
-
-    async def serve_channels(self, channels: Channels) -> str:
-        """Serve ``channels`` (``channel_handlers`` / ``ChannelsApp``); the base URL."""
-        if self.adapter == "tornado":
-            return await self._tornado(channel_handlers(channels))
-        return await self._uvicorn(ChannelsApp(channels))
+    return start
 
 
 @pytest.fixture(params=ADAPTERS)
-def server(
+def serve_channels(
     request: pytest.FixtureRequest, tornado_server: TornadoStarter, uvicorn_server: UvicornStarter
-) -> Server:
-    """The adapter under test: every test using it runs on both."""
-    return Server(request.param, tornado_server, uvicorn_server)
+) -> ServeChannels:
+    """``root = await serve_channels(channels)``: ``channel_handlers`` on Tornado or
+    ``ChannelsApp`` under uvicorn, one adapter per parameter; ``root.base`` is its URL."""
+
+    async def start(channels: Channels) -> Endpoints:
+        if request.param == "tornado":
+            return Endpoints("tornado", await tornado_server(channel_handlers(channels)))
+        return Endpoints("asgi", await uvicorn_server(ChannelsApp(channels)))
+
+    return start
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -474,13 +436,13 @@ class Fanout:
     ],
 )
 async def test_a_stalled_client_is_cut_and_100_readers_keep_up(
-    server: Server, case: str, transport: str
+    serve: Serve, case: str, transport: str
 ) -> None:
     """A client that stops reading is cut; 100 SSE readers get every message, in order,
     about as fast as without it, and the server's queues stay bounded."""
     bound = STALL_CASES[case]
     store = RecordingQueueStore(**bound.store_options)
-    endpoints = await server.serve(store, write_timeout=bound.write_timeout)
+    endpoints = await serve(store, write_timeout=bound.write_timeout)
     fanout = Fanout(store)
     try:
         await asyncio.gather(*(reader.connect(endpoints.port) for reader in fanout.readers))
@@ -520,12 +482,12 @@ async def test_a_stalled_client_is_cut_and_100_readers_keep_up(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_stalled_client_is_cut_after_the_write_timeout(
-    server: Server, transport: str
+    serve: Serve, transport: str
 ) -> None:
     """With ``write_timeout=0.5``, a client whose writes stall is cut for that reason
     about 0.5 s later (WebSocket: 4002); readers on SSE and WebSocket go on unaffected."""
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
-    endpoints = await server.serve(store, write_timeout=0.5)
+    endpoints = await serve(store, write_timeout=0.5)
     payload = incompressible(64 * 1024)
     loop = asyncio.get_running_loop()
     async with (
@@ -578,12 +540,12 @@ def offsets(items: list[Item]) -> list[int]:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_falling_100_kb_behind_cuts_a_client_far_below_max_queue(
-    server: Server, transport: str
+    serve: Serve, transport: str
 ) -> None:
     """DISCONNECT with ``max_queue_bytes=100_000``: 20 messages of 10 KB (200 KB) cut the
     client as a slow consumer though ``max_queue`` is 1000; the client sees the cut."""
     store = QueueStore(**BYTE_BOUND)
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
         for _ in range(20):
             store.submit(incompressible(10_000))
@@ -606,11 +568,11 @@ def newest_within(sizes: list[int], bound: int) -> int:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_drop_oldest_keeps_the_newest_100_kb(server: Server, transport: str) -> None:
+async def test_drop_oldest_keeps_the_newest_100_kb(serve: Serve, transport: str) -> None:
     """DROP_OLDEST with ``max_queue_bytes=100_000``: a client 20 x 10 KB behind gets the
     newest messages that fit in 100 KB, in order; every dropped one is counted."""
     store = QueueStore(**BYTE_BOUND, overflow="drop_oldest")
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
         sizes = [store.submit(incompressible(10_000)).message.size for _ in range(20)]
         kept = newest_within(sizes, 100_000)
@@ -626,11 +588,11 @@ async def test_drop_oldest_keeps_the_newest_100_kb(server: Server, transport: st
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_message_larger_than_the_byte_bound_is_still_delivered(
-    server: Server, transport: str
+    serve: Serve, transport: str
 ) -> None:
     """A single 150 KB message (bound: 100 KB) reaches a client whose queue is empty."""
     store = QueueStore(**BYTE_BOUND)
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     big = incompressible(150_000)
     async with subscribed(transport, endpoints, store) as client:
         published = await store.submit(big)
@@ -676,14 +638,14 @@ POLICY_CASES = {
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("policy", sorted(POLICY_CASES))
 async def test_each_overflow_policy_over_a_real_connection(
-    server: Server, policy: str, transport: str
+    serve: Serve, policy: str, transport: str
 ) -> None:
     """A client 8 messages behind (max_queue 5) is cut (DISCONNECT), gets the newest 5
     (DROP_OLDEST) or the newest since its queue was emptied (KEEP_LATEST); all counted."""
     case = POLICY_CASES[policy]
     store = case.make_store()
     assert store.overflow is case.policy
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
         for n in range(1, 9):
             store.submit(n)
@@ -708,11 +670,11 @@ def is_reconnect_hint(item: Item) -> bool:
     return item.data == "" and item.retry is not None and 1000 <= item.retry <= 5000
 
 
-async def test_drain_ends_every_stream_after_what_was_queued(server: Server) -> None:
+async def test_drain_ends_every_stream_after_what_was_queued(serve: Serve) -> None:
     """``drain()``: SSE clients get what was queued, then a 1-5 s reconnect hint, then a
     clean end; WebSockets get what was queued, then 1001; no subscriber remains."""
     store = QueueStore()
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     loop = asyncio.get_running_loop()
     elsewhere = shutdown.open_streams()  # streams of this process outside this test
     async with (
@@ -741,10 +703,10 @@ async def test_drain_ends_every_stream_after_what_was_queued(server: Server) -> 
     assert not store.closed
 
 
-async def test_streams_opened_while_draining_end_at_once(server: Server) -> None:
+async def test_streams_opened_while_draining_end_at_once(serve: Serve) -> None:
     """After ``drain()``, a new SSE stream gets only the reconnect hint, a new WebSocket 1001."""
     store = QueueStore()
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     shutdown.drain()
     async with sse_client(endpoints.events) as (_, events):
         items, ending = await SSEClient(events).rest()
@@ -757,13 +719,13 @@ async def test_streams_opened_while_draining_end_at_once(server: Server) -> None
 
 
 async def test_a_stalled_client_cannot_hold_the_drain(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client whose writes are stuck is cut at the drain deadline (1 s here); a reading
     client ends cleanly with the reconnect hint; then no stream remains."""
     monkeypatch.setattr(shutdown, "DEFAULT_DEADLINE", 1.0)
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
-    endpoints = await server.serve(store, write_timeout=None)
+    endpoints = await serve(store, write_timeout=None)
     payload = incompressible(64 * 1024)
     loop = asyncio.get_running_loop()
     elsewhere = shutdown.open_streams()  # streams of this process outside this test
@@ -793,11 +755,11 @@ async def test_a_stalled_client_cannot_hold_the_drain(
     assert dict(store.stats.disconnects) == {"server_shutdown": 2}
 
 
-async def test_store_close_ends_streams_and_turns_new_clients_away(server: Server) -> None:
+async def test_store_close_ends_streams_and_turns_new_clients_away(serve: Serve) -> None:
     """``store.close()``: SSE ends cleanly after what was queued, WebSocket closes 1001;
     afterwards SSE requests get 204 and WebSockets 1001."""
     store = QueueStore()
-    endpoints = await server.serve(store)
+    endpoints = await serve(store)
     async with (
         subscribed("sse", endpoints, store) as sse,
         subscribed("websocket", endpoints, store) as ws,
@@ -831,7 +793,7 @@ def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-async def test_metrics_count_exactly_what_happened(server: Server) -> None:
+async def test_metrics_count_exactly_what_happened(serve_channels: ServeChannels) -> None:
     """``{prefix}/metrics`` reports, per channel, exactly the traffic that happened, and
     the same numbers as ``store.snapshot()`` / ``store.stats``."""
     feed = QueueStore(max_queue=4)
@@ -839,8 +801,10 @@ async def test_metrics_count_exactly_what_happened(server: Server) -> None:
     channels = Channels(prefix="/ch")
     channels.add("feed", feed, heartbeat=0)
     channels.add("ticker", ticker, heartbeat=0)
-    base = await server.serve_channels(channels)
-    feed_at, ticker_at = Endpoints(base + "/ch/feed"), Endpoints(base + "/ch/ticker")
+    root = await serve_channels(channels)
+    feed_at, ticker_at = (
+        replace(root, base=f"{root.base}/ch/{name}") for name in ("feed", "ticker")
+    )
 
     # feed: 3 messages read live by a client that then leaves...
     async with subscribed("sse", feed_at, feed) as client:
@@ -874,7 +838,7 @@ async def test_metrics_count_exactly_what_happened(server: Server) -> None:
         subscribed("sse", feed_at, feed),  # one subscriber connected while scraped
         httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http,
     ):
-        response = await http.get(base + "/ch/metrics")
+        response = await http.get(root.base + "/ch/metrics")
         snapshots = {"feed": feed.snapshot(), "ticker": ticker.snapshot()}
         gone = {"feed": dict(feed.stats.disconnects), "ticker": dict(ticker.stats.disconnects)}
     assert response.status_code == 200

@@ -1,10 +1,11 @@
 """Resuming with Last-Event-ID works the same on every adapter and transport.
 
 Each test runs against Tornado (``EventSource``, ``WebSocketSubscriber``) and ASGI
-(``EventSourceApp``, ``WebSocketApp`` under uvicorn), over SSE (httpx-sse) and
-WebSocket (``websockets``), on real servers. A client that sends the id of the last
-message it saw gets a ``tornadose.resumed`` event and every missed message, or a
-``tornadose.reset`` event when they cannot be replayed; then live messages follow.
+(``EventSourceApp``, ``WebSocketApp`` under uvicorn), served by the ``serve_store``
+fixture, over SSE (httpx-sse) and WebSocket (``websockets``), on real servers. A client
+that sends the id of the last message it saw gets a ``tornadose.resumed`` event and
+every missed message, or a ``tornadose.reset`` event when they cannot be replayed; then
+live messages follow.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
-from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.asgi import EventSourceApp, WebSocketApp
-from adapters.tornado import EventSource, WebSocketSubscriber
 from schemas import Envelope
-from tests.clients import TIMEOUT
-from tests.conftest import TornadoStarter, UvicornStarter, wait_until
+from tests.clients import TIMEOUT, sse_client
+from tests.conftest import StoreServer, wait_until
 from tornadose.history import MAX_ID_LENGTH, RESET_EVENT, RESUMED_EVENT
 from tornadose.stores import BaseStore, DataStore, QueueStore
 
@@ -70,7 +67,7 @@ class Stream:
         return [self.queue.get_nowait() for _ in range(self.queue.qsize())]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Endpoint:
     """A store served on a real server, over one transport."""
 
@@ -79,7 +76,6 @@ class Endpoint:
     transport: str  # "sse" or "websocket"
     #: The longest id the server can receive at all (``None``: no limit below 10 KB).
     max_id: int | None = None
-    opened: list[Stream] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
     async def connect(
@@ -92,7 +88,6 @@ class Endpoint:
         headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
         before = set(self.store.subscribers)
         stream = Stream()
-        self.opened.append(stream)
         opener = self._sse if self.transport == "sse" else self._websocket
         async with opener(url, headers, stream) as reader:
             await wait_until(lambda: bool(set(self.store.subscribers) - before))
@@ -103,18 +98,37 @@ class Endpoint:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
 
+    async def visit(
+        self,
+        last_event_id: str | None = None,
+        *,
+        query: str | None = None,
+        on_connect: int = 0,
+        live: int = 0,
+        quiet: bool = True,
+    ) -> list[Received]:
+        """One client's visit: connect, take the ``on_connect`` events, publish ``live``
+        new messages and take them, then (``quiet``) whatever else arrives within
+        :data:`QUIET` s; returns once the server has dropped the client. All it got."""
+        async with self.connect(last_event_id, query=query) as stream:
+            received = await stream.take(on_connect)
+            newest = self.store.stats.published
+            publish(self.store, newest + 1, newest + live)
+            received += await stream.take(live)
+            if quiet:
+                received += await stream.rest()
+        await disconnected(self.store)
+        return received
+
     @contextlib.asynccontextmanager
     async def _sse(
         self, url: str, headers: dict[str, str], stream: Stream
     ) -> AsyncIterator[asyncio.Task[None]]:
-        async with (
-            httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
-            aconnect_sse(client, "GET", url, headers=headers) as source,
-        ):
+        async with sse_client(url, **headers) as (source, events):
             assert source.response.status_code == 200
 
             async def read() -> None:
-                async for event in source.aiter_sse():
+                async for event in events:
                     kind = None if event.event == "message" else event.event
                     stream.queue.put_nowait(
                         Received(kind, event.id or None, json.loads(event.data))
@@ -126,9 +140,8 @@ class Endpoint:
     async def _websocket(
         self, url: str, headers: dict[str, str], stream: Stream
     ) -> AsyncIterator[asyncio.Task[None]]:
-        ws_url = url.replace("http://", "ws://", 1)
         async with connect(
-            ws_url, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=TIMEOUT
+            url, additional_headers=headers, open_timeout=TIMEOUT, close_timeout=TIMEOUT
         ) as ws:
 
             async def read() -> None:
@@ -144,29 +157,23 @@ class Endpoint:
             yield asyncio.ensure_future(read())
 
 
-Serve = Callable[[BaseStore], Awaitable[Endpoint]]
+Serve = Callable[..., Awaitable[Endpoint]]
 
 
-@pytest.fixture(params=["tornado-sse", "tornado-websocket", "asgi-sse", "asgi-websocket"])
-def serve(
-    request: pytest.FixtureRequest,
-    tornado_server: TornadoStarter,
-    uvicorn_server: UvicornStarter,
-) -> Serve:
-    """``endpoint = await serve(store)``: ``store`` on a real server, one adapter and
-    transport per parameter."""
-    adapter, transport = request.param.split("-")
+@pytest.fixture(params=["sse", "websocket"])
+def serve(request: pytest.FixtureRequest, serve_store: StoreServer) -> Serve:
+    """``endpoint = await serve(store, published=3)``: ``store`` on a real server of each
+    adapter (:func:`serve_store`), with the payloads ``1..published`` submitted before
+    anyone connects, reached over one transport per parameter."""
+    transport = request.param
 
-    async def start(store: BaseStore) -> Endpoint:
-        if adapter == "tornado":
-            handler = EventSource if transport == "sse" else WebSocketSubscriber
-            base = await tornado_server([(r"/stream", handler, {"store": store})])
-        else:
-            app = EventSourceApp(store) if transport == "sse" else WebSocketApp(store)
-            base = await uvicorn_server(app)
-        if adapter == "asgi" and transport == "websocket":
-            return Endpoint(store, base + "/stream", transport, UVICORN_WEBSOCKET_MAX_ID)
-        return Endpoint(store, base + "/stream", transport)
+    async def start(store: BaseStore, *, published: int = 0) -> Endpoint:
+        endpoints = await serve_store(store)
+        publish(store, 1, published)
+        if transport == "sse":
+            return Endpoint(store, endpoints.events, transport)
+        max_id = UVICORN_WEBSOCKET_MAX_ID if endpoints.adapter == "asgi" else None
+        return Endpoint(store, endpoints.ws, transport, max_id)
 
     return start
 
@@ -205,103 +212,89 @@ async def disconnected(store: BaseStore) -> None:
     await wait_until(lambda: not store.subscribers)
 
 
+async def expired(store: BaseStore) -> None:
+    """Wait until ``store``'s history has expired (``history_max_age``)."""
+    await wait_until(lambda: len(store.history) == 0)
+
+
+def sent_via(via: str, sent: str) -> dict[str, str]:
+    """The :meth:`Endpoint.visit` keyword sending ``sent`` as the header or the query."""
+    return {"last_event_id" if via == "header" else "query": sent}
+
+
 # -- resuming --------------------------------------------------------------------------
 
 
 async def test_reconnect_with_header_gets_resumed_then_missed_then_live(serve: Serve) -> None:
-    """A client reconnecting with Last-Event-ID gets resumed, every missed message, then live."""
+    """A client reconnecting with the id it saw last gets resumed, the missed ones, then live."""
     store = QueueStore()
     endpoint = await serve(store)
-    async with endpoint.connect() as stream:
-        publish(store, 1, 3)
-        seen = await stream.take(3)
+    seen = await endpoint.visit(live=3)
     assert seen == data(store, 1, 2, 3)
-    await disconnected(store)
-
     publish(store, 4, 6)
-    async with endpoint.connect(seen[-1].id) as stream:
-        replay = await stream.take(4)
-        publish(store, 7, 8)
-        live = await stream.take(2)
-        rest = await stream.rest()
-
-    assert replay == [resumed(message_id(store, 3), 3), *data(store, 4, 5, 6)]
-    assert live == data(store, 7, 8)
-    assert rest == []
+    received = await endpoint.visit(seen[-1].id, on_connect=4, live=2)
+    assert received == [resumed(message_id(store, 3), 3), *data(store, 4, 5, 6, 7, 8)]
     assert (store.stats.replayed, store.stats.resets) == (3, 0)
 
 
-async def test_reconnect_with_query_parameter_resumes_the_same_way(serve: Serve) -> None:
-    """The last_event_id query parameter resumes exactly like the header."""
+@dataclass(frozen=True)
+class ResumeCase:
+    """A store with the payloads 1..5 published, and the offset a client resumes after."""
+
+    after: int
+    make_store: Callable[[], BaseStore] = QueueStore
+    expire: bool = False  # wait until the store's history has expired
+
+
+RESUME_CASES = [
+    pytest.param(ResumeCase(2), id="missed-three"),
+    pytest.param(ResumeCase(5), id="up-to-date"),
+    # A client that missed nothing has no gap, even without any history left.
+    pytest.param(ResumeCase(5, lambda: QueueStore(history=0)), id="up-to-date-history-zero"),
+    pytest.param(
+        ResumeCase(5, lambda: QueueStore(history_max_age=0.2), expire=True),
+        id="up-to-date-history-expired",
+    ),
+    # A DataStore client that missed only the latest value gets it once, not twice...
+    pytest.param(ResumeCase(4, DataStore), id="data-store-missed-latest"),
+    # ... and one that has the current value is not sent it again.
+    pytest.param(ResumeCase(5, DataStore), id="data-store-up-to-date"),
+]
+
+
+@pytest.mark.parametrize("via", ["header", "query"])
+@pytest.mark.parametrize("case", RESUME_CASES)
+async def test_kept_id_gets_resumed_then_missed_then_live(
+    serve: Serve, case: ResumeCase, via: str
+) -> None:
+    """An id with nothing missing after it gets tornadose.resumed, the missed ones, then live."""
+    store = case.make_store()
+    endpoint = await serve(store, published=5)
+    if case.expire:
+        await expired(store)
+    sent, replayed = message_id(store, case.after), 5 - case.after
+    received = await endpoint.visit(**sent_via(via, sent), on_connect=1 + replayed, live=2)
+    assert received == [resumed(sent, replayed), *data(store, *range(case.after + 1, 8))]
+    assert (store.stats.replayed, store.stats.resets) == (replayed, 0)
+
+
+@pytest.mark.parametrize("query", ["older-id", "garbage"])
+async def test_header_wins_over_query_parameter(serve: Serve, query: str) -> None:
+    """With both, replay starts after the header's id, whatever the query parameter holds."""
     store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 5)
-    async with endpoint.connect(query=message_id(store, 2)) as stream:
-        replay = await stream.take(4)
-        publish(store, 6, 6)
-        live = await stream.take(1)
-        rest = await stream.rest()
-
-    assert replay == [resumed(message_id(store, 2), 3), *data(store, 3, 4, 5)]
-    assert live == data(store, 6)
-    assert rest == []
-    assert store.stats.replayed == 3
-
-
-async def test_header_wins_over_query_parameter(serve: Serve) -> None:
-    """With both, replay starts after the header's id, not the query's."""
-    store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 6)
-    async with endpoint.connect(message_id(store, 4), query=message_id(store, 2)) as stream:
-        replay = await stream.take(3)
-        publish(store, 7, 7)
-        live = await stream.take(1)
-        rest = await stream.rest()
-
-    assert replay == [resumed(message_id(store, 4), 2), *data(store, 5, 6)]
-    assert live == data(store, 7)
-    assert rest == []
-
-
-async def test_header_wins_even_over_a_malformed_query_parameter(serve: Serve) -> None:
-    """A good header resumes even when the query parameter holds garbage."""
-    store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect(message_id(store, 2), query="garbage") as stream:
-        replay = await stream.take(2)
-    assert replay == [resumed(message_id(store, 2), 1), *data(store, 3)]
-    assert store.stats.resets == 0
-
-
-async def test_up_to_date_client_gets_resumed_with_nothing_replayed(serve: Serve) -> None:
-    """A client that missed nothing gets resumed with replayed 0, then live messages."""
-    store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect(message_id(store, 3)) as stream:
-        first = await stream.take(1)
-        publish(store, 4, 5)
-        live = await stream.take(2)
-        rest = await stream.rest()
-
-    assert first == [resumed(message_id(store, 3), 0)]
-    assert live == data(store, 4, 5)
-    assert rest == []
-    assert (store.stats.replayed, store.stats.resets) == (0, 0)
+    endpoint = await serve(store, published=6)
+    sent = message_id(store, 4)
+    other = message_id(store, 2) if query == "older-id" else query
+    received = await endpoint.visit(sent, query=other, on_connect=3, live=1)
+    assert received == [resumed(sent, 2), *data(store, 5, 6, 7)]
+    assert (store.stats.replayed, store.stats.resets) == (2, 0)
 
 
 async def test_empty_id_counts_as_no_id(serve: Serve) -> None:
     """An empty Last-Event-ID header or query parameter means a plain live client."""
     store = QueueStore()
     endpoint = await serve(store)
-    async with endpoint.connect("", query="") as stream:
-        publish(store, 1, 2)
-        received = await stream.take(2)
-        rest = await stream.rest()
-    assert received == data(store, 1, 2)
-    assert rest == []
+    assert await endpoint.visit("", query="", live=2) == data(store, 1, 2)
 
 
 # -- resets ----------------------------------------------------------------------------
@@ -368,132 +361,61 @@ async def test_unfillable_gap_gives_reset_then_live(
 ) -> None:
     """An id whose gap cannot be filled gets tornadose.reset (with the newest id), then live."""
     store = QueueStore(**case.store_options)
-    endpoint = await serve(store)
-    publish(store, 1, case.published)
+    endpoint = await serve(store, published=case.published)
     if case.expire:
-        await wait_until(lambda: len(store.history) == 0)
+        await expired(store)
     sent = case.make_id(store)[: endpoint.max_id]
-    newest = message_id(store, case.published)
-    header, query = (sent, None) if via == "header" else (None, sent)
-
-    async with endpoint.connect(header, query=query) as stream:
-        first = await stream.take(1)
-        publish(store, case.published + 1, case.published + 2)
-        live = await stream.take(2)
-
-    assert first == [reset(case.reason, sent[:MAX_ID_LENGTH], newest)]
-    assert live == data(store, case.published + 1, case.published + 2)  # nothing in between
+    received = await endpoint.visit(**sent_via(via, sent), on_connect=1, live=2, quiet=False)
+    newest = case.published
+    signal = reset(case.reason, sent[:MAX_ID_LENGTH], message_id(store, newest))
+    assert received == [signal, *data(store, newest + 1, newest + 2)]  # nothing in between
     assert (store.stats.resets, store.stats.replayed) == (1, 0)
 
 
 async def test_reset_id_moves_the_client_forward(serve: Serve) -> None:
     """Reconnecting with the reset's id resumes from there instead of resetting again."""
     store = QueueStore(history=5)
-    endpoint = await serve(store)
-    publish(store, 1, 20)
-    async with endpoint.connect(message_id(store, 2)) as stream:
-        [signal] = await stream.take(1)
-    assert signal.event == RESET_EVENT
-    assert signal.id == message_id(store, 20)
-
+    endpoint = await serve(store, published=20)
+    [signal] = await endpoint.visit(message_id(store, 2), on_connect=1)
+    assert (signal.event, signal.id) == (RESET_EVENT, message_id(store, 20))
     publish(store, 21, 22)
-    async with endpoint.connect(signal.id) as stream:
-        replay = await stream.take(3)
-    assert replay == [resumed(message_id(store, 20), 2), *data(store, 21, 22)]
+    received = await endpoint.visit(signal.id, on_connect=3)
+    assert received == [resumed(message_id(store, 20), 2), *data(store, 21, 22)]
     assert (store.stats.resets, store.stats.replayed) == (1, 2)
-
-
-async def test_history_zero_still_resumes_an_up_to_date_client(serve: Serve) -> None:
-    """With history=0, a client that missed nothing is resumed, not reset."""
-    store = QueueStore(history=0)
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect(message_id(store, 3)) as stream:
-        first = await stream.take(1)
-        publish(store, 4, 4)
-        live = await stream.take(1)
-    assert first == [resumed(message_id(store, 3), 0)]
-    assert live == data(store, 4)
-    assert store.stats.resets == 0
-
-
-async def test_history_expiry_does_not_reset_an_up_to_date_client(serve: Serve) -> None:
-    """Once the history has expired, a client that missed nothing is still resumed."""
-    store = QueueStore(history_max_age=0.2)
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    await wait_until(lambda: len(store.history) == 0)
-    async with endpoint.connect(message_id(store, 3)) as stream:
-        first = await stream.take(1)
-    assert first == [resumed(message_id(store, 3), 0)]
 
 
 # -- DataStore -------------------------------------------------------------------------
 
+DATA_STORE_RESET_CASES = [
+    pytest.param(
+        ResetCase("history_too_short", lambda s: message_id(s, 2), published=5),
+        id="missed-several",
+    ),
+    pytest.param(
+        ResetCase("history_too_short", lambda s: message_id(s, 2), {"history": 1}, 5),
+        id="missed-several-history-1",
+    ),
+    pytest.param(ResetCase("unknown_epoch", other_epoch, published=3), id="other-epoch"),
+]
 
-async def test_data_store_exact_resume_gets_latest_value_once(serve: Serve) -> None:
-    """A DataStore client that missed only the latest value gets it once, not twice."""
+
+@pytest.mark.parametrize("case", DATA_STORE_RESET_CASES)
+async def test_data_store_reset_is_followed_by_current_value(serve: Serve, case: ResetCase) -> None:
+    """A DataStore client whose gap cannot be filled gets reset, the current value, then live."""
+    store = DataStore(**case.store_options)
+    endpoint = await serve(store, published=case.published)
+    sent, current = case.make_id(store), case.published
+    received = await endpoint.visit(sent, on_connect=2, live=1)
+    # The reset's id is the one before the current value, which follows it.
+    signal = reset(case.reason, sent, message_id(store, current - 1))
+    assert received == [signal, *data(store, current, current + 1)]
+
+
+async def test_data_store_client_without_id_gets_current_value_only(serve: Serve) -> None:
+    """A DataStore client that sends no id gets the current value, no control event."""
     store = DataStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect(message_id(store, 2)) as stream:
-        replay = await stream.take(2)
-        publish(store, 4, 4)
-        live = await stream.take(1)
-        rest = await stream.rest()
-    assert replay == [resumed(message_id(store, 2), 1), *data(store, 3)]
-    assert live == data(store, 4)
-    assert rest == []
-
-
-async def test_data_store_up_to_date_client_gets_no_current_value_again(serve: Serve) -> None:
-    """A DataStore client that has the current value is not sent it again."""
-    store = DataStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect(message_id(store, 3)) as stream:
-        first = await stream.take(1)
-        publish(store, 4, 4)
-        live = await stream.take(1)
-        rest = await stream.rest()
-    assert first == [resumed(message_id(store, 3), 0)]
-    assert live == data(store, 4)
-    assert rest == []
-
-
-@pytest.mark.parametrize("options", [{}, {"history": 1}], ids=["default", "history-1"])
-async def test_data_store_client_that_missed_more_gets_reset_and_current_value(
-    serve: Serve, options: dict[str, Any]
-) -> None:
-    """A DataStore client that missed several values gets reset, then only the current one."""
-    store = DataStore(**options)
-    endpoint = await serve(store)
-    publish(store, 1, 5)
-    async with endpoint.connect(message_id(store, 2)) as stream:
-        first = await stream.take(2)
-        publish(store, 6, 6)
-        live = await stream.take(1)
-        rest = await stream.rest()
-    before_current = message_id(store, 4)  # the current value (5) follows the reset
-    assert first == [
-        reset("history_too_short", message_id(store, 2), before_current),
-        *data(store, 5),
-    ]
-    assert live == data(store, 6)
-    assert rest == []
-
-
-async def test_data_store_reset_is_followed_by_current_value(serve: Serve) -> None:
-    """A DataStore client with an id from before a restart gets reset, then the current value."""
-    store = DataStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    sent = other_epoch(store)
-    async with endpoint.connect(sent) as stream:
-        first = await stream.take(2)
-        rest = await stream.rest()
-    assert first == [reset("unknown_epoch", sent, message_id(store, 2)), *data(store, 3)]
-    assert rest == []
+    endpoint = await serve(store, published=3)
+    assert await endpoint.visit(on_connect=1) == data(store, 3)
 
 
 # -- QueueStore backlog ----------------------------------------------------------------
@@ -502,47 +424,21 @@ async def test_data_store_reset_is_followed_by_current_value(serve: Serve) -> No
 async def test_resuming_client_never_gets_the_backlog_twice(serve: Serve) -> None:
     """Messages kept while nobody listened reach a resuming client once, by replay."""
     store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 2)  # backlog for the first (live) client
-    async with endpoint.connect() as stream:
-        first = await stream.take(2)
-        publish(store, 3, 3)
-        first += await stream.take(1)
-    assert first == data(store, 1, 2, 3)
-    await disconnected(store)
-
+    endpoint = await serve(store, published=2)  # a backlog for the first (live) client
+    assert await endpoint.visit(on_connect=2, live=1) == data(store, 1, 2, 3)
     publish(store, 4, 6)  # in the backlog and in the history
-    async with endpoint.connect(message_id(store, 3)) as stream:
-        replay = await stream.take(4)
-        publish(store, 7, 7)
-        live = await stream.take(1)
-        rest = await stream.rest()
-    assert replay == [resumed(message_id(store, 3), 3), *data(store, 4, 5, 6)]
-    assert live == data(store, 7)
-    assert rest == []
-
-    await disconnected(store)
-    async with endpoint.connect() as stream:  # a later live client: the backlog is gone
-        publish(store, 8, 8)
-        later = await stream.take(1)
-        rest = await stream.rest()
-    assert later == data(store, 8)
-    assert rest == []
+    received = await endpoint.visit(message_id(store, 3), on_connect=4, live=1)
+    assert received == [resumed(message_id(store, 3), 3), *data(store, 4, 5, 6, 7)]
+    # A later live client: the backlog is gone.
+    assert await endpoint.visit(live=1) == data(store, 8)
 
 
 async def test_reset_client_does_not_get_the_backlog_after_the_signal(serve: Serve) -> None:
     """A client reset while a backlog waits gets the reset, then live messages only."""
     store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect("garbage") as stream:
-        first = await stream.take(1)
-        publish(store, 4, 4)
-        live = await stream.take(1)
-        rest = await stream.rest()
-    assert first == [reset("malformed_id", "garbage", message_id(store, 3))]
-    assert live == data(store, 4)
-    assert rest == []
+    endpoint = await serve(store, published=3)
+    received = await endpoint.visit("garbage", on_connect=1, live=1)
+    assert received == [reset("malformed_id", "garbage", message_id(store, 3)), *data(store, 4)]
 
 
 # -- stats and legacy clients ----------------------------------------------------------
@@ -551,8 +447,7 @@ async def test_reset_client_does_not_get_the_backlog_after_the_signal(serve: Ser
 async def test_stats_count_replayed_messages_and_resets(serve: Serve) -> None:
     """store.stats.replayed sums replayed messages and store.stats.resets counts resets."""
     store = QueueStore(history=10)
-    endpoint = await serve(store)
-    publish(store, 1, 20)
+    endpoint = await serve(store, published=20)
     connections = [
         (message_id(store, 17), 4),  # resumed, 3 replayed
         (message_id(store, 20), 1),  # resumed, 0 replayed
@@ -562,9 +457,7 @@ async def test_stats_count_replayed_messages_and_resets(serve: Serve) -> None:
         (message_id(store, 99), 1),  # reset: unknown id
     ]
     for sent, count in connections:
-        async with endpoint.connect(sent) as stream:
-            await stream.take(count)
-        await disconnected(store)
+        await endpoint.visit(sent, on_connect=count, quiet=False)
     assert (store.stats.replayed, store.stats.resets) == (11, 3)
     snapshot = store.snapshot()
     assert (snapshot["replayed"], snapshot["resets"]) == (11, 3)
@@ -573,26 +466,13 @@ async def test_stats_count_replayed_messages_and_resets(serve: Serve) -> None:
 async def test_client_without_id_gets_no_control_event(serve: Serve) -> None:
     """A client that sends no id sees only plain data messages, never a tornadose.* event."""
     store = QueueStore()
-    endpoint = await serve(store)
-    publish(store, 1, 2)  # the backlog
+    endpoint = await serve(store, published=2)  # the backlog
     async with endpoint.connect() as stream:
         publish(store, 3, 4)
         received = await stream.take(4)
         rest = await stream.rest()
     assert received == data(store, 1, 2, 3, 4)
     assert rest == []
-    for frame in endpoint.opened[0].frames:  # WebSocket only: the legacy frame shape
+    for frame in stream.frames:  # WebSocket only: the legacy frame shape
         assert set(frame) == {"data", "id"}
     assert (store.stats.replayed, store.stats.resets) == (0, 0)
-
-
-async def test_data_store_client_without_id_gets_current_value_only(serve: Serve) -> None:
-    """A DataStore client that sends no id gets the current value, no control event."""
-    store = DataStore()
-    endpoint = await serve(store)
-    publish(store, 1, 3)
-    async with endpoint.connect() as stream:
-        first = await stream.take(1)
-        rest = await stream.rest()
-    assert first == data(store, 3)
-    assert rest == []
