@@ -103,24 +103,26 @@ async def stream_sse(
     When the server shuts down, the stream ends with a ``retry:`` hint between 1 and
     5 seconds (random, so clients do not all come back at once).
     """
-    if options.retry is not None:
-        await write(sse.encode_retry(options.retry))
-    while True:
-        try:
-            batch = await subscription.get_batch(options.max_batch, timeout=options.heartbeat)
-        except SubscriptionClosed as closed:
-            if closed.reason is CloseReason.SERVER_SHUTDOWN:
-                await _timed(
-                    write, sse.encode_retry(random.randint(1000, 5000)), subscription, options
-                )
-            return closed.reason
-        if not batch:
-            await _timed(write, sse.HEARTBEAT, subscription, options)
-            continue
-        chunk = batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch)
-        await _timed(write, chunk, subscription, options)
-        if options.period and not len(subscription):
-            await subscription.sleep(options.period)
+    pacer = _Pacer(subscription, options.write_timeout, options.heartbeat)
+    try:
+        if options.retry is not None:
+            await pacer.write(write, sse.encode_retry(options.retry))
+        while True:
+            try:
+                batch = await subscription.get_batch(options.max_batch)
+            except SubscriptionClosed as closed:
+                if closed.reason is CloseReason.SERVER_SHUTDOWN:
+                    await pacer.write(write, sse.encode_retry(random.randint(1000, 5000)))
+                return closed.reason
+            if not batch:  # woken by the pacer: the stream has been silent too long
+                await pacer.write(write, sse.HEARTBEAT)
+                continue
+            chunk = batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch)
+            await pacer.write(write, chunk)
+            if options.period and not len(subscription):
+                await subscription.sleep(options.period)
+    finally:
+        pacer.stop()
 
 
 async def stream_websocket(
@@ -134,30 +136,93 @@ async def stream_websocket(
     into one buffer then one wait where the server allows it), and the write timeout
     applies to the whole batch.
     """
-    while True:
-        try:
-            batch = await subscription.get_batch(options.max_batch)
-        except SubscriptionClosed as closed:
-            return closed.reason
-        await _timed(send_frames, [message.websocket for message in batch], subscription, options)
-        if options.period and not len(subscription):
-            await subscription.sleep(options.period)
-
-
-async def _timed(
-    write: Callable[[T], Awaitable[None]],
-    payload: T,
-    subscription: Subscription,
-    options: StreamOptions,
-) -> None:
-    """``write(payload)``; if it takes longer than the write timeout, the subscription
-    is closed with ``WRITE_TIMEOUT`` (and the adapter aborts the connection)."""
-    if not options.write_timeout:
-        await write(payload)
-        return
-    loop = asyncio.get_running_loop()
-    timer = loop.call_later(options.write_timeout, subscription.close, CloseReason.WRITE_TIMEOUT)
+    pacer = _Pacer(subscription, options.write_timeout, heartbeat=None)
     try:
-        await write(payload)
+        while True:
+            try:
+                batch = await subscription.get_batch(options.max_batch)
+            except SubscriptionClosed as closed:
+                return closed.reason
+            await pacer.write(send_frames, [message.websocket for message in batch])
+            if options.period and not len(subscription):
+                await subscription.sleep(options.period)
     finally:
-        timer.cancel()
+        pacer.stop()
+
+
+class _Pacer:
+    """The timing of one stream, on a single timer instead of one per write and wait.
+
+    * Write timeout: a write still running ``write_timeout`` seconds after it
+      started closes the subscription with ``WRITE_TIMEOUT`` (the adapter then aborts
+      the connection).
+    * Heartbeat: ``heartbeat`` seconds after the last write, the reader is woken
+      with nothing to read, and the loop writes a heartbeat.
+
+    The timer fires when the next of these is due, and at least every
+    ``write_timeout / 2`` seconds to notice a write that starts meanwhile, so a
+    stalled write is cut between 1 and 1.5 times ``write_timeout`` after it started.
+    While messages flow it fires at most once per ``heartbeat`` seconds.
+    """
+
+    __slots__ = (
+        "_heartbeat",
+        "_loop",
+        "_subscription",
+        "_timer",
+        "_write_timeout",
+        "last_write",
+        "write_started",
+    )
+
+    def __init__(
+        self, subscription: Subscription, write_timeout: float | None, heartbeat: float | None
+    ) -> None:
+        self._subscription = subscription
+        self._write_timeout = write_timeout or None
+        self._heartbeat = heartbeat or None
+        self._loop = asyncio.get_running_loop()
+        self.last_write = self._loop.time()
+        self.write_started: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    async def write(self, write: Callable[[T], Awaitable[None]], payload: T) -> None:
+        """``write(payload)``, timed."""
+        self.write_started = self._loop.time()
+        try:
+            await write(payload)
+        finally:
+            self.write_started = None
+            self.last_write = self._loop.time()
+
+    def stop(self) -> None:
+        """Cancel the timer (the stream is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        now = self._loop.time()
+        due: list[float] = []
+        if self._write_timeout is not None:
+            started = self.write_started
+            if started is not None:
+                due.append(started + self._write_timeout)
+            else:
+                due.append(now + self._write_timeout / 2)
+        if self._heartbeat is not None and self.write_started is None:
+            due.append(self.last_write + self._heartbeat)
+        self._timer = self._loop.call_at(min(due), self._tick) if due else None
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        started = self.write_started
+        if started is not None and self._write_timeout and now - started >= self._write_timeout:
+            self._timer = None
+            self._subscription.close(CloseReason.WRITE_TIMEOUT)
+            return
+        if started is None and self._heartbeat and now - self.last_write >= self._heartbeat:
+            self.last_write = now  # one heartbeat per silent interval
+            self._subscription.wake()
+        self._arm()

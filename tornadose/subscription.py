@@ -340,6 +340,12 @@ class Subscription:
             if timer is not None:
                 timer.cancel()
 
+    def wake(self) -> None:
+        """Wake a reader waiting in :meth:`get_batch`, which then returns ``[]`` if
+        nothing is queued (streams use it for heartbeats). No effect otherwise."""
+        if self._waiter_wants_messages:
+            self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():

@@ -1,0 +1,1 @@
+"""The fan-out benchmark of tornadose: ``python -m benchmarks`` (see README.md here)."""

@@ -1,0 +1,187 @@
+"""The part every benchmark server shares: the control loop and the publisher.
+
+Each server program (one per contender) builds its app, listens on 127.0.0.1, and
+hands :func:`serve_control` a :class:`Contender`: three small functions saying how
+that contender publishes a message, how many subscribers it has and how many
+messages wait in its per-client queues. The publishing loop is the same for all,
+so every contender is driven identically.
+
+Commands (JSON lines on stdin) and answers (``@@`` lines on stdout):
+
+``{"cmd": "stats"}``
+    -> ``{"subscribers": n, "backlog": b}``
+``{"cmd": "publish", "first": s, "count": m, "size": b, "rate": r, "burst": k}``
+    -> ``{"published": m, "seconds": t, "paced": w}`` once the ``m`` messages
+    (sequence numbers ``s .. s+m-1``) are published. ``rate`` > 0 publishes
+    ``r`` messages per second, one at a time; ``rate`` 0 is full speed (below).
+``{"cmd": "quit"}`` (or stdin closing)
+    -> the process exits at once.
+
+**Full speed** publishes bursts of ``burst`` messages, yielding to the event loop
+after each burst so the writers run (a burst is what a writer may coalesce). A
+server that cannot keep up must not buffer without limit, so before each burst the
+publisher waits while more than two bursts per subscriber are queued on average
+(``backlog``); a server whose writers keep up is never held back. The client
+measures the delivered rate, so this pacing only decides where a surplus waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.common import commands, emit, make_payload, raise_nofile
+
+#: Seconds the publisher waits for a backlog to shrink before it gives up.
+STALL_TIMEOUT = 20.0
+#: Seconds between two looks at the backlog while waiting.
+PACING_POLL = 0.002
+
+
+@dataclass
+class Contender:
+    """What the shared control loop needs from one server."""
+
+    #: Publish one payload (a ``str``) with its sequence number; may be a coroutine.
+    publish: Callable[[str, int], Awaitable[None] | None]
+    #: The number of subscribers connected now.
+    subscribers: Callable[[], int]
+    #: Messages waiting in per-client queues/buffers now (all clients together).
+    backlog: Callable[[], int]
+    #: What runs the server ("tornado 6.6", "uvicorn 0.5 asyncio+h11"...).
+    impl: str
+
+
+def arguments(description: str) -> argparse.Namespace:
+    """The command line every server takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--max-queue", type=int, default=None, help="per-subscriber queue bound (tornadose)"
+    )
+    parser.add_argument("--coalesce", action="store_true", help="raw server: coalesce writes")
+    options = parser.parse_args()
+    raise_nofile()
+    return options
+
+
+async def publish_messages(contender: Contender, command: dict[str, Any]) -> dict[str, Any]:
+    """Publish what ``command`` asks for (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    first, count, size = command["first"], command["count"], command["size"]
+    rate, burst = command.get("rate", 0), max(1, command.get("burst", 10))
+    publish = contender.publish
+    is_async = inspect.iscoroutinefunction(publish)
+    start = loop.time()
+    paced = 0
+    if rate > 0:
+        # Fixed rate: message i goes out at start + i/rate (no drift), one at a time.
+        for i in range(count):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            result = publish(make_payload(first + i, size), first + i)
+            if is_async:
+                await result  # type: ignore[misc]
+    else:
+        limit = 2 * burst * max(1, contender.subscribers())
+        seq, end = first, first + count
+        while seq < end:
+            if contender.backlog() > limit:
+                paced += 1
+                stalled_since = loop.time()
+                while contender.backlog() > limit:
+                    if loop.time() - stalled_since > STALL_TIMEOUT:
+                        return {"error": f"backlog stuck above {limit} for {STALL_TIMEOUT} s"}
+                    await asyncio.sleep(PACING_POLL)
+            stop = min(seq + burst, end)
+            while seq < stop:
+                result = publish(make_payload(seq, size), seq)
+                if is_async:
+                    await result  # type: ignore[misc]
+                seq += 1
+            await asyncio.sleep(0)  # let every writer run once
+    return {"published": count, "seconds": loop.time() - start, "paced": paced}
+
+
+async def serve_control(contender: Contender, port: int) -> None:
+    """Announce readiness, then obey the runner's commands until told to quit."""
+    emit({"ready": True, "port": port, "pid": os.getpid(), "impl": contender.impl})
+    async for command in commands():
+        name = command.get("cmd")
+        if name == "stats":
+            emit({"subscribers": contender.subscribers(), "backlog": contender.backlog()})
+        elif name == "publish":
+            emit(await publish_messages(contender, command))
+        elif name == "quit":
+            break
+        else:
+            emit({"error": f"unknown command {name!r}"})
+    # No graceful shutdown: the benchmark is over, and a drain would only add waiting.
+    os._exit(0)
+
+
+async def start_uvicorn(app: Any) -> tuple[int, str]:
+    """Serve ``app`` with uvicorn on a free loopback port, in this event loop; returns
+    the port and a description of what runs it."""
+    server, sock, impl = uvicorn_server(app)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    for _ in range(1000):  # at most 10 s
+        if server.started or serving.done():
+            break
+        await asyncio.sleep(0.01)
+    if not server.started:
+        raise RuntimeError("uvicorn did not start")
+    _keep.append(serving)
+    return sock.getsockname()[1], impl
+
+
+#: Tasks that must live as long as the process (asyncio keeps weak references only).
+_keep: list[asyncio.Future[Any]] = []
+
+
+def uvicorn_server(app: Any) -> tuple[Any, Any, str]:
+    """A ``uvicorn.Server`` for ``app`` on a free loopback port, its listening socket,
+    and a description of what runs it (uvloop/httptools only when installed)."""
+    import importlib.util
+
+    import uvicorn
+
+    from tornadose.sockets import listening_socket
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    config = uvicorn.Config(
+        app,
+        http=http,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        ws_ping_interval=None,  # the load client never answers pings
+        backlog=4096,
+    )
+    sock = listening_socket("127.0.0.1", 0, backlog=4096)
+    loop_module = type(asyncio.get_running_loop()).__module__
+    loop_name = "uvloop" if loop_module.startswith("uvloop") else "asyncio"
+    return uvicorn.Server(config), sock, f"uvicorn {uvicorn.__version__} {loop_name}+{http}"
+
+
+def run(
+    main: Callable[[], Coroutine[Any, Any, None]], *, uvloop_if_installed: bool = False
+) -> None:
+    """Run ``main()`` in asyncio's event loop, or in uvloop's when asked and installed
+    (the uvicorn servers ask, as ``uvicorn`` itself would pick it)."""
+    loop_factory = None
+    if uvloop_if_installed:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())

@@ -1,0 +1,45 @@
+"""tornadose on Tornado: ``EventSource`` at ``/events``, ``WebSocketSubscriber`` at ``/ws``.
+
+Handlers are mounted exactly as the README shows, with default options; only the
+store's per-subscriber bound is raised (``--max-queue``, ``max_queue_bytes=None``)
+so that a full-speed run measures speed, not the overflow policy.
+"""
+
+from __future__ import annotations
+
+import tornado
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application
+
+from adapters.tornado import EventSource, WebSocketSubscriber
+from benchmarks.servers.base import Contender, arguments, run, serve_control
+from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
+
+
+async def main() -> None:
+    options = arguments(__doc__ or "")
+    store = QueueStore(max_queue=options.max_queue or DEFAULT_MAX_QUEUE, max_queue_bytes=None)
+    app = Application(
+        [
+            (r"/events", EventSource, {"store": store}),
+            (r"/ws", WebSocketSubscriber, {"store": store}),
+        ]
+    )
+    sockets = bind_sockets(options.port, "127.0.0.1", backlog=4096)
+    HTTPServer(app).add_sockets(sockets)
+
+    def publish(payload: str, seq: int) -> None:
+        store.submit(payload)
+
+    contender = Contender(
+        publish=publish,
+        subscribers=lambda: len(store.subscribers),
+        backlog=lambda: store.snapshot()["queued_messages"],
+        impl=f"tornado {tornado.version} asyncio",
+    )
+    await serve_control(contender, sockets[0].getsockname()[1])
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,43 @@
+"""tornadose on uvicorn: ``EventSourceApp`` at ``/events``, ``WebSocketApp`` at ``/ws``.
+
+The two ASGI apps sit behind a three-line path switch (no framework), with default
+options; the store is the same as on Tornado (``--max-queue``, no byte bound).
+uvloop and httptools are used only if they are installed (the READY line says).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.asgi import EventSourceApp, WebSocketApp
+from benchmarks.servers.base import Contender, arguments, run, serve_control, start_uvicorn
+from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
+
+
+async def main() -> None:
+    options = arguments(__doc__ or "")
+    store = QueueStore(max_queue=options.max_queue or DEFAULT_MAX_QUEUE, max_queue_bytes=None)
+    events, socket = EventSourceApp(store), WebSocketApp(store)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await socket(scope, receive, send)
+        else:
+            await events(scope, receive, send)
+
+    port, impl = await start_uvicorn(app)
+
+    def publish(payload: str, seq: int) -> None:
+        store.submit(payload)
+
+    contender = Contender(
+        publish=publish,
+        subscribers=lambda: len(store.subscribers),
+        backlog=lambda: store.snapshot()["queued_messages"],
+        impl=impl,
+    )
+    await serve_control(contender, port)
+
+
+if __name__ == "__main__":
+    run(main, uvloop_if_installed=True)
