@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from tornado.httpserver import HTTPServer
 
 from adapters.asgi import EventSourceApp, WebSocketApp
 from adapters.tornado import EventSource, WebSocketSubscriber
+from tests.programs import Program, StartProgram
 from tornadose.stores import BaseStore
 
 TornadoStarter = Callable[..., Awaitable[str]]
@@ -37,6 +40,29 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def start_program(tmp_path: Path) -> Iterator[StartProgram]:
+    """Start ``argv`` (in ``cwd``, by default ``tmp_path``) with no stdin and its output
+    in files under ``tmp_path``; every program is killed when the test ends."""
+    started: list[Program] = []
+
+    def start(argv: list[str], cwd: Path | None = None) -> Program:
+        n = len(started)
+        stdout, stderr = tmp_path / f"stdout-{n}.txt", tmp_path / f"stderr-{n}.txt"
+        with stdout.open("wb") as out, stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd or tmp_path
+            )
+        started.append(Program(proc, stdout, stderr))
+        return started[-1]
+
+    yield start
+    for program in started:
+        if program.proc.poll() is None:
+            program.proc.kill()
+        program.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ import base64
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -48,6 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from adapters.asgi import EventSourceApp, WebSocketApp
 from tests.clients import TIMEOUT, expect_close, recv, sse_client, take, ws_subscribed
 from tests.conftest import UvicornStarter, free_port, wait_until
+from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 from tornadose import shutdown
 from tornadose.stores import QueueStore
 
@@ -59,8 +59,6 @@ EXIT_DEADLINE = shutdown.DEFAULT_DEADLINE + 3.0
 #: With a client that stopped reading, uvicorn's own ``timeout_graceful_shutdown``
 #: (3 s in the example) comes on top: an ASGI app cannot abort a connection.
 STALLED_EXIT_DEADLINE = EXIT_DEADLINE + 3.0
-#: Seconds allowed for the server to start accepting connections.
-STARTUP_TIMEOUT = 15.0
 #: Open streams of each kind while the signal arrives.
 CLIENTS = 3
 #: The exit status after a graceful shutdown, per signal (see the module docstring).
@@ -79,11 +77,10 @@ def reset_drain() -> Iterator[None]:
 
 @dataclass
 class Server:
-    """A uvicorn process serving ``examples/asgi_app.py``."""
+    """A uvicorn process serving ``examples/asgi_app.py`` on ``port``."""
 
-    proc: subprocess.Popen[bytes]
+    program: Program
     port: int
-    log: Path
 
     @property
     def base(self) -> str:
@@ -93,8 +90,8 @@ class Server:
     def ws_base(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def describe(self) -> str:
-        return f"returncode={self.proc.poll()}\n--- log ---\n{self.log.read_text(errors='replace')}"
+    def log(self) -> str:
+        return self.program.stdout_text() + self.program.stderr_text()
 
 
 #: How the example is started: its own ``__main__``, or the ``uvicorn`` command.
@@ -110,64 +107,14 @@ StartServer = Callable[[str], Server]
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[StartServer]:
+def start_server(start_program: StartProgram) -> StartServer:
     """Start the example under uvicorn (``LAUNCHES[launch]``); killed when the test ends."""
-    started: list[Server] = []
 
     def start(launch: str) -> Server:
         port = free_port()
-        log = tmp_path / f"server-{len(started)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                LAUNCHES[launch](port),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        server = Server(proc, port, log)
-        started.append(server)
-        return server
+        return Server(start_program(LAUNCHES[launch](port), cwd=ROOT), port)
 
-    yield start
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-        server.proc.wait(timeout=10)
-
-
-async def wait_for_port(server: Server) -> None:
-    """Wait until the server accepts connections; fail if it dies or takes too long."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STARTUP_TIMEOUT
-    while True:
-        if server.proc.poll() is not None:
-            pytest.fail(f"server exited before accepting connections\n{server.describe()}")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", server.port), 1.0
-            )
-        except (OSError, TimeoutError):
-            if loop.time() > deadline:
-                pytest.fail(f"nothing listening after {STARTUP_TIMEOUT} s\n{server.describe()}")
-            await asyncio.sleep(0.02)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
-async def wait_for_exit(
-    server: Server, signalled_at: float, deadline: float = EXIT_DEADLINE
-) -> int:
-    """The server's exit status; fails if it is still running ``deadline`` s after
-    ``signalled_at`` (a ``loop.time()``)."""
-    loop = asyncio.get_running_loop()
-    while server.proc.poll() is None:
-        if loop.time() - signalled_at > deadline:
-            pytest.fail(f"uvicorn still running {deadline} s after the signal\n{server.describe()}")
-        await asyncio.sleep(0.01)
-    return server.proc.returncode
+    return start
 
 
 def http_client() -> httpx.AsyncClient:
@@ -198,7 +145,7 @@ async def test_signal_ends_every_stream_and_uvicorn_exits_on_its_own(
     """On SIGTERM/SIGINT every SSE stream ends cleanly, every WebSocket gets 1001, and
     uvicorn (no graceful-shutdown timeout set) exits within the deadline."""
     server = start_server(launch)
-    await wait_for_port(server)
+    await wait_for_port(server.program, server.port)
     loop = asyncio.get_running_loop()
 
     async with AsyncExitStack() as stack:
@@ -226,7 +173,7 @@ async def test_signal_ends_every_stream_and_uvicorn_exits_on_its_own(
             assert (await recv(ws)).data == {"before": "shutdown"}
 
         signalled_at = loop.time()
-        server.proc.send_signal(signum)
+        server.program.proc.send_signal(signum)
 
         # The SSE bodies end (no hang, no cut mid-body), the WebSockets close with 1001.
         leftovers = await asyncio.wait_for(
@@ -237,11 +184,11 @@ async def test_signal_ends_every_stream_and_uvicorn_exits_on_its_own(
         assert received == [[]] * CLIENTS
         assert [(ws.close_code, ws.close_reason) for ws in sockets] == [
             (1001, "server shutting down")
-        ] * CLIENTS, server.describe()
+        ] * CLIENTS, server.program.describe()
 
-    returncode = await wait_for_exit(server, signalled_at)
-    assert returncode == EXIT_STATUS[signum], server.describe()
-    log = server.log.read_text(errors="replace")
+    returncode = await wait_for_exit(server.program, signalled_at, EXIT_DEADLINE)
+    assert returncode == EXIT_STATUS[signum], server.program.describe()
+    log = server.log()
     assert "Finished server process" in log  # a graceful shutdown, not a kill
     assert "Traceback" not in log
     assert "ASGI callable returned without" not in log
@@ -288,7 +235,7 @@ async def test_a_stalled_client_cannot_hold_the_shutdown(
     cut at the drain deadline, uvicorn's ``timeout_graceful_shutdown`` (set by the
     example) bounds the rest, and uvicorn exits; other clients end cleanly."""
     server = start_server("script")
-    await wait_for_port(server)
+    await wait_for_port(server.program, server.port)
     loop = asyncio.get_running_loop()
     # 20 x 512 KiB, incompressible: far more than the buffers between server and the
     # stalled client, far fewer messages than a QueueStore's max_queue (1000), so the
@@ -309,12 +256,12 @@ async def test_a_stalled_client_cannot_hold_the_shutdown(
             assert event.data == chunk
 
         signalled_at = loop.time()
-        server.proc.send_signal(signal.SIGTERM)
+        server.program.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(rest_of_stream(events), EXIT_DEADLINE) == []
-        returncode = await wait_for_exit(server, signalled_at, STALLED_EXIT_DEADLINE)
+        returncode = await wait_for_exit(server.program, signalled_at, STALLED_EXIT_DEADLINE)
 
-    assert returncode == -signal.SIGTERM, server.describe()
-    assert "Finished server process" in server.log.read_text(errors="replace")
+    assert returncode == -signal.SIGTERM, server.program.describe()
+    assert "Finished server process" in server.log()
 
 
 # -- drain() in-process -----------------------------------------------------------------

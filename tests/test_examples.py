@@ -12,10 +12,7 @@ import asyncio
 import itertools
 import json
 import signal
-import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,88 +21,17 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from tests.conftest import free_port
+from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 #: Seconds allowed for a network operation (connect, read an event...).
 NET_TIMEOUT = 5.0
-#: Seconds allowed for an example to start accepting connections.
-STARTUP_TIMEOUT = 15.0
 #: What must never show up on an example's stderr.
 TRACEBACK_MARKERS = ("Traceback", "Exception ignored", "Task was destroyed", "never retrieved")
 
 
-@dataclass
-class Example:
-    """A running example program."""
-
-    proc: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-
-    def stderr_text(self) -> str:
-        return self.stderr.read_text(errors="replace")
-
-    def describe(self) -> str:
-        return (
-            f"returncode={self.proc.poll()}\n"
-            f"--- stdout ---\n{self.stdout.read_text(errors='replace')}\n"
-            f"--- stderr ---\n{self.stderr_text()}"
-        )
-
-
-StartExample = Callable[..., Example]
-
-
-@pytest.fixture
-def start_example(tmp_path: Path) -> Iterator[StartExample]:
-    """Start ``python <script> <args>``; every process is killed when the test ends."""
-    started: list[Example] = []
-
-    def start(script: Path, *args: str) -> Example:
-        n = len(started)
-        stdout, stderr = tmp_path / f"stdout-{n}.txt", tmp_path / f"stderr-{n}.txt"
-        with stdout.open("wb") as out, stderr.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, str(script), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=tmp_path,
-            )
-        example = Example(proc, stdout, stderr)
-        started.append(example)
-        return example
-
-    yield start
-    for example in started:
-        if example.proc.poll() is None:
-            example.proc.kill()
-        example.proc.wait(timeout=10)
-
-
-async def wait_for_port(example: Example, port: int, timeout: float = STARTUP_TIMEOUT) -> None:
-    """Poll until 127.0.0.1:``port`` accepts connections; fail if the program dies first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if example.proc.poll() is not None:
-            pytest.fail(f"example exited before accepting connections\n{example.describe()}")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-        except (OSError, TimeoutError):
-            if loop.time() > deadline:
-                pytest.fail(
-                    f"nothing listening on port {port} after {timeout} s\n{example.describe()}"
-                )
-            await asyncio.sleep(0.02)
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-
-
-def assert_no_traceback(example: Example) -> None:
+def assert_no_traceback(example: Program) -> None:
     err = example.stderr_text()
     for marker in TRACEBACK_MARKERS:
         assert marker not in err, f"{marker!r} on stderr\n{example.describe()}"
@@ -119,7 +45,7 @@ def http_client() -> httpx.AsyncClient:
 # -- examples/seed.py ---------------------------------------------------------------
 
 
-async def test_seed_example_runs_verbatim(tmp_path: Path, start_example: StartExample) -> None:
+async def test_seed_example_runs_verbatim(tmp_path: Path, start_program: StartProgram) -> None:
     # Swap the hard-coded port for a free one; everything else runs as written. The
     # docstring (which tells readers to use port 9000) is left alone.
     text = (EXAMPLES / "seed.py").read_text()
@@ -132,7 +58,7 @@ async def test_seed_example_runs_verbatim(tmp_path: Path, start_example: StartEx
     port = free_port()
     script = tmp_path / "seed.py"
     script.write_text(header + code.replace("9000", str(port)))
-    example = start_example(script)
+    example = start_program([sys.executable, str(script)])
     await wait_for_port(example, port)
 
     loop = asyncio.get_running_loop()
@@ -189,10 +115,12 @@ def assert_payload(payload: object) -> None:
     ids=["queue-SIGTERM", "data-SIGINT"],
 )
 async def test_modern_example_both_transports_and_clean_shutdown(
-    start_example: StartExample, store: str, signum: signal.Signals
+    start_program: StartProgram, store: str, signum: signal.Signals
 ) -> None:
     port = free_port()
-    example = start_example(EXAMPLES / "modern.py", "--port", str(port), "--store", store)
+    example = start_program(
+        [sys.executable, str(EXAMPLES / "modern.py"), "--port", str(port), "--store", store]
+    )
     await wait_for_port(example, port)
 
     async with (
@@ -228,9 +156,6 @@ async def test_modern_example_both_transports_and_clean_shutdown(
         # 1006 here would mean the server dropped the connection without a close frame.
         assert ws.close_code == 1001, (ws.close_code, ws.close_reason)
 
-    try:
-        returncode = example.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"example still running 5 s after {signum.name}\n{example.describe()}")
+    returncode = await wait_for_exit(example, asyncio.get_running_loop().time(), 5)
     assert returncode == 0, example.describe()
     assert_no_traceback(example)

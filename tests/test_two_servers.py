@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from adapters.asgi import EventSourceApp, WebSocketApp
 from tests.clients import TIMEOUT, offset, recv, sse_client
 from tests.conftest import TornadoStarter, UvicornStarter, free_port, wait_until
+from tests.programs import StartProgram, wait_for_exit, wait_for_port
 from tornadose.handlers import EventSource, WebSocketSubscriber
 from tornadose.stores import QueueStore
 
@@ -130,48 +130,6 @@ async def test_every_client_of_both_servers_gets_every_message_in_order(
 # -- examples/two_servers.py, run as a program ------------------------------------------
 
 
-@pytest.fixture
-def run_example(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``examples/two_servers.py`` with arguments; killed when the test ends."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        with (tmp_path / "stdout").open("wb") as out, (tmp_path / "stderr").open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, str(EXAMPLE), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=tmp_path,
-            )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
-async def wait_for_port(proc: subprocess.Popen[bytes], port: int) -> None:
-    """Wait until 127.0.0.1:``port`` accepts connections; fail if the program dies first."""
-
-    async def connects() -> bool:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    async with asyncio.timeout(15):
-        while not await connects():
-            assert proc.poll() is None, "the example exited before serving"
-            await asyncio.sleep(0.02)
-
-
 async def read_until(client: Client, last_id: str) -> list[Received]:
     """Read messages up to and including the one with id ``last_id``."""
     messages = [await client.read()]
@@ -182,14 +140,19 @@ async def read_until(client: Client, last_id: str) -> list[Received]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 async def test_example_serves_one_stream_on_both_servers_and_exits_cleanly(
-    run_example: Callable[..., subprocess.Popen[bytes]], tmp_path: Path, signum: signal.Signals
+    start_program: StartProgram, signum: signal.Signals
 ) -> None:
     """The example's SSE and WS clients on both servers get the same messages and ids, a
     POST to one server reaches all, and a signal ends every stream and exits 0."""
     tornado_port, uvicorn_port = free_port(), free_port()
-    proc = run_example("--tornado-port", str(tornado_port), "--uvicorn-port", str(uvicorn_port))
-    await wait_for_port(proc, tornado_port)
-    await wait_for_port(proc, uvicorn_port)
+    program = start_program(
+        [
+            *(sys.executable, str(EXAMPLE)),
+            *("--tornado-port", str(tornado_port), "--uvicorn-port", str(uvicorn_port)),
+        ]
+    )
+    await wait_for_port(program, tornado_port)
+    await wait_for_port(program, uvicorn_port)
     tornado_base, uvicorn_base = (
         f"http://127.0.0.1:{tornado_port}",
         f"http://127.0.0.1:{uvicorn_port}",
@@ -221,15 +184,12 @@ async def test_example_serves_one_stream_on_both_servers_and_exits_cleanly(
         assert all(set(data) == {"n", "value"} for _, data in windows[0])
 
         # Every stream ends cleanly (WebSockets with 1001), then the program exits 0.
-        proc.send_signal(signum)
+        program.proc.send_signal(signum)
         await asyncio.gather(*(client.read_to_end() for client in clients))
-        try:
-            returncode = await asyncio.to_thread(proc.wait, 8)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running 8 s after {signum.name}")
-    stderr = (tmp_path / "stderr").read_text(errors="replace")
+        returncode = await wait_for_exit(program, asyncio.get_running_loop().time(), 8)
+    stderr = program.stderr_text()
     assert returncode == 0, stderr
-    stdout = (tmp_path / "stdout").read_text()
+    stdout = program.stdout_text()
     for base in (tornado_base, uvicorn_base):  # it tells where it serves
         assert f"{base}/ticks/events" in stdout, stdout
         assert f"{base.replace('http', 'ws', 1)}/ticks/ws" in stdout, stdout
