@@ -316,9 +316,13 @@ class EventSource(BaseHandler):
         self.sse_options = streams.SSEOptions(
             heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
         )
-        self.period = period
         self.authorize = authorize
         self.channel = channel
+
+    @property
+    def period(self) -> float | None:
+        """The throttling period (the 0.x attribute), from :attr:`sse_options`."""
+        return self.sse_options.period
 
     def prepare(self) -> None:
         """Nothing yet: :meth:`get` authorizes, then registers."""
@@ -383,10 +387,14 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         for any)."""
         super().initialize(store)
         self.stream_options = streams.StreamOptions(period=period, write_timeout=write_timeout)
-        self.period = period
         self.authorize = authorize
         self.channel = channel
         self.allowed_origins = allowed_origins
+
+    @property
+    def period(self) -> float | None:
+        """The throttling period, from :attr:`stream_options`."""
+        return self.stream_options.period
 
     def prepare(self) -> None:
         """Refuse plain HTTP requests (``400``, as the ASGI app does); register only

@@ -57,6 +57,20 @@ class Contender:
     impl: str
 
 
+def tornadose_contender(store: Any, impl: str) -> Contender:
+    """The contender of a tornadose server: publishing is ``store.submit``."""
+
+    def publish(payload: str, seq: int) -> None:
+        store.submit(payload)
+
+    return Contender(
+        publish=publish,
+        subscribers=lambda: len(store.subscribers),
+        backlog=lambda: store.snapshot()["queued_messages"],
+        impl=impl,
+    )
+
+
 def arguments(description: str) -> argparse.Namespace:
     """The command line every server takes."""
     parser = argparse.ArgumentParser(description=description)

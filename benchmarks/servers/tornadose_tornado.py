@@ -13,7 +13,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from adapters.tornado import EventSource, WebSocketSubscriber
-from benchmarks.servers.base import Contender, arguments, run, serve_control
+from benchmarks.servers.base import arguments, run, serve_control, tornadose_contender
 from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
 
 
@@ -29,15 +29,7 @@ async def main() -> None:
     sockets = bind_sockets(options.port, "127.0.0.1", backlog=4096)
     HTTPServer(app).add_sockets(sockets)
 
-    def publish(payload: str, seq: int) -> None:
-        store.submit(payload)
-
-    contender = Contender(
-        publish=publish,
-        subscribers=lambda: len(store.subscribers),
-        backlog=lambda: store.snapshot()["queued_messages"],
-        impl=f"tornado {tornado.version} asyncio",
-    )
+    contender = tornadose_contender(store, f"tornado {tornado.version} asyncio")
     await serve_control(contender, sockets[0].getsockname()[1])
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.asgi import EventSourceApp, WebSocketApp
-from benchmarks.servers.base import Contender, arguments, run, serve_control, start_uvicorn
+from benchmarks.servers.base import (
+    arguments,
+    run,
+    serve_control,
+    start_uvicorn,
+    tornadose_contender,
+)
 from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
 
 
@@ -27,15 +33,7 @@ async def main() -> None:
 
     port, impl = await start_uvicorn(app)
 
-    def publish(payload: str, seq: int) -> None:
-        store.submit(payload)
-
-    contender = Contender(
-        publish=publish,
-        subscribers=lambda: len(store.subscribers),
-        backlog=lambda: store.snapshot()["queued_messages"],
-        impl=impl,
-    )
+    contender = tornadose_contender(store, impl)
     await serve_control(contender, port)
 
 
