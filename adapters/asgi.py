@@ -362,7 +362,7 @@ class PublishApp:
                 answer = too_large(self.max_body)
             else:
                 query = scope.get("query_string", b"").decode("latin-1")
-                answer = publish_json(self.store, body, event=event_from_query(query))
+                answer = await publish_json(self.store, body, event=event_from_query(query))
         await send_answer(send, answer)
 
 

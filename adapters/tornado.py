@@ -532,12 +532,13 @@ class PublishHandler(JSONErrorHandler):
         # Tornado diverts the rest of the body and closes the connection once sent.
         send_answer(self, too_large(self.max_body))
 
-    def post(self) -> None:
+    async def post(self) -> None:
         """Publish the body (see the class docstring)."""
         if self._finished:
             return
         event = event_from_query(self.request.query)
-        send_answer(self, publish_json(self.store, b"".join(self._chunks), event=event))
+        answer = await publish_json(self.store, b"".join(self._chunks), event=event)
+        send_answer(self, answer)
 
 
 class AnswerHandler(JSONErrorHandler):

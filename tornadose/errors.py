@@ -2,7 +2,8 @@
 
 Every error a bad message can cause is a :class:`ValueError` subclass, so code that
 already catches ``ValueError`` around ``store.submit()`` keeps working.
-:class:`StoreClosed` (submitting to a closed store) is a :class:`RuntimeError`.
+:class:`StoreClosed` (submitting to a closed store) is a :class:`RuntimeError`;
+:class:`StoreUnavailable` (the store's backend is down) is a :class:`ConnectionError`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MessageValidationError",
     "StoreClosed",
+    "StoreUnavailable",
     "SubscriptionClosed",
     "TornadoseError",
     "UnencodableMessage",
@@ -57,3 +59,16 @@ class SubscriptionClosed(TornadoseError):
 
 class StoreClosed(TornadoseError, RuntimeError):
     """The store was closed: it accepts no more messages or subscribers."""
+
+
+class StoreUnavailable(TornadoseError, ConnectionError):
+    """The store's backend (Redis) could not take the message in time.
+
+    :attr:`maybe_published` is ``False`` when the message certainly was not
+    published (the backend was unreachable until the deadline), and ``True`` when the
+    connection broke after the message was sent, so it may have been published.
+    """
+
+    def __init__(self, message: str, *, maybe_published: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_published = maybe_published

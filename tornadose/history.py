@@ -95,6 +95,9 @@ class ResetReason(enum.Enum):
     UNKNOWN_ID = "unknown_id"
     #: Messages after the id were published but are no longer in the history.
     HISTORY_TOO_SHORT = "history_too_short"
+    #: The backend lost messages this client had not received (Redis restarted
+    #: without them, or trimmed them before this server could read them).
+    DATA_LOST = "data_lost"
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ class Message:
     subscriber.
     """
 
-    __slots__ = ("_sse", "_websocket", "data", "event", "id", "text")
+    __slots__ = ("_json", "_sse", "_websocket", "data", "event", "id", "text")
 
     def __init__(self, data: Any, *, id: str | None, event: str | None = None) -> None:  # noqa: A002
         if id is not None:
@@ -77,6 +77,15 @@ class Message:
         self.text = payload_to_text(data)
         self._sse: bytes | None = None
         self._websocket: str | None = None
+        self._json: str | None = None
+
+    def with_id(self, id: str) -> Message:  # noqa: A002
+        """This message with another id (the encoded text is reused, not recomputed)."""
+        sse.check_field("id", id)
+        copy = Message.__new__(Message)
+        copy.data, copy.id, copy.event, copy.text = self.data, id, self.event, self.text
+        copy._json, copy._sse, copy._websocket = self._json, None, None
+        return copy
 
     @property
     def sse(self) -> bytes:
@@ -91,11 +100,19 @@ class Message:
         return len(self.sse)
 
     @property
+    def json(self) -> str:
+        """The payload as JSON text: :attr:`text` itself for a non-text payload, a JSON
+        string holding :attr:`text` for ``str`` and ``bytes`` payloads."""
+        if self._json is None:
+            is_text = isinstance(self.data, str | bytes | bytearray | memoryview)
+            self._json = payload_to_json(self.text) if is_text else self.text
+        return self._json
+
+    @property
     def websocket(self) -> str:
         """The message as the text of one WebSocket frame (a JSON object)."""
         if self._websocket is None:
-            is_text = isinstance(self.data, str | bytes | bytearray | memoryview)
-            frame = '{"data":' + (payload_to_json(self.text) if is_text else self.text)
+            frame = '{"data":' + self.json
             if self.id is not None:
                 frame += ',"id":' + payload_to_json(self.id)
             if self.event is not None:

@@ -16,6 +16,11 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_replayed_total``                counter messages replayed to resuming clients
 ``tornadose_resets_total``                  counter resumes answered with the reset signal
 ``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
+``tornadose_backend_up``                    gauge   1 while a RedisStore's reader is
+                                                    connected, else 0
+``tornadose_backend_errors_total``          counter failed round trips to Redis
+``tornadose_invalid_entries_total``         counter stream entries skipped as invalid
+``tornadose_publish_failures_total``        counter submissions Redis did not take
 ==========================================  ======  =====================================
 """
 
@@ -67,13 +72,29 @@ class StoreCollector(Collector):
             (name, CounterMetricFamily(f"tornadose_{name}", text, labels=["store"]))
             for name, text in counters.items()
         )
+        # Stores with a backend (RedisStore) report these too.
+        backend_gauges = {"backend_up": "1 while the store's backend reader is connected."}
+        backend_counters = {
+            "backend_errors": "Failed round trips to the store's backend.",
+            "invalid_entries": "Backend entries skipped as invalid messages.",
+            "publish_failures": "Submissions the backend did not take (StoreUnavailable).",
+        }
+        families.update(
+            (name, GaugeMetricFamily(f"tornadose_{name}", text, labels=["store"]))
+            for name, text in backend_gauges.items()
+        )
+        families.update(
+            (name, CounterMetricFamily(f"tornadose_{name}", text, labels=["store"]))
+            for name, text in backend_counters.items()
+        )
         disconnects = CounterMetricFamily(
             "tornadose_disconnects", "Closed subscriptions, by reason.", labels=["store", "reason"]
         )
         for store_name, store in stores.items():
             snapshot = store.snapshot()
             for name, family in families.items():
-                family.add_metric([store_name], snapshot[name])
+                if name in snapshot:
+                    family.add_metric([store_name], snapshot[name])
             for reason, count in store.stats.disconnects.items():
                 disconnects.add_metric([store_name, reason], count)
         yield from families.values()

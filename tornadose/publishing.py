@@ -17,6 +17,8 @@ status  ``error`` code              when
 422     ``validation_error``        the message violates the channel's schema;
                                     ``errors`` holds pydantic's details
 503     ``store_closed``            the store was closed
+503     ``store_unavailable``       the store's backend (Redis) did not take the
+                                    message in time (see ``StoreUnavailable``)
 ======  ==========================  ===============================================
 
 Nothing is published unless the answer is 202.
@@ -31,7 +33,12 @@ import pydantic_core
 
 from schemas.errors import PublishAccepted
 from tornadose.auth import Action, Authorize, check_access
-from tornadose.errors import MessageValidationError, StoreClosed, UnencodableMessage
+from tornadose.errors import (
+    MessageValidationError,
+    StoreClosed,
+    StoreUnavailable,
+    UnencodableMessage,
+)
 from tornadose.responses import Answer, error_answer, json_answer, method_not_allowed
 from tornadose.sse import InvalidField
 from tornadose.stores import BaseStore
@@ -96,14 +103,17 @@ def too_large(max_body: int) -> Answer:
     return error_answer(413, "payload_too_large", f"the body exceeds {max_body} bytes")
 
 
-def publish_json(store: BaseStore, body: bytes, *, event: str | None = None) -> Answer:
-    """Parse ``body`` as JSON and submit it to ``store``; the answer says how it went."""
+async def publish_json(store: BaseStore, body: bytes, *, event: str | None = None) -> Answer:
+    """Parse ``body`` as JSON and submit it to ``store``; the answer says how it went.
+
+    The answer comes once the store has published the message (at once for
+    in-memory stores, once Redis took it for a ``RedisStore``)."""
     try:
         message = pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as exc:
         return error_answer(400, "malformed_json", f"the body is not valid JSON: {exc}")
     try:
-        published = store.submit(message, event=event)
+        published = await store.submit(message, event=event)
     except MessageValidationError as exc:
         return error_answer(
             422,
@@ -117,5 +127,7 @@ def publish_json(store: BaseStore, body: bytes, *, event: str | None = None) -> 
         return error_answer(422, "unencodable", str(exc))
     except StoreClosed:
         return error_answer(503, "store_closed", "the channel's store is closed")
+    except StoreUnavailable as exc:
+        return error_answer(503, "store_unavailable", str(exc))
     accepted = PublishAccepted(id=published.id or "")
     return json_answer(202, accepted.model_dump_json().encode())

@@ -32,6 +32,7 @@ Guarantees of every store:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -76,28 +77,56 @@ DEFAULT_HISTORY = 1000
 
 
 class Published:
-    """What ``submit()`` returns: already done, and awaitable for the :class:`Message`.
+    """What ``submit()`` returns: awaitable for the published :class:`Message`.
 
-    Calling ``store.submit(x)`` without awaiting is fine: the message is published
-    before ``submit()`` returns, and nothing is left pending.
+    In-memory stores publish inside ``submit()``, so calling ``store.submit(x)``
+    without awaiting is fine and nothing is left pending. A store with a remote
+    backend (:class:`~tornadose.redis_store.RedisStore`) returns a ``Published``
+    that completes when the backend took the message; awaiting it raises the
+    backend's error, if any.
     """
 
-    __slots__ = ("message",)
+    __slots__ = ("_future", "_message")
 
-    def __init__(self, message: Message) -> None:
-        self.message = message
+    def __init__(self, message: Message | asyncio.Future[Message]) -> None:
+        if isinstance(message, Message):
+            self._message: Message | None = message
+            self._future: asyncio.Future[Message] | None = None
+        else:
+            self._message = None
+            self._future = message
+
+    def done(self) -> bool:
+        """Whether publishing finished (successfully or not)."""
+        return self._future is None or self._future.done()
+
+    @property
+    def message(self) -> Message:
+        """The published message. Raises ``asyncio.InvalidStateError`` if publishing
+        has not finished, and the backend's error if it failed."""
+        if self._message is None:
+            assert self._future is not None
+            self._message = self._future.result()
+        return self._message
 
     @property
     def id(self) -> str | None:
-        """The published message's id."""
-        return self.message.id
+        """The published message's id (``None`` while publishing is pending or failed)."""
+        if self._message is not None:
+            return self._message.id
+        assert self._future is not None
+        if self._future.done() and not self._future.cancelled() and not self._future.exception():
+            return self._future.result().id
+        return None
 
     def __await__(self) -> Generator[Any, None, Message]:
-        return self.message
-        yield  # pragma: no cover - makes this a generator that finishes at once
+        if self._message is None:
+            assert self._future is not None
+            return (yield from self._future.__await__())
+        return self._message
 
     def __repr__(self) -> str:
-        return f"<Published {self.message.id}>"
+        return f"<Published {self.id if self.done() else 'pending'}>"
 
 
 class BaseStore:
@@ -186,6 +215,12 @@ class BaseStore:
         if self._closed:
             raise StoreClosed(f"{self!r} is closed")
         resume = self.plan_resume(last_event_id)
+        subscription = self._open_subscription(subscriber, resume)
+        subscription.replay(self.resume_messages(resume))
+        self.on_register(subscription)
+        return subscription
+
+    def _open_subscription(self, subscriber: object, resume: Resume) -> Subscription:
         subscription = Subscription(
             subscriber,
             max_messages=self.max_queue,
@@ -196,13 +231,15 @@ class BaseStore:
             resume=resume,
         )
         self._subscriptions[subscriber] = subscription
-        control = control_message(resume)
-        if control is not None:
-            subscription.replay([control, *resume.replay])
+        return subscription
+
+    def resume_messages(self, resume: Resume) -> list[Message]:
+        """What a subscription that starts with ``resume`` gets first (the control
+        message, then the replay), counted in :attr:`stats`."""
         self.stats.replayed += len(resume.replay)
         self.stats.resets += resume.status is ResumeStatus.RESET
-        self.on_register(subscription)
-        return subscription
+        control = control_message(resume)
+        return [] if control is None else [control, *resume.replay]
 
     def plan_resume(self, last_event_id: str | None) -> Resume:
         """How a subscriber that last saw ``last_event_id`` starts (see
@@ -288,6 +325,9 @@ class BaseStore:
             return
         self.stats.published += 1
         self._remember(message)
+        self._fan_out(message)
+
+    def _fan_out(self, message: Message) -> None:
         # Copy: an overflowing subscription removes itself from the dict.
         for subscription in list(self._subscriptions.values()):
             subscription.put(message)
@@ -444,3 +484,12 @@ class QueueStore(BaseStore):
         if subscription.resume.status is ResumeStatus.LIVE:
             subscription.replay(self._backlog)  # outside the bound, like a replay
         self._backlog.clear()
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore needs the ``redis`` extra: import it only when asked for.
+    if name == "RedisStore":
+        from tornadose.redis_store import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

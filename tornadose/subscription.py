@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -117,6 +117,8 @@ class Subscription:
         "_close_callbacks",
         "_close_reason",
         "_exempt",
+        "_gate",
+        "_held",
         "_live_bytes",
         "_queue",
         "_stats",
@@ -152,6 +154,10 @@ class Subscription:
         self._exempt = 0
         #: Bytes of the live (not replayed) messages queued.
         self._live_bytes = 0
+        #: While true (see :meth:`hold`), queued messages are not readable yet.
+        self._held = False
+        #: Until it keeps one message, live messages for which it is true are skipped.
+        self._gate: Callable[[Message], bool] | None = None
         self._stats = stats
         self._close_callbacks: list[Callable[[Subscription], None]] = [on_close]
         self._queue: deque[Message] = deque()
@@ -168,6 +174,10 @@ class Subscription:
         """
         if self._close_reason is not None:
             return
+        if self._gate is not None:
+            if self._gate(message):
+                return
+            self._gate = None
         if self._full_for(message):
             if self.overflow is OverflowPolicy.DISCONNECT:
                 self.close(CloseReason.SLOW_CONSUMER)
@@ -180,7 +190,7 @@ class Subscription:
                     self._drop_oldest_live()
         self._queue.append(message)
         self._live_bytes += message.size
-        if self._waiter_wants_messages:
+        if self._waiter_wants_messages and not self._held:
             self._wake()
 
     def replay(self, messages: Iterable[Message]) -> None:
@@ -194,6 +204,45 @@ class Subscription:
         self._exempt = len(self._queue)
         if self._exempt > before and self._waiter_wants_messages:
             self._wake()
+
+    def hold(self) -> None:
+        """Hold live messages until :meth:`release`: they are queued, and count against
+        the bound, but the reader does not get them yet.
+
+        Stores whose history must be fetched asynchronously (Redis) hold a resuming
+        subscription while they fetch, so live messages that arrive meanwhile are
+        neither lost nor delivered ahead of the replay. Only before anything is queued.
+        """
+        assert not self._queue, "hold() comes before any message"
+        self._held = True
+
+    def release(
+        self, front: Sequence[Message] = (), *, skip: Callable[[Message], bool] | None = None
+    ) -> None:
+        """End a :meth:`hold`: ``front`` (the control message and the replay) is queued,
+        outside the bound, ahead of the held live messages.
+
+        With ``skip``, held live messages for which ``skip(message)`` is true are
+        dropped (the replay already has them), and so are later live messages until
+        the first one ``skip`` keeps: the store's order makes every later one new too.
+        """
+        self._held = False
+        if self._close_reason is not None and self._close_reason in CUT_REASONS:
+            return
+        if skip is not None:
+            kept = [message for message in self._queue if not skip(message)]
+            self._gate = None if kept else skip
+            self._queue = deque(kept)
+            self._live_bytes = sum(message.size for message in kept)
+        self._queue.extendleft(reversed(front))
+        self._exempt = len(front)
+        if self._queue and self._waiter_wants_messages:
+            self._wake()
+
+    @property
+    def held(self) -> bool:
+        """Whether the subscription is held (see :meth:`hold`)."""
+        return self._held
 
     def _full_for(self, message: Message) -> bool:
         live = len(self._queue) - self._exempt
@@ -267,6 +316,10 @@ class Subscription:
         (``None`` or ``0`` waits without limit). Raises :class:`SubscriptionClosed`
         once the subscription is closed and nothing is left to read.
         """
+        if self._held and self._close_reason is None:
+            await self._wait(timeout, wants_messages=True)
+            if self._held and self._close_reason is None:
+                return []
         queue = self._queue
         if not queue and self._close_reason is None:
             await self._wait(timeout, wants_messages=True)

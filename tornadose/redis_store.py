@@ -1,0 +1,769 @@
+"""``RedisStore``: one channel shared by many processes and machines, through Redis Streams.
+
+Needs the ``redis`` extra (``pip install 'tornadose[redis]'``) and Redis 7.0 or newer.
+
+Each process publishes with ``XADD`` and reads with one connection of its own that
+serves every ``RedisStore`` of the process with the same connection settings,
+reading only the channels that have subscribers here. Every process delivers a
+channel's messages in the stream's order, so all clients of all processes see the
+same messages in the same order, with the same ids: a client can resume on any
+process. The stream layout, for programs that publish with ``XADD`` themselves, is
+described in :mod:`tornadose.redis_stream`.
+
+Guarantees, beyond those of every store (:mod:`tornadose.stores`):
+
+* **Acknowledged means stored**: awaiting ``submit()`` returns once Redis has added
+  the message to the stream. If Redis cannot be reached within ``publish_timeout``
+  seconds (default 5; the store retries meanwhile), it raises
+  :class:`~tornadose.errors.StoreUnavailable` and the message was not published; if
+  the connection breaks after the message was sent, it raises ``StoreUnavailable``
+  with ``maybe_published=True``. A failure is also logged and counted
+  (``publish_failures``), so one is never silent even when nobody awaits.
+* **No silent loss across outages**: subscribers stay connected while Redis is
+  down (heartbeats go on). The reader reconnects with backoff and continues after
+  the last entry it delivered, so nothing is lost if Redis kept its data. If Redis
+  lost it (a restart without persistence: the channel's floor key changed), or
+  trimmed entries before this process read them, every subscriber gets a
+  ``tornadose.reset`` event with reason ``data_lost`` before the messages that follow.
+* **Resume anywhere**: a client that sends ``Last-Event-ID`` gets every later entry
+  still in the stream (up to ``history`` of them, younger than ``history_max_age``),
+  then live ones, with no gap and no duplicate, or the reset signal. While the
+  replay is fetched, live messages for it wait in its queue.
+* **A broken reader is never silent**: connection losses are logged (``ERROR`` once
+  per outage, ``INFO`` on recovery) and visible in :meth:`RedisStore.snapshot`
+  (``backend_up``, ``backend_errors``) and in the metrics. An invalid entry is
+  skipped, logged and counted (``invalid_entries``) and never stops the reader.
+
+Limits: a subscriber without ``Last-Event-ID`` gets the messages added after its
+process started reading the channel (for the first subscriber of a channel in a
+process, one round trip after it registers). ``XDEL`` on a channel's stream, or
+eviction of its floor key (use a ``noeviction`` or ``volatile-*`` policy), can make
+the store send a reset that was not needed, never a silent gap. With AOF, Redis
+keeps acknowledged messages across a crash only with ``appendfsync always``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from tornadose.errors import StoreClosed, StoreUnavailable
+from tornadose.history import (
+    RESET_EVENT,
+    ResetReason,
+    Resume,
+    ResumeStatus,
+    control_message,
+)
+from tornadose.message import Message
+from tornadose.redis_stream import (
+    ENSURE_FLOOR,
+    FLOOR_SUFFIX,
+    PUBLISH,
+    ZERO,
+    InvalidEntry,
+    StreamId,
+    decode_entry,
+    entry_fields,
+    live_gap,
+    replay_gap,
+)
+from tornadose.stores import BaseStore, Published
+from tornadose.subscription import OverflowPolicy, Subscription
+
+__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "RESET_EVENT", "RedisStore"]
+
+logger = logging.getLogger("tornadose.redis")
+
+#: Seconds ``submit()`` waits for an unreachable Redis before it gives up.
+DEFAULT_PUBLISH_TIMEOUT = 5.0
+#: Entries read per channel per round trip, at most.
+READ_COUNT = 512
+#: Milliseconds a reader's wait for new entries blocks before it looks around again.
+BLOCK_MS = 1000
+#: Submissions sent in one pipeline, at most.
+WRITE_BATCH = 256
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
+_NETWORK_ERRORS = (RedisError, OSError)
+
+
+class _Backoff:
+    """Exponential backoff with jitter, from 50 ms up to 2 s."""
+
+    def __init__(self) -> None:
+        self._next = _BACKOFF_FIRST
+
+    def reset(self) -> None:
+        self._next = _BACKOFF_FIRST
+
+    def delay(self) -> float:
+        delay = self._next * random.uniform(0.5, 1.0)
+        self._next = min(self._next * 2, _BACKOFF_MAX)
+        return delay
+
+
+@dataclass
+class BackendHealth:
+    """The state of one Redis connection, shared by the stores that use it."""
+
+    #: Whether the reader is connected (``True`` until it first fails).
+    up: bool = True
+    #: Failed round trips to Redis (reads and writes), since the start.
+    errors: int = 0
+
+
+@dataclass
+class _Submission:
+    store: RedisStore
+    message: Message
+    future: asyncio.Future[Message]
+    deadline: float
+
+
+class _Channel:
+    """What a connection reads of one stream, for the stores with subscribers here."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.floor_key = key + FLOOR_SUFFIX
+        self.stores: set[RedisStore] = set()
+        #: The last entry delivered here (``None`` until the reader starts reading).
+        self.cursor: StreamId | None = None
+        #: Whether every entry of the stream is new to this reader (see ``live_gap``).
+        self.fresh = False
+        self.floor: bytes | None = None
+        self.ready = asyncio.Event()
+
+
+class RedisConnection:
+    """The Redis connections of one process (per event loop and connection settings).
+
+    One connection reads every channel that has subscribers here; a pool sends
+    publishes (in submission order, pipelined) and resume queries.
+    """
+
+    def __init__(self, url: str | None, options: Mapping[str, Any]) -> None:
+        settings = {**options, "decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+        reader_timeout = BLOCK_MS / 1000 + max(5.0, settings.get("socket_timeout") or 0)
+
+        def client(**extra: Any) -> aioredis.Redis:
+            if url is not None:
+                return aioredis.Redis.from_url(url, **settings, **extra)
+            return aioredis.Redis(**settings, **extra)
+
+        self.commands = client()
+        self.reader = client(single_connection_client=True, socket_timeout=reader_timeout)
+        self.health = BackendHealth()
+        self.channels: dict[str, _Channel] = {}
+        self.users: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+        self._outbox: deque[_Submission] = deque()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._reader_id: int | None = None
+        self._blocked = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- channels -------------------------------------------------------------------
+
+    def attach(self, store: RedisStore) -> _Channel:
+        """Read ``store``'s channel for it (it has subscribers)."""
+        channel = self.channels.get(store.channel)
+        if channel is None:
+            channel = self.channels[store.channel] = _Channel(store.channel)
+            if self._blocked and self._reader_id is not None:
+                self._spawn(self._unblock(self._reader_id))
+        channel.stores.add(store)
+        if self._reader_task is None or self._reader_task.done():
+            self._reader_task = asyncio.get_running_loop().create_task(self._read_forever())
+        return channel
+
+    def detach(self, store: RedisStore) -> None:
+        """Stop reading ``store``'s channel for it."""
+        channel = self.channels.get(store.channel)
+        if channel is not None:
+            channel.stores.discard(store)
+            if not channel.stores:
+                del self.channels[store.channel]
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unblock(self, reader_id: int) -> None:
+        try:
+            await self.commands.client_unblock(reader_id)
+        except _NETWORK_ERRORS:
+            logger.debug("could not unblock the Redis reader", exc_info=True)
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        backoff = _Backoff()
+        while self.channels:
+            try:
+                if self._reader_id is None:
+                    self._reader_id = await self.reader.client_id()
+                    if not self.health.up:
+                        await self._verify_after_outage()
+                        self.health.up = True
+                        logger.info("Redis reader reconnected")
+                for channel in list(self.channels.values()):
+                    if channel.cursor is None:
+                        await self._establish(channel)
+                channels = [c for c in self.channels.values() if c.cursor is not None]
+                if channels and not await self._read_batch(channels):
+                    await self._wait_for_entries(channels)
+                backoff.reset()
+            except _NETWORK_ERRORS as exc:
+                self._reader_id = None
+                self.health.errors += 1
+                if self.health.up:
+                    self.health.up = False
+                    logger.error("Redis reader lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(backoff.delay())
+
+    async def _establish(self, channel: _Channel) -> None:
+        pipe = self.reader.pipeline(transaction=True)
+        pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+        pipe.xinfo_stream(channel.key)
+        floor, info = await pipe.execute(raise_on_error=False)
+        if isinstance(floor, Exception):
+            raise floor
+        info = _stream_info(info)
+        channel.floor = floor
+        channel.cursor = StreamId.parse(info["last-generated-id"]) if info else ZERO
+        channel.fresh = info is None
+        channel.ready.set()
+
+    async def _verify_after_outage(self) -> None:
+        """After a reconnect: did Redis lose entries while the reader was away?"""
+        for channel in list(self.channels.values()):
+            if channel.cursor is None:
+                continue
+            pipe = self.reader.pipeline(transaction=True)
+            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+            pipe.xinfo_stream(channel.key)
+            floor, info = await pipe.execute(raise_on_error=False)
+            if isinstance(floor, Exception):
+                raise floor
+            info = _stream_info(info)
+            newest = StreamId.parse(info["last-generated-id"]) if info else None
+            lost = floor != channel.floor or (
+                channel.cursor > ZERO and (newest is None or newest < channel.cursor)
+            )
+            if lost:
+                logger.error(
+                    "Redis lost the data of channel %r while the reader was away; "
+                    "its subscribers get a reset",
+                    channel.key,
+                )
+                channel.floor = floor
+                self._reset(channel)
+                channel.fresh = True
+
+    async def _read_batch(self, channels: Sequence[_Channel]) -> bool:
+        """Read what is new in ``channels``, with each stream's state read atomically,
+        and deliver it. Returns whether anything was read."""
+        pipe = self.reader.pipeline(transaction=True)
+        for channel in channels:
+            pipe.xinfo_stream(channel.key)
+        pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
+        *infos, response = await pipe.execute(raise_on_error=False)
+        if isinstance(response, Exception):
+            raise response
+        entries = _entries_by_key(response)
+        for channel, raw_info in zip(channels, infos, strict=True):
+            info = _stream_info(raw_info)
+            assert channel.cursor is not None
+            if info is not None:
+                first = info.get("first-entry")
+                gap = live_gap(
+                    channel.cursor,
+                    fresh=channel.fresh,
+                    first_entry=StreamId.parse(first[0]) if first else None,
+                    entries_added=info["entries-added"],
+                    length=info["length"],
+                )
+                if gap:
+                    logger.error(
+                        "entries of channel %r were trimmed before this process read them; "
+                        "its subscribers get a reset",
+                        channel.key,
+                    )
+                    self._reset(channel)
+                    channel.fresh = False
+            self._deliver(channel, entries.get(channel.key, ()))
+        return bool(entries)
+
+    async def _wait_for_entries(self, channels: Sequence[_Channel]) -> None:
+        self._blocked = True
+        try:
+            await self.reader.xread(
+                {c.key: str(c.cursor) for c in channels}, count=1, block=BLOCK_MS
+            )
+        finally:
+            self._blocked = False
+
+    def _deliver(self, channel: _Channel, entries: Iterable[tuple[Any, Any]]) -> None:
+        last = None
+        for entry_id, fields in entries:
+            last = entry_id
+            for store in list(channel.stores):
+                store.deliver_entry(entry_id, fields)
+        if last is not None:
+            channel.cursor = StreamId.parse(last)
+            channel.fresh = False
+
+    def _reset(self, channel: _Channel) -> None:
+        cursor = channel.cursor if channel.cursor is not None else ZERO
+        resume = Resume(ResumeStatus.RESET, str(cursor), reason=ResetReason.DATA_LOST)
+        control = control_message(resume)
+        assert control is not None
+        for store in list(channel.stores):
+            store.stats.resets += len(store.subscribers)
+            store._fan_out(control)
+
+    # -- resuming -------------------------------------------------------------------
+
+    async def plan_resume(
+        self, store: RedisStore, channel: _Channel, last_event_id: str
+    ) -> tuple[Resume, Callable[[Message], bool]]:
+        """How a subscriber of ``store`` that last saw ``last_event_id`` starts, and
+        which live messages it must skip (those the replay holds or it has seen)."""
+        await channel.ready.wait()
+        cursor = channel.cursor
+        assert cursor is not None
+        assert channel.floor is not None
+
+        def reset(reason: ResetReason) -> tuple[Resume, Callable[[Message], bool]]:
+            reset_id = str(cursor) if cursor > ZERO else None
+            return Resume(ResumeStatus.RESET, last_event_id, reason=reason, reset_id=reset_id), (
+                _through(cursor)
+            )
+
+        after = StreamId.parse(last_event_id)
+        if after is None:
+            return reset(ResetReason.MALFORMED_ID)
+        floor = StreamId.parse(channel.floor)
+        if floor is None or after < floor:
+            return reset(ResetReason.UNKNOWN_EPOCH)
+        if after >= cursor:
+            # The client saw more than this process has delivered: skip up to its id.
+            info = _stream_info(await _xinfo(self.commands, channel.key))
+            newest = StreamId.parse(info["last-generated-id"]) if info else ZERO
+            if newest is None or after > newest:
+                return reset(ResetReason.UNKNOWN_ID)
+            return Resume(ResumeStatus.RESUMED, last_event_id), _through(after)
+        pipe = self.commands.pipeline(transaction=True)
+        pipe.xrange(channel.key, f"({after}", str(cursor), count=store.history.max_messages + 1)
+        pipe.xrange(channel.key, "-", "+", count=1)
+        pipe.time()
+        entries, first, (seconds, microseconds) = await pipe.execute()
+        max_age = store.history.max_age
+        reason = replay_gap(
+            after,
+            [StreamId.parse(entry_id) or ZERO for entry_id, _ in entries],
+            StreamId.parse(first[0][0]) if first else None,
+            history=store.history.max_messages,
+            max_age_ms=None if max_age is None else int(max_age * 1000),
+            now_ms=seconds * 1000 + microseconds // 1000,
+        )
+        if reason is not None:
+            return reset(reason)
+        replay = [m for m in (store.decode(i, f, count=False) for i, f in entries) if m]
+        return Resume(ResumeStatus.RESUMED, last_event_id, replay=replay), _through(cursor)
+
+    # -- writing --------------------------------------------------------------------
+
+    def enqueue(self, submission: _Submission) -> None:
+        """Queue ``submission`` for the writer, which sends them in order."""
+        self._outbox.append(submission)
+        if self._writer_task is None or self._writer_task.done():
+            self._writer_task = asyncio.get_running_loop().create_task(self._write_forever())
+
+    async def _write_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = _Backoff()
+        while self._outbox:
+            head = self._outbox[0]
+            channel = self.channels.get(head.store.channel)
+            if channel is not None and not channel.ready.is_set():
+                # A subscriber here waits for its channel's reader: publish after it
+                # starts, so that subscriber sees what this process submits next.
+                try:
+                    await asyncio.wait_for(channel.ready.wait(), head.deadline - loop.time())
+                except TimeoutError:
+                    self._fail(self._outbox.popleft(), _unreachable(head.store))
+                continue
+            try:
+                await self.commands.ping()
+            except _NETWORK_ERRORS as exc:
+                self.health.errors += 1
+                now = loop.time()
+                while self._outbox and self._outbox[0].deadline <= now:
+                    failed = self._outbox.popleft()
+                    self._fail(failed, _unreachable(failed.store, exc))
+                if self._outbox:
+                    await asyncio.sleep(min(backoff.delay(), self._outbox[0].deadline - now))
+                continue
+            backoff.reset()
+            await self._send(self._take_batch())
+
+    def _take_batch(self) -> list[_Submission]:
+        batch: list[_Submission] = []
+        while self._outbox and len(batch) < WRITE_BATCH:
+            channel = self.channels.get(self._outbox[0].store.channel)
+            if channel is not None and not channel.ready.is_set():
+                break
+            batch.append(self._outbox.popleft())
+        return batch
+
+    async def _send(self, batch: list[_Submission]) -> None:
+        pipe = self.commands.pipeline(transaction=False)
+        for submission in batch:
+            store = submission.store
+            pipe.evalsha(
+                _PUBLISH_SHA,
+                2,
+                store.channel,
+                store.channel + FLOOR_SUFFIX,
+                max(store.history.max_messages, 1),
+                *entry_fields(submission.message),
+            )
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except _NETWORK_ERRORS as exc:
+            self.health.errors += 1
+            for submission in batch:
+                error = StoreUnavailable(
+                    f"the connection to Redis broke while publishing to "
+                    f"{submission.store.channel!r}; the message may have been published: {exc}",
+                    maybe_published=True,
+                )
+                self._fail(submission, error)
+            return
+        retry: list[_Submission] = []
+        for submission, result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                retry.append(submission)
+            elif isinstance(result, Exception):
+                self._fail(submission, StoreUnavailable(f"Redis refused the message: {result}"))
+            else:
+                submission.store.stats.published += 1
+                if not submission.future.done():
+                    submission.future.set_result(submission.message.with_id(result.decode()))
+        if retry:
+            # Redis lost its script cache (a restart): load the script, send again.
+            await self.commands.script_load(PUBLISH)
+            self._outbox.extendleft(reversed(retry))
+
+    def _fail(self, submission: _Submission, error: StoreUnavailable) -> None:
+        store = submission.store
+        store.publish_failures += 1
+        logger.warning("message not published to %r: %s", store.channel, error)
+        if not submission.future.done():
+            submission.future.set_exception(error)
+            submission.future.exception()  # logged above: no "never retrieved" warning
+
+    def pending(self, store: RedisStore) -> list[asyncio.Future[Message]]:
+        """The submissions of ``store`` not yet answered."""
+        return [s.future for s in self._outbox if s.store is store]
+
+    async def aclose(self) -> None:
+        """Stop reading and close the connections (after pending publishes)."""
+        while self._writer_task is not None and not self._writer_task.done():
+            await asyncio.wait([self._writer_task])
+        for task in (self._reader_task, *self._tasks):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        await self.reader.aclose()
+        await self.commands.aclose()
+
+
+#: How Redis names the publish script (``EVALSHA``).
+_PUBLISH_SHA = hashlib.sha1(PUBLISH.encode()).hexdigest()
+
+_connections: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], RedisConnection]
+] = weakref.WeakKeyDictionary()
+
+
+def _connection_for(url: str | None, options: Mapping[str, Any]) -> RedisConnection:
+    loop = asyncio.get_running_loop()
+    key = (url, tuple(sorted((name, repr(value)) for name, value in options.items())))
+    per_loop = _connections.setdefault(loop, {})
+    connection = per_loop.get(key)
+    if connection is None:
+        connection = per_loop[key] = RedisConnection(url, options)
+    return connection
+
+
+def _forget_connection(connection: RedisConnection) -> None:
+    for per_loop in _connections.values():
+        for key, known in list(per_loop.items()):
+            if known is connection:
+                del per_loop[key]
+
+
+async def _xinfo(client: aioredis.Redis, key: str) -> Any:
+    try:
+        return await client.xinfo_stream(key)
+    except ResponseError as exc:
+        return exc
+
+
+def _stream_info(info: Any) -> dict[str, Any] | None:
+    """``XINFO STREAM``'s answer, or ``None`` for a stream that does not exist."""
+    if isinstance(info, ResponseError) and "no such key" in str(info).lower():
+        return None
+    if isinstance(info, Exception):
+        raise info
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(info).items()}
+
+
+def _entries_by_key(response: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """``XREAD``'s answer (RESP2 list or RESP3 map) as entries by stream name."""
+    if not response:
+        return {}
+    pairs = response.items() if isinstance(response, dict) else response
+    result: dict[str, list[tuple[Any, Any]]] = {}
+    for key, entries in pairs:
+        name = key.decode() if isinstance(key, bytes) else key
+        result[name] = [(entry[0], entry[1]) for entry in entries]
+    return result
+
+
+def _through(last: StreamId) -> Callable[[Message], bool]:
+    """A ``skip`` for :meth:`Subscription.release`: live messages up to ``last``."""
+
+    def skip(message: Message) -> bool:
+        parsed = StreamId.parse(message.id) if message.id is not None else None
+        return parsed is not None and parsed <= last
+
+    return skip
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+
+
+def _unreachable(store: RedisStore, cause: BaseException | None = None) -> StoreUnavailable:
+    detail = f": {cause}" if cause is not None else ""
+    return StoreUnavailable(
+        f"Redis was unreachable for {store.publish_timeout:g} s; the message to "
+        f"{store.channel!r} was not published{detail}"
+    )
+
+
+class RedisStore(BaseStore):
+    """A store whose messages go through a Redis Stream, shared by every process
+    that uses the same ``channel`` on the same Redis (see the module docstring).
+
+    ``RedisStore(channel='tornadose', url=None, publish_timeout=5.0, **redis_kwargs)``:
+    ``url`` (``redis://host:port/db``) or ``redis_kwargs`` (``host``, ``port``,
+    ``password``...) say how to reach Redis, as for ``redis.asyncio.Redis``. The
+    store options of every store apply (``schema``, ``max_queue``, ``overflow``,
+    ``history``...); ``history`` (default 1000) is also the stream's approximate
+    ``MAXLEN``. Create it anywhere; it connects on first use, from the running event
+    loop. ``submit()`` needs a running loop.
+    """
+
+    default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
+
+    def initialize(
+        self,
+        channel: str = "tornadose",
+        url: str | None = None,
+        *,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        **redis_kwargs: Any,
+    ) -> None:
+        """Remember where the channel lives; nothing connects yet."""
+        if not channel:
+            raise ValueError("channel must not be empty")
+        if self.history.max_messages < 1:
+            raise ValueError("a RedisStore needs history >= 1 (it is the stream's MAXLEN)")
+        if publish_timeout < 0:
+            raise ValueError(f"publish_timeout must not be negative, not {publish_timeout}")
+        self.channel = channel
+        self.url = url
+        self.publish_timeout = publish_timeout
+        self.redis_kwargs = redis_kwargs
+        #: Entries of the stream that were not valid messages (skipped).
+        self.invalid_entries = 0
+        #: Submissions that failed (``StoreUnavailable``).
+        self.publish_failures = 0
+        self._resumes: set[asyncio.Task[None]] = set()
+        self._connection: RedisConnection | None = None
+        self._connection_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connection(self) -> RedisConnection:
+        """This store's Redis connection in the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._connection is None or self._connection_loop is not loop:
+            self._connection = _connection_for(self.url, self.redis_kwargs)
+            self._connection_loop = loop
+            self._connection.users.add(self)
+        return self._connection
+
+    # -- subscribers ----------------------------------------------------------------
+
+    def register(self, subscriber: object, last_event_id: str | None = None) -> Subscription:
+        """Register ``subscriber``, as for every store. A resuming subscriber's replay
+        is fetched from Redis in the background: its subscription yields nothing
+        until then, and misses nothing meanwhile."""
+        existing = self._subscriptions.get(subscriber)
+        if existing is not None:
+            return existing
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        connection = self.connection
+        channel = connection.attach(self)
+        subscription = self._open_subscription(subscriber, Resume(ResumeStatus.LIVE))
+        if last_event_id is not None:
+            subscription.hold()
+            task = asyncio.get_running_loop().create_task(
+                self._resume(connection, channel, subscription, last_event_id)
+            )
+            self._resumes.add(task)
+            task.add_done_callback(self._resumes.discard)
+            subscription.add_close_callback(lambda _: _cancel(task))
+        self.on_register(subscription)
+        return subscription
+
+    async def _resume(
+        self,
+        connection: RedisConnection,
+        channel: _Channel,
+        subscription: Subscription,
+        last_event_id: str,
+    ) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                resume, skip = await connection.plan_resume(self, channel, last_event_id)
+                break
+            except _NETWORK_ERRORS as exc:
+                connection.health.errors += 1
+                logger.debug("resume of %r waits for Redis: %s", self.channel, exc)
+                await asyncio.sleep(backoff.delay())
+        subscription.resume = resume
+        subscription.release(self.resume_messages(resume), skip=skip)
+
+    def _forget(self, subscription: Subscription) -> None:
+        super()._forget(subscription)
+        if not self._subscriptions and self._connection is not None:
+            self._connection.detach(self)
+
+    # -- publishing -----------------------------------------------------------------
+
+    def submit(self, message: Any, *, event: str | None = None, debug: bool = False) -> Published:
+        """Validate ``message`` and publish it to the channel through Redis.
+
+        Validation errors are raised at once, as for every store, and nothing is
+        published. Otherwise the message is sent in the background, in submission
+        order; await the result for the published :class:`Message` (with its stream
+        id) or :class:`~tornadose.errors.StoreUnavailable`. ``debug`` is accepted for
+        0.x compatibility and ignored. Needs a running event loop.
+        """
+        del debug
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        prepared = Message(self.validate(message), id=None, event=event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "RedisStore.submit() needs a running event loop; call it from a "
+                "coroutine or a callback of the loop"
+            ) from None
+        future: asyncio.Future[Message] = loop.create_future()
+        submission = _Submission(self, prepared, future, loop.time() + self.publish_timeout)
+        self.connection.enqueue(submission)
+        return Published(future)
+
+    def publish(self, message: Message | None = None) -> None:
+        """Push ``message`` to this process's subscribers (the reader calls this for
+        every entry). To publish to every process, use :meth:`submit`."""
+        if message is not None:
+            self._fan_out(message)
+
+    def decode(
+        self, entry_id: Any, fields: Mapping[Any, Any], *, count: bool = True
+    ) -> Message | None:
+        """The message of a stream entry, or ``None`` (logged, and counted in
+        :attr:`invalid_entries` if ``count``) if it is invalid."""
+        try:
+            return decode_entry(entry_id, fields, self.validate)
+        except InvalidEntry as exc:
+            if count:
+                self.invalid_entries += 1
+                logger.warning("skipped an invalid entry of channel %r: %s", self.channel, exc)
+            return None
+
+    def deliver_entry(self, entry_id: Any, fields: Mapping[Any, Any]) -> None:
+        """Decode a stream entry and push it to this process's subscribers."""
+        message = self.decode(entry_id, fields)
+        if message is not None:
+            self._fan_out(message)
+
+    # -- observation and lifetime ---------------------------------------------------
+
+    def snapshot(self) -> dict[str, int]:
+        """As for every store, plus ``backend_up`` (1 while the reader is connected),
+        ``backend_errors``, ``invalid_entries`` and ``publish_failures``. The history
+        lives in Redis: ``history_messages`` is 0."""
+        numbers = super().snapshot()
+        health = self._connection.health if self._connection is not None else BackendHealth()
+        numbers.update(
+            backend_up=int(health.up),
+            backend_errors=health.errors,
+            invalid_entries=self.invalid_entries,
+            publish_failures=self.publish_failures,
+        )
+        return numbers
+
+    def shutdown(self) -> None:
+        """Close the store (the 0.x name of :meth:`close`)."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the store, as for every store; submitted messages are still sent."""
+        super().close()
+        for task in list(self._resumes):
+            task.cancel()
+        if self._connection is not None:
+            self._connection.detach(self)
+
+    async def aclose(self) -> None:
+        """Close the store, wait for its pending submissions, and close the Redis
+        connections once no other store uses them."""
+        self.close()
+        connection = self._connection
+        if connection is None:
+            return
+        pending = connection.pending(self)
+        if pending:
+            await asyncio.wait(pending)
+        connection.users.discard(self)
+        if not connection.users:
+            _forget_connection(connection)
+            await connection.aclose()
+
+    def __repr__(self) -> str:
+        return f"<RedisStore channel={self.channel!r} subscribers={len(self._subscriptions)}>"

@@ -1,0 +1,212 @@
+"""How a channel lives in Redis, and the decisions that read it (no I/O here).
+
+A :class:`~tornadose.redis_store.RedisStore` channel is two Redis keys:
+
+* the **stream** ``<channel>`` (a Redis Stream): one entry per message, added with
+  ``XADD <channel> MAXLEN ~ <history> * data <json> [event <name>]``. The entry id
+  (``<milliseconds>-<sequence>``) is the message id clients see and resume from.
+
+  ========  ========  ==================================================================
+  field     required  value
+  ========  ========  ==================================================================
+  ``data``  yes       the payload as JSON text (UTF-8): an object, array, number,
+                      string, ``true``/``false`` or ``null``; a text message is a JSON
+                      string (``"hello"`` goes out over SSE as ``hello``)
+  ``event`` no        the SSE event name (UTF-8, no CR, LF or NUL)
+  ========  ========  ==================================================================
+
+  Other fields are ignored. Any program can publish this way; its entries are
+  validated like ``submit()`` ones, and an invalid entry is skipped, counted and
+  logged (:func:`decode_entry`).
+
+* the **floor** ``<channel>:floor``: the id below which no entry of the current
+  stream can be. It is set, if missing, whenever a tornadose process starts reading
+  or publishing (:data:`ENSURE_FLOOR`). If Redis loses its data (a restart without
+  persistence), the floor goes too, and the next one is newer than every id handed
+  out before: an id below the floor is from a lost generation, and a client resuming
+  with it gets the explicit reset signal, never a silent gap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+
+from tornadose.errors import MessageValidationError, UnencodableMessage
+from tornadose.history import ResetReason
+from tornadose.message import Message
+from tornadose.sse import InvalidField
+
+__all__ = [
+    "ENSURE_FLOOR",
+    "FLOOR_SUFFIX",
+    "PUBLISH",
+    "ZERO",
+    "InvalidEntry",
+    "StreamId",
+    "decode_entry",
+    "entry_fields",
+    "live_gap",
+    "replay_gap",
+]
+
+#: The floor key of a channel is the channel's name followed by this.
+FLOOR_SUFFIX = ":floor"
+
+_FLOOR_LUA = """
+local floor = redis.call('GET', KEYS[2])
+if not floor then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if first[1] then
+    floor = first[1][1]
+  else
+    local now = redis.call('TIME')
+    floor = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)) .. '-0'
+  end
+  redis.call('SET', KEYS[2], floor)
+end
+"""
+
+#: Lua: return the floor of stream ``KEYS[1]`` (floor key ``KEYS[2]``), setting it
+#: first if missing: to the stream's first entry if it has one, else to now.
+ENSURE_FLOOR = _FLOOR_LUA + "return floor\n"
+
+#: Lua: ensure the floor, then ``XADD KEYS[1] MAXLEN ~ ARGV[1] * <ARGV[2:]>``;
+#: returns the new entry's id. Atomic, so no entry is ever added without a floor.
+PUBLISH = (
+    _FLOOR_LUA
+    + "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))\n"
+)
+
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_PART = 2**64 - 1
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class StreamId:
+    """A Redis Stream entry id ``<milliseconds>-<sequence>``, ordered as Redis orders them."""
+
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> StreamId | None:
+        """Parse an entry id; ``None`` if ``text`` is not one."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        match = _STREAM_ID.fullmatch(text)
+        if match is None:
+            return None
+        ms, seq = int(match[1]), int(match[2])
+        if ms > _MAX_PART or seq > _MAX_PART:
+            return None
+        return cls(ms, seq)
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+
+#: The id before every entry (Redis's ``0-0``).
+ZERO = StreamId(0, 0)
+
+
+def entry_fields(message: Message) -> list[str]:
+    """The field/value list of the stream entry for ``message`` (see the module docstring)."""
+    fields = ["data", message.json]
+    if message.event is not None:
+        fields += ["event", message.event]
+    return fields
+
+
+class InvalidEntry(ValueError):
+    """A stream entry that is not a valid message of the channel (it is skipped)."""
+
+
+def _field(fields: Mapping[Any, Any], name: str) -> Any:
+    value = fields.get(name.encode())
+    return fields.get(name) if value is None else value
+
+
+def decode_entry(
+    entry_id: str | bytes, fields: Mapping[Any, Any], validate: Callable[[Any], Any]
+) -> Message:
+    """The :class:`Message` a stream entry holds, validated with ``validate``.
+
+    Raises :class:`InvalidEntry`, saying why, for an entry without ``data``, with
+    ``data`` that is not UTF-8 JSON, with an ``event`` that is not valid UTF-8 or
+    holds CR, LF or NUL, or whose payload ``validate`` refuses.
+    """
+    text_id = entry_id.decode("ascii") if isinstance(entry_id, bytes) else entry_id
+    data = _field(fields, "data")
+    if data is None:
+        raise InvalidEntry(f"entry {text_id} has no 'data' field")
+    try:
+        payload = pydantic_core.from_json(data, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidEntry(f"entry {text_id}: 'data' is not JSON: {exc}") from exc
+    event = _field(fields, "event")
+    if isinstance(event, bytes):
+        try:
+            event = event.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEntry(f"entry {text_id}: 'event' is not UTF-8") from exc
+    try:
+        return Message(validate(payload), id=text_id, event=event or None)
+    except MessageValidationError as exc:
+        raise InvalidEntry(f"entry {text_id} does not match the schema: {exc.errors}") from exc
+    except (InvalidField, UnencodableMessage) as exc:
+        raise InvalidEntry(f"entry {text_id}: {exc}") from exc
+
+
+def replay_gap(
+    after: StreamId,
+    replay: Sequence[StreamId],
+    first_entry: StreamId | None,
+    *,
+    history: int,
+    max_age_ms: int | None,
+    now_ms: int,
+) -> ResetReason | None:
+    """Whether a client that last saw ``after`` can be replayed ``replay`` exactly.
+
+    ``after`` is older than the entry this process's reader delivered last, so
+    entries after it were published. ``replay`` holds the ids of the entries after
+    ``after`` still in the stream (fetched with a limit of ``history + 1``),
+    ``first_entry`` the stream's oldest entry, ``now_ms`` Redis's clock.
+
+    ``None`` means exact. Otherwise the reason for the reset: more than ``history``
+    entries missed; entries after ``after`` trimmed away (the stream is empty, or
+    its oldest entry is newer than ``after``, so ``after`` itself is gone); or, with
+    ``max_age_ms``, a missed entry older than that.
+    """
+    if len(replay) > history:
+        return ResetReason.HISTORY_TOO_SHORT
+    if first_entry is None or first_entry > after:
+        return ResetReason.HISTORY_TOO_SHORT
+    if max_age_ms is not None and replay and replay[0].ms < now_ms - max_age_ms:
+        return ResetReason.HISTORY_TOO_SHORT
+    return None
+
+
+def live_gap(
+    cursor: StreamId, *, fresh: bool, first_entry: StreamId | None, entries_added: int, length: int
+) -> bool:
+    """Whether entries after ``cursor`` (the last one a reader delivered) were trimmed
+    before it could read them, judged from the stream's state read atomically with
+    the reader's next batch.
+
+    An established reader has a gap when the stream's oldest entry is newer than
+    its cursor: trimming, which removes oldest entries first, went past it. A
+    ``fresh`` reader (one that starts on a new, possibly empty, stream generation:
+    every entry is new to it) has a gap when any entry was removed at all.
+    """
+    if fresh:
+        return entries_added > length
+    return first_entry is not None and first_entry > cursor
