@@ -20,6 +20,9 @@ from adapters.tornado import EventSource, WebSocketSubscriber
 from tests.programs import Program, StartProgram
 from tornadose.stores import BaseStore
 
+#: Redis fixtures (``redis_url``, ``channel``, ``own_redis``) live in their own module.
+pytest_plugins = ["tests.redis_support"]
+
 TornadoStarter = Callable[..., Awaitable[str]]
 UvicornStarter = Callable[..., Awaitable[str]]
 
