@@ -4,13 +4,15 @@ The core (this package) runs on plain asyncio and imports no web framework:
 :mod:`tornadose.stores` (where messages are published), :mod:`tornadose.subscription`
 (each subscriber's bounded queue), :mod:`tornadose.message`, :mod:`tornadose.sse` and
 :mod:`tornadose.websocket` (wire formats) and :mod:`tornadose.streams` (the delivery
-loops). Framework adapters live in the :mod:`adapters` package;
+loops). :mod:`tornadose.redis_store` shares a channel between processes through Redis
+(the ``redis`` extra). Framework adapters live in the :mod:`adapters` package;
 :mod:`tornadose.handlers` is the Tornado one under its original name.
 """
 
 from tornadose.errors import (
     MessageValidationError,
     StoreClosed,
+    StoreUnavailable,
     SubscriptionClosed,
     TornadoseError,
     UnencodableMessage,
@@ -31,6 +33,7 @@ __all__ = [
     "Published",
     "QueueStore",
     "StoreClosed",
+    "StoreUnavailable",
     "StoreStats",
     "Subscription",
     "SubscriptionClosed",
