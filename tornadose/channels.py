@@ -26,6 +26,7 @@ Routes are built when mounted: declare every channel first.
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +42,10 @@ from tornadose.publishing import DEFAULT_MAX_BODY
 from tornadose.responses import Answer, error_answer, json_answer
 from tornadose.stores import BaseStore, QueueStore
 
-__all__ = ["CHANNEL_ENDPOINTS", "Channel", "Channels", "Endpoint", "Route"]
+__all__ = ["CHANNEL_ENDPOINTS", "REDIS_URL_VARIABLE", "Channel", "Channels", "Endpoint", "Route"]
+
+#: The environment variable that gives :class:`Channels` a default Redis URL.
+REDIS_URL_VARIABLE = "TORNADOSE_REDIS_URL"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -115,6 +119,11 @@ class Channels:
     ``authorize`` is the hook of :mod:`tornadose.auth`, applied to every subscribe
     and publish request of every channel. ``title`` and ``version`` describe the
     service in the AsyncAPI document.
+
+    ``redis_url`` (default: the ``TORNADOSE_REDIS_URL`` environment variable, so a
+    deployment can switch without code changes) makes the stores that :meth:`add`
+    creates ``RedisStore`` channels named after the channel, shared by every process
+    on that Redis, instead of in-memory ``QueueStore`` ones.
     """
 
     def __init__(
@@ -124,6 +133,7 @@ class Channels:
         authorize: Authorize | None = None,
         title: str = "tornadose channels",
         version: str = "1.0.0",
+        redis_url: str | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
@@ -131,6 +141,7 @@ class Channels:
         self.authorize = authorize
         self.title = title
         self.version = version
+        self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
         self._channels: dict[str, Channel] = {}
         self._registry: Any = None  # a prometheus_client registry, made when first scraped
 
@@ -145,20 +156,29 @@ class Channels:
     ) -> Channel:
         """Declare channel ``name`` and return it.
 
-        Give a ``store``, or a ``schema`` and a :class:`~tornadose.stores.QueueStore`
-        is made with it. ``options`` are the other fields of :class:`Channel`.
+        Give a ``store``, or a ``schema`` and a store is made with it: a
+        :class:`~tornadose.stores.QueueStore`, or with :attr:`redis_url` a
+        :class:`~tornadose.redis_store.RedisStore` whose Redis channel is ``name``.
+        ``options`` are the other fields of :class:`Channel`.
         """
         if not _NAME.fullmatch(name):
             raise ValueError(f"channel names are letters, digits, '_', '.', '-': {name!r}")
         if name in self._channels:
             raise ValueError(f"channel {name!r} is declared twice")
         if store is None:
-            store = QueueStore(schema=schema)
+            store = self._default_store(name, schema)
         elif schema is not None:
             raise ValueError("give the schema to the store, or no store: not both")
         channel = Channel(name, store, description, **options)
         self._channels[name] = channel
         return channel
+
+    def _default_store(self, name: str, schema: Any) -> BaseStore:
+        if self.redis_url is None:
+            return QueueStore(schema=schema)
+        from tornadose.redis_store import RedisStore  # the redis extra, only when used
+
+        return RedisStore(name, url=self.redis_url, schema=schema)
 
     def __getitem__(self, name: str) -> Channel:
         return self._channels[name]
