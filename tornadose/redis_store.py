@@ -45,7 +45,6 @@ keeps acknowledged messages across a crash only with ``appendfsync always``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import weakref
@@ -57,7 +56,7 @@ from typing import Any, ClassVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from tornadose.errors import StoreClosed, StoreUnavailable
 from tornadose.history import (
@@ -71,7 +70,6 @@ from tornadose.message import Message
 from tornadose.redis_stream import (
     ENSURE_FLOOR,
     FLOOR_SUFFIX,
-    PUBLISH,
     ZERO,
     InvalidEntry,
     StreamId,
@@ -432,15 +430,21 @@ class RedisConnection:
         return batch
 
     async def _send(self, batch: list[_Submission]) -> None:
+        # One pipeline: the floor of each channel first (so no entry is ever added
+        # without one, even right after Redis restarted), then the entries in order.
         pipe = self.commands.pipeline(transaction=False)
+        channels = {submission.store.channel for submission in batch}
+        for name in sorted(channels):
+            pipe.eval(ENSURE_FLOOR, 2, name, name + FLOOR_SUFFIX)
         for submission in batch:
             store = submission.store
-            pipe.evalsha(
-                _PUBLISH_SHA,
-                2,
+            pipe.execute_command(
+                "XADD",
                 store.channel,
-                store.channel + FLOOR_SUFFIX,
-                max(store.history.max_messages, 1),
+                "MAXLEN",
+                "~",
+                store.history.max_messages,
+                "*",
                 *entry_fields(submission.message),
             )
         try:
@@ -455,20 +459,13 @@ class RedisConnection:
                 )
                 self._fail(submission, error)
             return
-        retry: list[_Submission] = []
-        for submission, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                retry.append(submission)
-            elif isinstance(result, Exception):
+        for submission, result in zip(batch, results[len(channels) :], strict=True):
+            if isinstance(result, Exception):
                 self._fail(submission, StoreUnavailable(f"Redis refused the message: {result}"))
             else:
                 submission.store.stats.published += 1
                 if not submission.future.done():
                     submission.future.set_result(submission.message.with_id(result.decode()))
-        if retry:
-            # Redis lost its script cache (a restart): load the script, send again.
-            await self.commands.script_load(PUBLISH)
-            self._outbox.extendleft(reversed(retry))
 
     def _fail(self, submission: _Submission, error: StoreUnavailable) -> None:
         store = submission.store
@@ -493,9 +490,6 @@ class RedisConnection:
         await self.reader.aclose()
         await self.commands.aclose()
 
-
-#: How Redis names the publish script (``EVALSHA``).
-_PUBLISH_SHA = hashlib.sha1(PUBLISH.encode()).hexdigest()
 
 _connections: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[Any, ...], RedisConnection]

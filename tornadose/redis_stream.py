@@ -21,10 +21,11 @@ A :class:`~tornadose.redis_store.RedisStore` channel is two Redis keys:
 
 * the **floor** ``<channel>:floor``: the id below which no entry of the current
   stream can be. It is set, if missing, whenever a tornadose process starts reading
-  or publishing (:data:`ENSURE_FLOOR`). If Redis loses its data (a restart without
-  persistence), the floor goes too, and the next one is newer than every id handed
-  out before: an id below the floor is from a lost generation, and a client resuming
-  with it gets the explicit reset signal, never a silent gap.
+  or publishes (:data:`ENSURE_FLOOR`, sent ahead of every batch of ``XADD``). If
+  Redis loses its data (a restart without persistence), the floor goes too, and the
+  next one is newer than every id handed out before: an id below the floor is from a
+  lost generation, and a client resuming with it gets the explicit reset signal,
+  never a silent gap.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from tornadose.sse import InvalidField
 __all__ = [
     "ENSURE_FLOOR",
     "FLOOR_SUFFIX",
-    "PUBLISH",
     "ZERO",
     "InvalidEntry",
     "StreamId",
@@ -75,12 +75,6 @@ end
 #: first if missing: to the stream's first entry if it has one, else to now.
 ENSURE_FLOOR = _FLOOR_LUA + "return floor\n"
 
-#: Lua: ensure the floor, then ``XADD KEYS[1] MAXLEN ~ ARGV[1] * <ARGV[2:]>``;
-#: returns the new entry's id. Atomic, so no entry is ever added without a floor.
-PUBLISH = (
-    _FLOOR_LUA
-    + "return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 2))\n"
-)
 
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1
