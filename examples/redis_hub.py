@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pydantic
 import tornado.netutil
-import tornado.process
 import tornado.web
 import uvicorn
 from starlette.applications import Starlette
@@ -155,13 +154,30 @@ async def serve_tornado(sockets: list[object], args: argparse.Namespace) -> None
 
 def run_tornado(args: argparse.Namespace) -> None:
     sockets = tornado.netutil.bind_sockets(args.port, HOST)
-    print(
-        f"tornado, {args.workers} process(es): http://{HOST}:{args.port}/ticks/events", flush=True
-    )
-    if args.workers > 1:
-        # Each child runs its own event loop and its own Redis connections.
-        tornado.process.fork_processes(args.workers)
-    asyncio.run(serve_tornado(list(sockets), args))
+    address = f"http://{HOST}:{args.port}/ticks/events"
+    print(f"tornado, {args.workers} process(es): {address}", flush=True)
+    if args.workers == 1:
+        asyncio.run(serve_tornado(list(sockets), args))
+        return
+    # Fork the workers (each runs its own event loop and its own Redis connections);
+    # the parent passes SIGINT/SIGTERM on to them and waits until they have stopped.
+    children = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            asyncio.run(serve_tornado(list(sockets), args))
+            os._exit(0)
+        children.append(pid)
+
+    def pass_on(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    for child in children:
+        os.waitpid(child, 0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

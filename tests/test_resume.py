@@ -197,8 +197,8 @@ def data(store: BaseStore, *numbers: int) -> list[Received]:
 
 
 def resumed(after: str, replayed: int) -> Received:
-    """The ``tornadose.resumed`` control event (it carries no id)."""
-    return Received(RESUMED_EVENT, None, {"after": after, "replayed": replayed})
+    """The ``tornadose.resumed`` control event (its id is the client's own)."""
+    return Received(RESUMED_EVENT, after, {"after": after, "replayed": replayed})
 
 
 def reset(reason: str, sent: str, newest: str | None) -> Received:

@@ -10,6 +10,10 @@ events" section and sharing no code with tornadose. Sections:
 5. response headers on both adapters' real responses;
 6. end to end: a corpus of nasty payloads through a real Tornado server and a real
    uvicorn server, read as raw bytes and parsed by the oracle and by httpx-sse.
+
+The parser tests of sections 1 to 3 run twice: on the oracle, and on the library's own
+parser (``tornadose.sse_parser``, used by ``tornadose.client``) behind the oracle's
+interface (:class:`LibraryParser`); section 6 feeds the library parser the same bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from adapters.asgi import EventSourceApp
 from adapters.tornado import EventSource
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
-from tests.sse_parser import ParsedEvent, SSEParser, parse_stream
+from tests.sse_parser import ParsedEvent, ParseResult, SSEParser, parse_stream
 from tornadose import Message, QueueStore, UnencodableMessage
 from tornadose.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.sse import (
@@ -41,6 +45,7 @@ from tornadose.sse import (
     encode_event,
     encode_retry,
 )
+from tornadose.sse_parser import SSEParser as LibrarySSEParser
 from tornadose.streams import SSEOptions
 
 #: Seconds any single network operation may take.
@@ -78,12 +83,48 @@ def assert_payload(payload: Any, data: str) -> None:
         assert_same_value(json.loads(data), as_json_value(payload))
 
 
+# -- the parsers under test ----------------------------------------------------------------
+
+
+class LibraryParser:
+    """``tornadose.sse_parser.SSEParser`` behind the oracle's interface, so that the same
+    tests run on both. It reports no comments (the library parser keeps none)."""
+
+    def __init__(self) -> None:
+        self._parser = LibrarySSEParser()
+        self.events: list[ParsedEvent] = []
+
+    def feed(self, raw: bytes) -> list[ParsedEvent]:
+        dispatched = [ParsedEvent(e.event, e.data, e.id or "") for e in self._parser.feed(raw)]
+        self.events.extend(dispatched)
+        return dispatched
+
+    def close(self) -> ParseResult:
+        self._parser.close()
+        last_event_id = self._parser.last_event_id or ""
+        return ParseResult(self.events, self._parser.retry, [], last_event_id)
+
+
+Parser = type[SSEParser] | type[LibraryParser]
+#: Run a test on the oracle and on the library's parser.
+BOTH_PARSERS = pytest.mark.parametrize(
+    "parser", [SSEParser, LibraryParser], ids=["oracle", "library-parser"]
+)
+
+
+def parse_with(parser: Parser, raw: bytes) -> ParseResult:
+    """Parse a complete stream with a new ``parser``."""
+    instance = parser()
+    instance.feed(raw)
+    return instance.close()
+
+
 # -- 1. the oracle follows the spec --------------------------------------------------------
 
 
-def events_of(raw: bytes) -> list[tuple[str, str, str]]:
-    """(type, data, lastEventId) of every event the oracle dispatches for ``raw``."""
-    return [(e.type, e.data, e.last_event_id) for e in parse_stream(raw).events]
+def events_of(raw: bytes, parser: Parser = SSEParser) -> list[tuple[str, str, str]]:
+    """(type, data, lastEventId) of every event ``parser`` dispatches for ``raw``."""
+    return [(e.type, e.data, e.last_event_id) for e in parse_with(parser, raw).events]
 
 
 def httpx_sse_events(chunks: Iterable[bytes]) -> list[tuple[str, str, str]]:
@@ -92,37 +133,48 @@ def httpx_sse_events(chunks: Iterable[bytes]) -> list[tuple[str, str, str]]:
     return [(e.event, e.data, e.id) for e in HttpxSSEEventSource(response).iter_sse()]
 
 
-def test_oracle_on_the_spec_example_with_ids() -> None:
+@BOTH_PARSERS
+def test_oracle_on_the_spec_example_with_ids(parser: Parser) -> None:
     """The spec's example: ``id`` without a value resets it; an unfinished event is dropped."""
     raw = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\n"
     raw += b"data:  third event\n"
-    assert events_of(raw) == [("message", "first event", "1"), ("message", "second event", "")]
+    assert events_of(raw, parser) == [
+        ("message", "first event", "1"),
+        ("message", "second event", ""),
+    ]
 
 
-def test_oracle_on_the_spec_example_with_empty_data() -> None:
+@BOTH_PARSERS
+def test_oracle_on_the_spec_example_with_empty_data(parser: Parser) -> None:
     """The spec's example: ``data`` alone is an empty line of data; the last block is dropped."""
-    assert events_of(b"data\n\ndata\ndata\n\ndata:") == [("message", "", ""), ("message", "\n", "")]
+    assert events_of(b"data\n\ndata\ndata\n\ndata:", parser) == [
+        ("message", "", ""),
+        ("message", "\n", ""),
+    ]
 
 
-def test_oracle_removes_exactly_one_space() -> None:
+@BOTH_PARSERS
+def test_oracle_removes_exactly_one_space(parser: Parser) -> None:
     """The spec's example: ``data:test`` and ``data: test`` are the same; a second space stays."""
-    assert events_of(b"data:test\n\ndata: test\n\ndata:  test\n\n") == [
+    assert events_of(b"data:test\n\ndata: test\n\ndata:  test\n\n", parser) == [
         ("message", "test", ""),
         ("message", "test", ""),
         ("message", " test", ""),
     ]
 
 
-def test_oracle_strips_one_leading_bom_only() -> None:
+@BOTH_PARSERS
+def test_oracle_strips_one_leading_bom_only(parser: Parser) -> None:
     """One leading BOM is stripped; a second one makes the first field unknown."""
-    assert events_of(b"\xef\xbb\xbfdata: x\n\n") == [("message", "x", "")]
-    assert events_of(b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\n") == []
+    assert events_of(b"\xef\xbb\xbfdata: x\n\n", parser) == [("message", "x", "")]
+    assert events_of(b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\n", parser) == []
 
 
-def test_oracle_ignores_unknown_fields_and_ids_with_nul() -> None:
+@BOTH_PARSERS
+def test_oracle_ignores_unknown_fields_and_ids_with_nul(parser: Parser) -> None:
     """Unknown fields (names are case-sensitive) and ids containing NUL are ignored."""
     raw = b"id: 1\nData: no\nfoo: bar\ndata: x\n\nid: 2\x00\ndata: y\n\n"
-    assert events_of(raw) == [("message", "x", "1"), ("message", "y", "1")]
+    assert events_of(raw, parser) == [("message", "x", "1"), ("message", "y", "1")]
 
 
 @pytest.mark.parametrize(
@@ -139,39 +191,46 @@ def test_oracle_ignores_unknown_fields_and_ids_with_nul() -> None:
         (b"retry:", None),
     ],
 )
-def test_oracle_takes_retry_only_when_all_ascii_digits(line: bytes, retry: int | None) -> None:
+@BOTH_PARSERS
+def test_oracle_takes_retry_only_when_all_ascii_digits(
+    parser: Parser, line: bytes, retry: int | None
+) -> None:
     """``retry`` sets the reconnection time only if its value is all ASCII digits."""
-    assert parse_stream(line + b"\n\n").retry == retry
+    assert parse_with(parser, line + b"\n\n").retry == retry
 
 
-def test_oracle_keeps_the_last_id_across_events() -> None:
+@BOTH_PARSERS
+def test_oracle_keeps_the_last_id_across_events(parser: Parser) -> None:
     """The last event id persists across events, and is updated even by a data-less block."""
-    result = parse_stream(b"id: 1\ndata: a\n\ndata: b\n\nid: 2\n\nid: 3\ndata: c\n")
+    result = parse_with(parser, b"id: 1\ndata: a\n\ndata: b\n\nid: 2\n\nid: 3\ndata: c\n")
     assert [(e.data, e.last_event_id) for e in result.events] == [("a", "1"), ("b", "1")]
     assert result.last_event_id == "2"  # the unfinished block with id 3 never counted
 
 
-def test_oracle_resets_the_event_type_at_each_blank_line() -> None:
+@BOTH_PARSERS
+def test_oracle_resets_the_event_type_at_each_blank_line(parser: Parser) -> None:
     """An event type applies to one block only, dispatched or not."""
     raw = b"event: e\ndata: a\n\ndata: b\n\nevent: lost\n\ndata: c\n\n"
-    assert [e.type for e in parse_stream(raw).events] == ["e", "message", "message"]
+    assert [e.type for e in parse_with(parser, raw).events] == ["e", "message", "message"]
 
 
-def test_oracle_joins_a_crlf_split_across_chunks() -> None:
+@BOTH_PARSERS
+def test_oracle_joins_a_crlf_split_across_chunks(parser: Parser) -> None:
     """A CR at the end of one chunk and a LF at the start of the next are one line end."""
-    parser = SSEParser()
+    instance = parser()
     for chunk in (b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"):
-        parser.feed(chunk)
-    assert [e.data for e in parser.close().events] == ["a\nb"]
+        instance.feed(chunk)
+    assert [e.data for e in instance.close().events] == ["a\nb"]
 
 
-def test_oracle_decodes_utf8_split_across_chunks() -> None:
+@BOTH_PARSERS
+def test_oracle_decodes_utf8_split_across_chunks(parser: Parser) -> None:
     """A multi-byte character split between chunks is decoded whole."""
     raw = "data: é🌪\n\n".encode()
-    parser = SSEParser()
+    instance = parser()
     for i in range(len(raw)):
-        parser.feed(raw[i : i + 1])
-    assert [e.data for e in parser.close().events] == ["é🌪"]
+        instance.feed(raw[i : i + 1])
+    assert [e.data for e in instance.close().events] == ["é🌪"]
 
 
 # -- 2. properties ---------------------------------------------------------------------------
@@ -225,11 +284,13 @@ json_values = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(data=utf8_text, event=st.none() | field_text, id_=st.none() | field_text)
+@BOTH_PARSERS
 def test_any_text_round_trips_as_exactly_one_event(
-    data: str, event: str | None, id_: str | None
+    parser: Parser, data: str, event: str | None, id_: str | None
 ) -> None:
     """Whatever the text, a conforming client rebuilds it exactly, as one event."""
-    parsed = parse_stream(encode_event(data, id=id_, event=event) + encode_event("next"))
+    raw = encode_event(data, id=id_, event=event) + encode_event("next")
+    parsed = parse_with(parser, raw)
     assert parsed.events == [
         ParsedEvent(event or "message", normalised(data), id_ or ""),
         ParsedEvent("message", "next", id_ or ""),  # nothing leaked; the id persists
@@ -238,8 +299,9 @@ def test_any_text_round_trips_as_exactly_one_event(
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(utf8_text, st.none() | field_text, st.none() | field_text), max_size=8))
+@BOTH_PARSERS
 def test_sequences_of_events_round_trip_in_order(
-    sequence: list[tuple[str, str | None, str | None]],
+    parser: Parser, sequence: list[tuple[str, str | None, str | None]]
 ) -> None:
     """Events arrive in order; an event without ``id`` keeps the previous one."""
     raw = b"".join(encode_event(data, id=id_, event=event) for data, id_, event in sequence)
@@ -247,7 +309,7 @@ def test_sequences_of_events_round_trip_in_order(
     for data, id_, event in sequence:
         last_id = last_id if id_ is None else id_
         expected.append(ParsedEvent(event or "message", normalised(data), last_id))
-    result = parse_stream(raw)
+    result = parse_with(parser, raw)
     assert result.events == expected
     assert result.last_event_id == last_id
 
@@ -262,8 +324,9 @@ def test_sequences_of_events_round_trip_in_order(
         max_size=10,
     )
 )
+@BOTH_PARSERS
 def test_comments_heartbeats_and_retry_hints_never_dispatch(
-    items: list[tuple[str, Any]],
+    parser: Parser, items: list[tuple[str, Any]]
 ) -> None:
     """Only events dispatch; comments (any text), heartbeats and retry hints never do."""
     encoders: dict[str, Callable[[Any], bytes]] = {
@@ -272,7 +335,7 @@ def test_comments_heartbeats_and_retry_hints_never_dispatch(
         "heartbeat": lambda _: HEARTBEAT,
         "retry": encode_retry,
     }
-    result = parse_stream(b"".join(encoders[kind](value) for kind, value in items))
+    result = parse_with(parser, b"".join(encoders[kind](value) for kind, value in items))
     assert [e.data for e in result.events] == [normalised(v) for k, v in items if k == "event"]
     retries = [value for kind, value in items if kind == "retry"]
     assert result.retry == (retries[-1] if retries else None)
@@ -280,24 +343,26 @@ def test_comments_heartbeats_and_retry_hints_never_dispatch(
 
 @settings(max_examples=50, deadline=None)
 @given(raw_events=st.lists(utf8_text, min_size=1, max_size=4), data=st.data())
+@BOTH_PARSERS
 def test_chunk_boundaries_do_not_change_what_is_parsed(
-    raw_events: list[str], data: st.DataObject
+    parser: Parser, raw_events: list[str], data: st.DataObject
 ) -> None:
     """However the network splits the bytes (mid-CRLF, mid-character), the events are the same."""
     raw = b"".join(encode_event(text, id=str(i)) for i, text in enumerate(raw_events))
     cuts = sorted(data.draw(st.sets(st.integers(0, len(raw)), max_size=20)))
-    parser = SSEParser()
+    instance = parser()
     for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
-        parser.feed(raw[start:end])
-    assert parser.close().events == parse_stream(raw).events
+        instance.feed(raw[start:end])
+    assert instance.close().events == parse_stream(raw).events  # the oracle, whole
 
 
 @settings(max_examples=200, deadline=None)
 @given(value=json_values, event=st.none() | field_text)
-def test_json_values_round_trip_through_sse(value: Any, event: str | None) -> None:
+@BOTH_PARSERS
+def test_json_values_round_trip_through_sse(parser: Parser, value: Any, event: str | None) -> None:
     """Any JSON-able message arrives as one event whose data decodes to the value."""
     message = Message(value, id="e-1", event=event)
-    (parsed,) = parse_stream(message.sse).events
+    (parsed,) = parse_with(parser, message.sse).events
     assert (parsed.type, parsed.last_event_id) == (event or "message", "e-1")
     assert_payload(value, parsed.data)
 
@@ -342,10 +407,11 @@ def test_json_values_round_trip_through_the_websocket_frame(value: Any, event: s
         ),
     ],
 )
-def test_data_on_the_wire(data: str, wire: bytes) -> None:
+@BOTH_PARSERS
+def test_data_on_the_wire(parser: Parser, data: str, wire: bytes) -> None:
     """The exact bytes for each corner case, and a conforming client reads the text back."""
     assert encode_event(data) == wire
-    assert events_of(wire) == [("message", normalised(data), "")]
+    assert events_of(wire, parser) == [("message", normalised(data), "")]
 
 
 @pytest.mark.parametrize(
@@ -370,10 +436,13 @@ def test_data_on_the_wire(data: str, wire: bytes) -> None:
         ),
     ],
 )
-def test_fields_on_the_wire(fields: dict[str, Any], wire: bytes, parsed: tuple[str, ...]) -> None:
+@BOTH_PARSERS
+def test_fields_on_the_wire(
+    parser: Parser, fields: dict[str, Any], wire: bytes, parsed: tuple[str, ...]
+) -> None:
     """``event``, ``id`` and ``retry`` lines: exact bytes, one space, read back as given."""
     assert encode_event("x", **fields) == wire
-    assert events_of(wire) == [parsed]
+    assert events_of(wire, parser) == [parsed]
 
 
 def test_message_sse_bytes() -> None:
@@ -382,27 +451,31 @@ def test_message_sse_bytes() -> None:
     assert message.sse == b'event: update\nid: e-1\ndata: {"a":[1,null],"b":"x\\ny"}\n\n'
 
 
-def test_comments_and_heartbeat_on_the_wire() -> None:
+@BOTH_PARSERS
+def test_comments_and_heartbeat_on_the_wire(parser: Parser) -> None:
     """Comments are ``:`` lines (one per line of text, so no field sneaks in); none dispatches."""
     assert HEARTBEAT == b": heartbeat\n\n"
     assert encode_comment() == b": \n\n"
     assert encode_comment("a\rdata: evil\r\n") == b": a\n: data: evil\n: \n\n"
-    result = parse_stream(HEARTBEAT + encode_comment("a\rdata: evil\r\n"))
+    result = parse_with(parser, HEARTBEAT + encode_comment("a\rdata: evil\r\n"))
     assert result.events == []
-    assert result.comments == [" heartbeat", " a", " data: evil", " "]
+    if parser is SSEParser:  # only the oracle keeps comments
+        assert result.comments == [" heartbeat", " a", " data: evil", " "]
 
 
-def test_retry_hint_on_the_wire() -> None:
+@BOTH_PARSERS
+def test_retry_hint_on_the_wire(parser: Parser) -> None:
     """A lone ``retry`` hint is digits only and sets the client's reconnection time."""
     assert encode_retry(0) == b"retry: 0\n\n"
     assert encode_retry(3000) == b"retry: 3000\n\n"
-    assert parse_stream(encode_retry(3000)).retry == 3000
+    assert parse_with(parser, encode_retry(3000)).retry == 3000
 
 
-def test_httpx_sse_sees_phantom_events_on_blank_lines_without_data() -> None:
+@BOTH_PARSERS
+def test_httpx_sse_sees_phantom_events_on_blank_lines_without_data(parser: Parser) -> None:
     """After an event with an id, a heartbeat or a retry hint dispatches no event."""
     raw = encode_event("x", id="1") + HEARTBEAT + encode_retry(1000)
-    assert events_of(raw) == [("message", "x", "1")]
+    assert events_of(raw, parser) == [("message", "x", "1")]
     # httpx-sse 0.4.3 (SSEDecoder.decode) disagrees, wrongly: once it has seen an id
     # (or a retry), it dispatches an event at every blank line, even with an empty
     # data buffer, where the spec says "If the data buffer is an empty string, set the
@@ -629,9 +702,14 @@ def assert_corpus(events: list[ParsedEvent], ids: list[str | None]) -> None:
 
 
 def assert_httpx_sse_agrees(stream: RawStream) -> None:
-    """httpx-sse's decoder finds the same events in the same raw bytes."""
+    """httpx-sse's decoder, and the library's parser, find the same events in the same
+    raw bytes, cut where the network cut them."""
     ours = [(e.type, e.data, e.last_event_id) for e in stream.parser.events]
     assert httpx_sse_events(stream.chunks) == ours
+    library = LibraryParser()
+    for chunk in stream.chunks:
+        library.feed(chunk)
+    assert library.events == stream.parser.events
 
 
 async def test_live_corpus_arrives_exactly_after_a_reset(serve: Serve) -> None:
@@ -660,7 +738,7 @@ async def test_replayed_corpus_arrives_exactly_after_resumed(serve: Serve) -> No
         await wait_until(lambda: len(store.subscribers) == 1)
         live = store.submit("live", event="after-replay")
         resumed, *events, last = await stream.read(2 + len(CORPUS))
-    assert (resumed.type, resumed.last_event_id) == (RESUMED_EVENT, "")
+    assert (resumed.type, resumed.last_event_id) == (RESUMED_EVENT, first.id)
     assert json.loads(resumed.data) == {"after": first.id, "replayed": len(CORPUS)}
     assert_corpus(events, ids)
     assert last == ParsedEvent("after-replay", "live", str(live.id))

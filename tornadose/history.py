@@ -212,7 +212,8 @@ def plan_resume(last_event_id: str | None, *, epoch: str, latest: int, history: 
 def control_message(resume: Resume) -> Message | None:
     """The message that opens the stream of a client that sent an id, else ``None``.
 
-    ``tornadose.resumed`` carries ``{"after": <the client's id>, "replayed": n}``;
+    ``tornadose.resumed`` carries ``{"after": <the client's id>, "replayed": n}`` and,
+    as its own id, the client's id;
     ``tornadose.reset`` carries ``{"reason": ..., "last_event_id": <the client's id>}``
     and, as its own id, the last id the client will not get after it (see
     :attr:`Resume.reset_id`), so a client that reconnects again resumes from there
@@ -220,7 +221,9 @@ def control_message(resume: Resume) -> Message | None:
     """
     if resume.status is ResumeStatus.RESUMED:
         data = {"after": resume.last_event_id, "replayed": len(resume.replay)}
-        return Message(data, id=None, event=RESUMED_EVENT)
+        # Its id is the client's own: a client that drops right after it still
+        # resumes from there, whatever its SSE parser does with id-less events.
+        return Message(data, id=resume.last_event_id, event=RESUMED_EVENT)
     if resume.status is ResumeStatus.RESET:
         assert resume.reason is not None
         echoed = (resume.last_event_id or "")[:MAX_ID_LENGTH]

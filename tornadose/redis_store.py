@@ -116,10 +116,17 @@ class _Backoff:
 class BackendHealth:
     """The state of one Redis connection, shared by the stores that use it."""
 
-    #: Whether the reader is connected (``True`` until it first fails).
+    #: Whether the last round trip to Redis (a read or a publish) succeeded.
     up: bool = True
     #: Failed round trips to Redis (reads and writes), since the start.
     errors: int = 0
+
+    def mark_up(self) -> None:
+        self.up = True
+
+    def mark_down(self) -> None:
+        self.up = False
+        self.errors += 1
 
 
 @dataclass
@@ -139,8 +146,9 @@ class _Channel:
         self.stores: set[RedisStore] = set()
         #: The last entry delivered here (``None`` until the reader starts reading).
         self.cursor: StreamId | None = None
-        #: Whether every entry of the stream is new to this reader (see ``live_gap``).
-        self.fresh = False
+        #: How many entries were ever added to the stream up to :attr:`cursor`
+        #: (``None``: not known, right after Redis lost data; see ``live_gap``).
+        self.seq: int | None = 0
         self.floor: bytes | None = None
         self.ready = asyncio.Event()
 
@@ -152,6 +160,9 @@ class RedisConnection:
     publishes (in submission order, pipelined) and resume queries.
     """
 
+    #: Set when the channel set changes, so the reader does not block on an old one.
+    _channels_changed: bool
+
     def __init__(self, url: str | None, options: Mapping[str, Any]) -> None:
         settings = {**options, "decode_responses": False, "retry": Retry(NoBackoff(), 0)}
         reader_timeout = BLOCK_MS / 1000 + max(5.0, settings.get("socket_timeout") or 0)
@@ -162,7 +173,8 @@ class RedisConnection:
             return aioredis.Redis(**settings, **extra)
 
         self.commands = client()
-        self.reader = client(single_connection_client=True, socket_timeout=reader_timeout)
+        # One connection, used by the reader task alone (blocking reads and MULTIs).
+        self.reader = client(max_connections=1, socket_timeout=reader_timeout)
         self.health = BackendHealth()
         self.channels: dict[str, _Channel] = {}
         self.users: weakref.WeakSet[RedisStore] = weakref.WeakSet()
@@ -171,6 +183,9 @@ class RedisConnection:
         self._writer_task: asyncio.Task[None] | None = None
         self._reader_id: int | None = None
         self._blocked = False
+        self._channels_changed = False
+        #: The reader lost its connection: check for lost data when it is back.
+        self._reader_lost = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- channels -------------------------------------------------------------------
@@ -180,6 +195,7 @@ class RedisConnection:
         channel = self.channels.get(store.channel)
         if channel is None:
             channel = self.channels[store.channel] = _Channel(store.channel)
+            self._channels_changed = True
             if self._blocked and self._reader_id is not None:
                 self._spawn(self._unblock(self._reader_id))
         channel.stores.add(store)
@@ -194,6 +210,8 @@ class RedisConnection:
             channel.stores.discard(store)
             if not channel.stores:
                 del self.channels[store.channel]
+                # Nobody waits for this channel's reader any more (the writer may).
+                channel.ready.set()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -214,10 +232,11 @@ class RedisConnection:
             try:
                 if self._reader_id is None:
                     self._reader_id = await self.reader.client_id()
-                    if not self.health.up:
+                    if self._reader_lost:
                         await self._verify_after_outage()
-                        self.health.up = True
+                        self._reader_lost = False
                         logger.info("Redis reader reconnected")
+                    self.health.mark_up()
                 for channel in list(self.channels.values()):
                     if channel.cursor is None:
                         await self._establish(channel)
@@ -227,10 +246,15 @@ class RedisConnection:
                 backoff.reset()
             except _NETWORK_ERRORS as exc:
                 self._reader_id = None
-                self.health.errors += 1
-                if self.health.up:
-                    self.health.up = False
+                if not self._reader_lost:
                     logger.error("Redis reader lost its connection (%s); reconnecting", exc)
+                self._reader_lost = True
+                self.health.mark_down()
+                await asyncio.sleep(backoff.delay())
+            except Exception:
+                # Never die silently: a bug here must not stop every channel.
+                logger.exception("Redis reader failed; it starts again")
+                self.health.mark_down()
                 await asyncio.sleep(backoff.delay())
 
     async def _establish(self, channel: _Channel) -> None:
@@ -243,7 +267,7 @@ class RedisConnection:
         info = _stream_info(info)
         channel.floor = floor
         channel.cursor = StreamId.parse(info["last-generated-id"]) if info else ZERO
-        channel.fresh = info is None
+        channel.seq = info["entries-added"] if info else 0
         channel.ready.set()
 
     async def _verify_after_outage(self) -> None:
@@ -259,8 +283,11 @@ class RedisConnection:
                 raise floor
             info = _stream_info(info)
             newest = StreamId.parse(info["last-generated-id"]) if info else None
-            lost = floor != channel.floor or (
-                channel.cursor > ZERO and (newest is None or newest < channel.cursor)
+            added = info["entries-added"] if info else 0
+            lost = (
+                floor != channel.floor
+                or (channel.cursor > ZERO and (newest is None or newest < channel.cursor))
+                or (channel.seq is not None and added < channel.seq)
             )
             if lost:
                 logger.error(
@@ -268,9 +295,17 @@ class RedisConnection:
                     "its subscribers get a reset",
                     channel.key,
                 )
-                channel.floor = floor
                 self._reset(channel)
-                channel.fresh = True
+                new_floor = StreamId.parse(floor)
+                if floor != channel.floor and new_floor is not None:
+                    # A new generation: every entry of it is at or above its floor,
+                    # whatever Redis's clock did, so read them all from there.
+                    channel.cursor, channel.seq = new_floor.before(), 0
+                else:
+                    # The stream lost its newest entries: read on after the cursor;
+                    # how many entries came before it is not known.
+                    channel.seq = None
+                channel.floor = floor
 
     async def _read_batch(self, channels: Sequence[_Channel]) -> bool:
         """Read what is new in ``channels``, with each stream's state read atomically,
@@ -285,28 +320,28 @@ class RedisConnection:
         entries = _entries_by_key(response)
         for channel, raw_info in zip(channels, infos, strict=True):
             info = _stream_info(raw_info)
-            assert channel.cursor is not None
-            if info is not None:
-                first = info.get("first-entry")
-                gap = live_gap(
-                    channel.cursor,
-                    fresh=channel.fresh,
-                    first_entry=StreamId.parse(first[0]) if first else None,
-                    entries_added=info["entries-added"],
-                    length=info["length"],
+            batch = entries.get(channel.key, [])
+            if info is None:
+                self._deliver(channel, batch)
+                continue
+            added, length = info["entries-added"], info["length"]
+            if channel.seq is not None and live_gap(channel.seq, added, length):
+                logger.error(
+                    "entries of channel %r were trimmed before this process read them; "
+                    "its subscribers get a reset",
+                    channel.key,
                 )
-                if gap:
-                    logger.error(
-                        "entries of channel %r were trimmed before this process read them; "
-                        "its subscribers get a reset",
-                        channel.key,
-                    )
-                    self._reset(channel)
-                    channel.fresh = False
-            self._deliver(channel, entries.get(channel.key, ()))
+                self._reset(channel)
+                channel.seq = added - length
+            self._deliver(channel, batch)
+            if channel.seq is None and len(batch) < READ_COUNT:
+                channel.seq = added  # every entry up to the newest is read now
         return bool(entries)
 
     async def _wait_for_entries(self, channels: Sequence[_Channel]) -> None:
+        if self._channels_changed:
+            self._channels_changed = False
+            return  # a channel was added meanwhile: read it first
         self._blocked = True
         try:
             await self.reader.xread(
@@ -316,14 +351,15 @@ class RedisConnection:
             self._blocked = False
 
     def _deliver(self, channel: _Channel, entries: Iterable[tuple[Any, Any]]) -> None:
-        last = None
+        last, count = None, 0
         for entry_id, fields in entries:
-            last = entry_id
+            last, count = entry_id, count + 1
             for store in list(channel.stores):
                 store.deliver_entry(entry_id, fields)
         if last is not None:
             channel.cursor = StreamId.parse(last)
-            channel.fresh = False
+            if channel.seq is not None:
+                channel.seq += count
 
     def _reset(self, channel: _Channel) -> None:
         cursor = channel.cursor if channel.cursor is not None else ZERO
@@ -409,7 +445,7 @@ class RedisConnection:
             try:
                 await self.commands.ping()
             except _NETWORK_ERRORS as exc:
-                self.health.errors += 1
+                self.health.mark_down()
                 now = loop.time()
                 while self._outbox and self._outbox[0].deadline <= now:
                     failed = self._outbox.popleft()
@@ -450,7 +486,7 @@ class RedisConnection:
         try:
             results = await pipe.execute(raise_on_error=False)
         except _NETWORK_ERRORS as exc:
-            self.health.errors += 1
+            self.health.mark_down()
             for submission in batch:
                 error = StoreUnavailable(
                     f"the connection to Redis broke while publishing to "
@@ -459,6 +495,10 @@ class RedisConnection:
                 )
                 self._fail(submission, error)
             return
+        self.health.mark_up()
+        for name, floor in zip(sorted(channels), results, strict=False):
+            if isinstance(floor, Exception):
+                logger.error("could not set the floor of channel %r: %s", name, floor)
         for submission, result in zip(batch, results[len(channels) :], strict=True):
             if isinstance(result, Exception):
                 self._fail(submission, StoreUnavailable(f"Redis refused the message: {result}"))
@@ -483,10 +523,13 @@ class RedisConnection:
         """Stop reading and close the connections (after pending publishes)."""
         while self._writer_task is not None and not self._writer_task.done():
             await asyncio.wait([self._writer_task])
+        self.channels.clear()  # the reader stops after its current round trip
+        if self._blocked and self._reader_id is not None:
+            await self._unblock(self._reader_id)
         for task in (self._reader_task, *self._tasks):
             if task is not None and not task.done():
                 task.cancel()
-                await asyncio.wait([task])
+                await asyncio.wait([task], timeout=BLOCK_MS / 1000 + 1)
         await self.reader.aclose()
         await self.commands.aclose()
 
@@ -648,13 +691,16 @@ class RedisStore(BaseStore):
         last_event_id: str,
     ) -> None:
         backoff = _Backoff()
+        attempts = 0
         while True:
             try:
                 resume, skip = await connection.plan_resume(self, channel, last_event_id)
                 break
             except _NETWORK_ERRORS as exc:
-                connection.health.errors += 1
-                logger.debug("resume of %r waits for Redis: %s", self.channel, exc)
+                connection.health.mark_down()
+                log = logger.warning if attempts == 0 else logger.debug
+                log("a resume on channel %r waits for Redis: %s", self.channel, exc)
+                attempts += 1
                 await asyncio.sleep(backoff.delay())
         subscription.resume = resume
         subscription.release(self.resume_messages(resume), skip=skip)
@@ -708,6 +754,15 @@ class RedisStore(BaseStore):
             if count:
                 self.invalid_entries += 1
                 logger.warning("skipped an invalid entry of channel %r: %s", self.channel, exc)
+            return None
+        except Exception:
+            # A validator that raises something else: still one bad entry, not a
+            # reason to stop reading.
+            if count:
+                self.invalid_entries += 1
+                logger.exception(
+                    "skipped an entry of channel %r: validating it failed", self.channel
+                )
             return None
 
     def deliver_entry(self, entry_id: Any, fields: Mapping[Any, Any]) -> None:

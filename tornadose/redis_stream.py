@@ -103,6 +103,12 @@ class StreamId:
             return None
         return cls(ms, seq)
 
+    def before(self) -> StreamId:
+        """The greatest id below this one (``ZERO`` stays ``ZERO``)."""
+        if self.seq > 0:
+            return StreamId(self.ms, self.seq - 1)
+        return StreamId(self.ms - 1, _MAX_PART) if self.ms > 0 else self
+
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
 
@@ -189,18 +195,14 @@ def replay_gap(
     return None
 
 
-def live_gap(
-    cursor: StreamId, *, fresh: bool, first_entry: StreamId | None, entries_added: int, length: int
-) -> bool:
-    """Whether entries after ``cursor`` (the last one a reader delivered) were trimmed
-    before it could read them, judged from the stream's state read atomically with
-    the reader's next batch.
+def live_gap(seq: int, entries_added: int, length: int) -> bool:
+    """Whether entries a reader had not read yet were trimmed away.
 
-    An established reader has a gap when the stream's oldest entry is newer than
-    its cursor: trimming, which removes oldest entries first, went past it. A
-    ``fresh`` reader (one that starts on a new, possibly empty, stream generation:
-    every entry is new to it) has a gap when any entry was removed at all.
+    ``seq`` counts the entries ever added to the stream up to the reader's cursor
+    (the last entry it read); ``entries_added`` and ``length`` are the stream's
+    ``XINFO STREAM`` numbers, read atomically with the reader's next batch. Trimming
+    removes the oldest entries first, so the ``entries_added - length`` removed ones
+    are the first that many: entries were lost to this reader when that is more than
+    it had read. (``XDEL`` of an entry it had not read yet counts as a loss too.)
     """
-    if fresh:
-        return entries_added > length
-    return first_entry is not None and first_entry > cursor
+    return entries_added - length > seq
