@@ -257,14 +257,19 @@ class RedisConnection:
                 self.health.mark_down()
                 await asyncio.sleep(backoff.delay())
 
-    async def _establish(self, channel: _Channel) -> None:
+    async def _floor_and_info(self, channel: _Channel) -> tuple[bytes, dict[str, Any] | None]:
+        """The channel's floor (set now if missing) and its stream's ``XINFO``
+        (``None``: no stream), read atomically."""
         pipe = self.reader.pipeline(transaction=True)
         pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
         pipe.xinfo_stream(channel.key)
         floor, info = await pipe.execute(raise_on_error=False)
         if isinstance(floor, Exception):
             raise floor
-        info = _stream_info(info)
+        return floor, _stream_info(info)
+
+    async def _establish(self, channel: _Channel) -> None:
+        floor, info = await self._floor_and_info(channel)
         channel.floor = floor
         channel.cursor = StreamId.parse(info["last-generated-id"]) if info else ZERO
         channel.seq = info["entries-added"] if info else 0
@@ -275,13 +280,7 @@ class RedisConnection:
         for channel in list(self.channels.values()):
             if channel.cursor is None:
                 continue
-            pipe = self.reader.pipeline(transaction=True)
-            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-            pipe.xinfo_stream(channel.key)
-            floor, info = await pipe.execute(raise_on_error=False)
-            if isinstance(floor, Exception):
-                raise floor
-            info = _stream_info(info)
+            floor, info = await self._floor_and_info(channel)
             newest = StreamId.parse(info["last-generated-id"]) if info else None
             added = info["entries-added"] if info else 0
             lost = (
