@@ -453,7 +453,7 @@ class ChannelsApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 shutdown.drain()
-                self.channels.close()
+                await self.channels.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -84,13 +84,6 @@ async def tick_forever(store: RedisStore, server: str, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def close_stores(channels: Channels) -> None:
-    for name in ("ticks", "chat"):
-        store = channels[name].store
-        assert isinstance(store, RedisStore)
-        await store.aclose()
-
-
 # -- uvicorn: one app per worker process --------------------------------------------
 
 
@@ -108,7 +101,7 @@ def create_app() -> Starlette:
         if ticker is not None:
             ticker.cancel()
         shutdown.drain()
-        await close_stores(channels)
+        await channels.aclose()
 
     return Starlette(routes=[Mount("/", ChannelsApp(channels))], lifespan=lifespan)
 
@@ -149,7 +142,7 @@ async def serve_tornado(sockets: list[object], args: argparse.Namespace) -> None
     shutdown.drain()
     server.stop()
     await asyncio.wait_for(server.close_all_connections(), 5)
-    await close_stores(channels)
+    await channels.aclose()
 
 
 def run_tornado(args: argparse.Namespace) -> None:

@@ -90,6 +90,8 @@ async def main(tornado_port: int, uvicorn_port: int) -> None:
     await stop.wait()
     publisher.cancel()
     shutdown.drain()  # end every stream on both servers: SSE responses finish, WebSockets 1001
+    # Let the streams end before uvicorn stops (it would close open WebSockets 1012).
+    await shutdown.wait_streams_ended(shutdown.DEFAULT_DEADLINE)
     uvicorn_server.should_exit = True
     tornado_server.stop()  # accept no new connections
     await serving  # uvicorn returns once its connections have closed

@@ -246,3 +246,8 @@ class Channels:
         """Close every channel's store (ending its streams)."""
         for channel in self:
             channel.store.close()
+
+    async def aclose(self) -> None:
+        """Close every channel's store and release what it holds (Redis connections)."""
+        for channel in self:
+            await channel.store.aclose()

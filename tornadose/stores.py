@@ -375,6 +375,12 @@ class BaseStore:
         for subscription in list(self._subscriptions.values()):
             subscription.close(CloseReason.STORE_CLOSED)
 
+    async def aclose(self) -> None:
+        """Close the store and release what it holds (``close()`` for in-memory
+        stores; a :class:`~tornadose.redis_store.RedisStore` also sends what is
+        pending and closes its connections)."""
+        self.close()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} epoch={self.epoch} subscribers={len(self._subscriptions)}>"
 
