@@ -208,7 +208,7 @@ def check_client(client: Client, epoch: str) -> Verdict:
             assert controls == [0], f"{where}: want one control event, first: {events[:3]}"
             signal = events[0]
             if signal.event == RESUMED_EVENT:
-                assert signal.id is None, where
+                assert signal.id == connection.sent, where
                 assert signal.data["after"] == connection.sent, where
                 assert 0 <= signal.data["replayed"] <= MESSAGES - offset(connection.sent), where
             else:
