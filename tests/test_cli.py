@@ -341,6 +341,21 @@ async def test_demo_stops_cleanly_on_a_signal(demo: Demo, signum: signal.Signals
     assert_no_traceback(demo.program)
 
 
+def test_demo_says_when_redis_cannot_be_reached(tmp_path: Path) -> None:
+    """``--redis`` with nothing listening: one line naming the URL, exit 1, at once."""
+    url = f"redis://127.0.0.1:{free_port_pair()}/0"
+    result = subprocess.run(
+        [*CLI, "demo", "--port", str(free_port_pair()), "--redis", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result
+    assert f"cannot reach Redis at {url}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_demo_says_which_port_is_taken(tmp_path: Path) -> None:
     port = free_port_pair()
     with socket.socket() as taken:

@@ -34,7 +34,7 @@ from tornado.httpserver import HTTPServer
 
 from adapters.asgi import EventSourceApp, WebSocketApp, refuse_websocket, send_answer
 from adapters.tornado import EventSource, WebSocketSubscriber
-from tests.conftest import StoreServer, wait_until
+from tests.conftest import StoreServer, free_port, wait_until
 from tests.sse_parser import parse_stream as oracle_parse
 from tornadose import MessageValidationError
 from tornadose.auth import Unauthorized
@@ -1058,3 +1058,16 @@ except ImportError as exc:
     )
     assert result.returncode == 0, result.stderr
     assert f"needs {missing}: pip install 'tornadose[client]'" in result.stdout
+
+
+@pytest.mark.parametrize("scheme", ["http", "ws"])
+async def test_aclose_ends_an_iteration_waiting_to_reconnect(scheme: str) -> None:
+    """``aclose()`` from another task ends an iteration that is retrying a server that
+    is down, at once, and leaves no HTTP client behind."""
+    stream = subscribe(f"{scheme}://127.0.0.1:{free_port()}/x", max_delay=0.5)
+    reading = asyncio.create_task(anext(stream, None))
+    await asyncio.sleep(0.8)  # a few failed attempts: it is between two of them now
+    assert not reading.done()
+    await stream.aclose()
+    assert await asyncio.wait_for(reading, 1.0) is None
+    assert stream._http is None

@@ -149,7 +149,8 @@ class Event(Generic[T]):
     #: frame's ``data`` (a string payload is the string itself).
     text: str
     #: The last event id after this event: its own id, or for an event without one
-    #: (``tornadose.resumed``) the id in effect before it. Sent back on reconnection.
+    #: the id in effect before it (``tornadose.resumed`` carries the id it resumed
+    #: after). Sent back on reconnection.
     id: str | None
     #: ``None`` for a plain message (of the default type, ``message``); else its event
     #: type (a name given to ``store.submit(..., event=...)``, or a control event's).
@@ -436,6 +437,8 @@ class EventStream(Generic[T]):
         self._failures = 0  # attempts (and eventless connections) since an event came
         self._delivered = False  # the current connection delivered an event
         self._done = False
+        #: Set by aclose(): ends a wait between two connection attempts at once.
+        self._closing = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -467,8 +470,10 @@ class EventStream(Generic[T]):
         return self._decode(incoming)
 
     async def aclose(self) -> None:
-        """Close the connection; the iteration ends. Idempotent."""
+        """Close the connection; the iteration ends, also one waiting to reconnect in
+        another task. Idempotent."""
         self._done = True
+        self._closing.set()
         self._pending.clear()
         connection, self._connection = self._connection, None
         http, self._http = self._http, None
@@ -536,7 +541,11 @@ class EventStream(Generic[T]):
             if self._back_off:
                 delay = self._delay()
                 logger.debug("%s: next attempt in %.3f s", self.url, delay)
-                await asyncio.sleep(delay)
+                # aclose() (from another task) ends the wait at once.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+            if self._done:
+                return None
             self._back_off = True
             try:
                 if self.transport == "sse":
@@ -568,6 +577,8 @@ class EventStream(Generic[T]):
         _require("httpx", "SSE")
         import httpx
 
+        if self._done:
+            return None
         if self._http is None:
             timeout = httpx.Timeout(self._connect_timeout, read=self._timeout)
             self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=True)

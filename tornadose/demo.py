@@ -367,10 +367,25 @@ async def _finish(task: asyncio.Task[Any], timeout: float) -> None:
         await asyncio.wait({task})
 
 
+async def _check_redis(url: str) -> None:
+    """Fail at once, in one line, if Redis cannot be reached (not later, per message)."""
+    import redis.asyncio
+    from redis.exceptions import RedisError
+
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise DemoError(f"cannot reach Redis at {url}: {exc}") from exc
+    finally:
+        await client.aclose()
+
+
 async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) -> None:
     """Serve the demo until ``SIGINT`` or ``SIGTERM``, then stop cleanly.
 
-    Both ports are bound first (:class:`DemoError` if one is taken), then
+    With Redis, it is checked first; both ports are bound (:class:`DemoError` if
+    Redis cannot be reached or a port is taken), then
     ``announce`` gets the addresses (:func:`describe`). On a signal every stream is
     drained (SSE responses end, WebSockets close with ``1001``), both servers close
     their connections and the stores are closed.
@@ -380,6 +395,8 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
 
     from tornadose import shutdown
 
+    if options.redis_url is not None:
+        await _check_redis(options.redis_url)
     channels = build_channels(options)
     with _listening(options) as (tornado_sockets, uvicorn_socket):
         tornado_server = HTTPServer(tornado_application(channels, options))

@@ -36,10 +36,11 @@ Guarantees, beyond those of every store (:mod:`tornadose.stores`):
 
 Limits: a subscriber without ``Last-Event-ID`` gets the messages added after its
 process started reading the channel (for the first subscriber of a channel in a
-process, one round trip after it registers). ``XDEL`` on a channel's stream, or
-eviction of its floor key (use a ``noeviction`` or ``volatile-*`` policy), can make
-the store send a reset that was not needed, never a silent gap. With AOF, Redis
-keeps acknowledged messages across a crash only with ``appendfsync always``.
+process, one round trip after it registers). Do not ``XDEL`` entries of a channel's
+stream: a client resuming across a deleted entry is not told (trimming is fine).
+Deleting the floor key is harmless (it is set again from the stream). Detecting lost
+data relies on Redis's clock not going back across a restart. With AOF, Redis keeps
+acknowledged messages across a crash only with ``appendfsync always``.
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ from tornadose.message import Message
 from tornadose.redis_stream import (
     ENSURE_FLOOR,
     FLOOR_SUFFIX,
+    RAISE_FLOOR,
     ZERO,
+    Continuity,
     InvalidEntry,
     StreamId,
+    continuity,
     decode_entry,
     entry_fields,
-    live_gap,
     replay_gap,
 )
 from tornadose.stores import BaseStore, Published
@@ -91,6 +94,8 @@ DEFAULT_PUBLISH_TIMEOUT = 5.0
 READ_COUNT = 512
 #: Milliseconds a reader's wait for new entries blocks before it looks around again.
 BLOCK_MS = 1000
+#: Connections a process uses for publishing and resume queries, at most.
+COMMAND_CONNECTIONS = 16
 #: Submissions sent in one pipeline, at most.
 WRITE_BATCH = 256
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
@@ -149,8 +154,15 @@ class _Channel:
         #: How many entries were ever added to the stream up to :attr:`cursor`
         #: (``None``: not known, right after Redis lost data; see ``live_gap``).
         self.seq: int | None = 0
-        self.floor: bytes | None = None
+        self.floor: StreamId | None = None
+        #: Why Redis refuses this channel's keys (``None``: it does not).
+        self.error: str | None = None
         self.ready = asyncio.Event()
+
+    @property
+    def readable(self) -> bool:
+        """Whether the reader reads this channel now."""
+        return self.cursor is not None and self.error is None
 
 
 class RedisConnection:
@@ -165,16 +177,21 @@ class RedisConnection:
 
     def __init__(self, url: str | None, options: Mapping[str, Any]) -> None:
         settings = {**options, "decode_responses": False, "retry": Retry(NoBackoff(), 0)}
+        command_connections = settings.pop("max_connections", None) or COMMAND_CONNECTIONS
         reader_timeout = BLOCK_MS / 1000 + max(5.0, settings.get("socket_timeout") or 0)
 
-        def client(**extra: Any) -> aioredis.Redis:
-            if url is not None:
-                return aioredis.Redis.from_url(url, **settings, **extra)
-            return aioredis.Redis(**settings, **extra)
+        def client(max_connections: int, **extra: Any) -> aioredis.Redis:
+            # A blocking pool waits for a free connection instead of failing.
+            pool_class = aioredis.BlockingConnectionPool
+            options = {**settings, **extra, "max_connections": max_connections}
+            pool = pool_class(**options) if url is None else pool_class.from_url(url, **options)
+            return aioredis.Redis(connection_pool=pool)
 
-        self.commands = client()
+        # Publishing and resume queries; the pool's size bounds the connections a
+        # process opens, even when many clients resume at once (a reconnect storm).
+        self.commands = client(command_connections)
         # One connection, used by the reader task alone (blocking reads and MULTIs).
-        self.reader = client(max_connections=1, socket_timeout=reader_timeout)
+        self.reader = client(1, socket_timeout=reader_timeout)
         self.health = BackendHealth()
         self.channels: dict[str, _Channel] = {}
         self.users: weakref.WeakSet[RedisStore] = weakref.WeakSet()
@@ -233,16 +250,17 @@ class RedisConnection:
                 if self._reader_id is None:
                     self._reader_id = await self.reader.client_id()
                     if self._reader_lost:
-                        await self._verify_after_outage()
                         self._reader_lost = False
                         logger.info("Redis reader reconnected")
                     self.health.mark_up()
                 for channel in list(self.channels.values()):
-                    if channel.cursor is None:
+                    if channel.cursor is None and channel.error is None:
                         await self._establish(channel)
-                channels = [c for c in self.channels.values() if c.cursor is not None]
+                channels = [c for c in self.channels.values() if c.readable]
                 if channels and not await self._read_batch(channels):
                     await self._wait_for_entries(channels)
+                elif not channels:
+                    await asyncio.sleep(BLOCK_MS / 1000)  # only broken channels: idle
                 backoff.reset()
             except _NETWORK_ERRORS as exc:
                 self._reader_id = None
@@ -257,85 +275,117 @@ class RedisConnection:
                 self.health.mark_down()
                 await asyncio.sleep(backoff.delay())
 
-    async def _floor_and_info(self, channel: _Channel) -> tuple[bytes, dict[str, Any] | None]:
-        """The channel's floor (set now if missing) and its stream's ``XINFO``
-        (``None``: no stream), read atomically."""
+    async def _establish(self, channel: _Channel) -> None:
         pipe = self.reader.pipeline(transaction=True)
         pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
         pipe.xinfo_stream(channel.key)
         floor, info = await pipe.execute(raise_on_error=False)
-        if isinstance(floor, Exception):
-            raise floor
-        return floor, _stream_info(info)
-
-    async def _establish(self, channel: _Channel) -> None:
-        floor, info = await self._floor_and_info(channel)
-        channel.floor = floor
-        channel.cursor = StreamId.parse(info["last-generated-id"]) if info else ZERO
-        channel.seq = info["entries-added"] if info else 0
+        try:
+            if isinstance(floor, Exception):
+                raise floor
+            stream = _stream_info(info)
+        except ResponseError as exc:
+            self._break(channel, exc)
+            return
+        channel.floor = StreamId.parse(floor)
+        channel.cursor = stream.newest if stream else ZERO
+        channel.seq = stream.entries_added if stream else 0
         channel.ready.set()
 
-    async def _verify_after_outage(self) -> None:
-        """After a reconnect: did Redis lose entries while the reader was away?"""
-        for channel in list(self.channels.values()):
-            if channel.cursor is None:
-                continue
-            floor, info = await self._floor_and_info(channel)
-            newest = StreamId.parse(info["last-generated-id"]) if info else None
-            added = info["entries-added"] if info else 0
-            lost = (
-                floor != channel.floor
-                or (channel.cursor > ZERO and (newest is None or newest < channel.cursor))
-                or (channel.seq is not None and added < channel.seq)
-            )
-            if lost:
-                logger.error(
-                    "Redis lost the data of channel %r while the reader was away; "
-                    "its subscribers get a reset",
-                    channel.key,
-                )
-                self._reset(channel)
-                new_floor = StreamId.parse(floor)
-                if floor != channel.floor and new_floor is not None:
-                    # A new generation: every entry of it is at or above its floor,
-                    # whatever Redis's clock did, so read them all from there.
-                    channel.cursor, channel.seq = new_floor.before(), 0
-                else:
-                    # The stream lost its newest entries: read on after the cursor;
-                    # how many entries came before it is not known.
-                    channel.seq = None
-                channel.floor = floor
+    def _break(self, channel: _Channel, error: ResponseError) -> None:
+        """Stop reading ``channel``, whose keys Redis refuses (another program's key of
+        another type, an ACL): logged once; other channels go on."""
+        channel.error = str(error)
+        channel.ready.set()
+        self.health.errors += 1
+        logger.error(
+            "Redis refuses the keys of channel %r (%s); it is not read until its "
+            "subscribers come again",
+            channel.key,
+            error,
+        )
 
     async def _read_batch(self, channels: Sequence[_Channel]) -> bool:
-        """Read what is new in ``channels``, with each stream's state read atomically,
-        and deliver it. Returns whether anything was read."""
+        """Read what is new in ``channels`` and deliver it, each stream's floor and
+        state read atomically with it and judged first (:func:`continuity`).
+        Returns whether anything was read."""
         pipe = self.reader.pipeline(transaction=True)
         for channel in channels:
+            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
             pipe.xinfo_stream(channel.key)
         pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
-        *infos, response = await pipe.execute(raise_on_error=False)
-        if isinstance(response, Exception):
-            raise response
-        entries = _entries_by_key(response)
-        for channel, raw_info in zip(channels, infos, strict=True):
-            info = _stream_info(raw_info)
-            batch = entries.get(channel.key, [])
-            if info is None:
-                self._deliver(channel, batch)
+        *states, response = await pipe.execute(raise_on_error=False)
+        delivered = False
+        for index, channel in enumerate(channels):
+            floor, info = states[2 * index], states[2 * index + 1]
+            try:
+                if isinstance(floor, Exception):
+                    raise floor
+                stream = _stream_info(info)
+            except ResponseError as exc:
+                self._break(channel, exc)  # and XREAD failed with it: read again
                 continue
-            added, length = info["entries-added"], info["length"]
-            if channel.seq is not None and live_gap(channel.seq, added, length):
-                logger.error(
-                    "entries of channel %r were trimmed before this process read them; "
-                    "its subscribers get a reset",
-                    channel.key,
-                )
-                self._reset(channel)
-                channel.seq = added - length
-            self._deliver(channel, batch)
-            if channel.seq is None and len(batch) < READ_COUNT:
-                channel.seq = added  # every entry up to the newest is read now
-        return bool(entries)
+            if isinstance(response, Exception):
+                continue
+            batch = _entries_by_key(response).get(channel.key, [])
+            if self._continues(channel, StreamId.parse(floor), stream):
+                self._deliver(channel, batch)
+                delivered = delivered or bool(batch)
+                if channel.seq is None and len(batch) < READ_COUNT and stream is not None:
+                    channel.seq = stream.entries_added  # everything is read now
+        if isinstance(response, ConnectionError | TimeoutError):
+            raise response
+        if isinstance(response, Exception) and not any(c.error for c in channels):
+            raise response
+        return delivered
+
+    def _continues(
+        self, channel: _Channel, floor: StreamId | None, stream: _StreamState | None
+    ) -> bool:
+        """Judge ``channel``'s stream; reset its subscribers if entries they had not
+        received are gone. Returns whether the batch read with it may be delivered."""
+        assert channel.cursor is not None
+        state = continuity(
+            cursor=channel.cursor,
+            seq=channel.seq,
+            known_floor=channel.floor,
+            floor=floor,
+            exists=stream is not None,
+            newest=stream.newest if stream else ZERO,
+            entries_added=stream.entries_added if stream else 0,
+            length=stream.length if stream else 0,
+        )
+        if floor is not None and floor != channel.floor and state is Continuity.INTACT:
+            channel.floor = floor  # the floor key was set again; the stream is intact
+        if state is Continuity.INTACT:
+            return True
+        logger.error(
+            "channel %r: %s; its subscribers get a reset",
+            channel.key,
+            _CONTINUITY_LOGS[state],
+        )
+        self._reset(channel)
+        if state is Continuity.TRIMMED:
+            assert stream is not None
+            channel.seq = stream.entries_added - stream.length
+            return True
+        if state is Continuity.NEW_GENERATION:
+            assert floor is not None
+            channel.floor = floor
+            channel.cursor = max(channel.cursor, floor.before())
+            channel.seq = 0
+        else:
+            self._spawn(self._raise_floor(channel, channel.cursor.after()))
+            channel.seq = None
+        return False
+
+    async def _raise_floor(self, channel: _Channel, floor: StreamId) -> None:
+        try:
+            raised = await self.commands.eval(RAISE_FLOOR, 1, channel.floor_key, str(floor))
+        except _NETWORK_ERRORS as exc:
+            logger.error("could not raise the floor of channel %r: %s", channel.key, exc)
+            return
+        channel.floor = StreamId.parse(raised)
 
     async def _wait_for_entries(self, channels: Sequence[_Channel]) -> None:
         if self._channels_changed:
@@ -390,21 +440,29 @@ class RedisConnection:
         after = StreamId.parse(last_event_id)
         if after is None:
             return reset(ResetReason.MALFORMED_ID)
-        floor = StreamId.parse(channel.floor)
+        # One atomic look: the floor now (another process may have raised it), the
+        # stream's state, what the client missed up to this process's cursor.
+        pipe = self.commands.pipeline(transaction=True)
+        pipe.get(channel.floor_key)
+        pipe.xinfo_stream(channel.key)
+        pipe.xrange(channel.key, f"({after}", str(cursor), count=store.history.max_messages + 1)
+        pipe.xrange(channel.key, "-", "+", count=1)
+        pipe.time()
+        raw_floor, info, entries, first, (seconds, microseconds) = await pipe.execute(
+            raise_on_error=False
+        )
+        floor = StreamId.parse(raw_floor) if isinstance(raw_floor, bytes) else channel.floor
         if floor is None or after < floor:
             return reset(ResetReason.UNKNOWN_EPOCH)
         if after >= cursor:
             # The client saw more than this process has delivered: skip up to its id.
-            info = _stream_info(await _xinfo(self.commands, channel.key))
-            newest = StreamId.parse(info["last-generated-id"]) if info else ZERO
-            if newest is None or after > newest:
+            stream = _stream_info(info)
+            if stream is None or after > stream.newest:
                 return reset(ResetReason.UNKNOWN_ID)
             return Resume(ResumeStatus.RESUMED, last_event_id), _through(after)
-        pipe = self.commands.pipeline(transaction=True)
-        pipe.xrange(channel.key, f"({after}", str(cursor), count=store.history.max_messages + 1)
-        pipe.xrange(channel.key, "-", "+", count=1)
-        pipe.time()
-        entries, first, (seconds, microseconds) = await pipe.execute()
+        for answer in (entries, first):
+            if isinstance(answer, Exception):
+                raise answer
         max_age = store.history.max_age
         reason = replay_gap(
             after,
@@ -416,7 +474,7 @@ class RedisConnection:
         )
         if reason is not None:
             return reset(reason)
-        replay = [m for m in (store.decode(i, f, count=False) for i, f in entries) if m]
+        replay = [m for m in (store.replayed(i, f) for i, f in entries) if m is not None]
         return Resume(ResumeStatus.RESUMED, last_event_id, replay=replay), _through(cursor)
 
     # -- writing --------------------------------------------------------------------
@@ -442,8 +500,10 @@ class RedisConnection:
                     self._fail(self._outbox.popleft(), _unreachable(head.store))
                 continue
             try:
-                await self.commands.ping()
-            except _NETWORK_ERRORS as exc:
+                # Bounded by the deadline even when Redis accepts but does not answer.
+                async with asyncio.timeout(max(head.deadline - loop.time(), 0.05)):
+                    await self.commands.ping()
+            except (*_NETWORK_ERRORS, TimeoutError) as exc:
                 self.health.mark_down()
                 now = loop.time()
                 while self._outbox and self._outbox[0].deadline <= now:
@@ -453,7 +513,15 @@ class RedisConnection:
                     await asyncio.sleep(min(backoff.delay(), self._outbox[0].deadline - now))
                 continue
             backoff.reset()
-            await self._send(self._take_batch())
+            batch = self._take_batch()
+            try:
+                await self._send(batch)
+            except Exception as exc:
+                # Never leave a submission unanswered: whoever awaits it would hang.
+                logger.exception("publishing to Redis failed")
+                for submission in batch:
+                    error = StoreUnavailable(f"publishing failed: {exc}", maybe_published=True)
+                    self._fail(submission, error)
 
     def _take_batch(self) -> list[_Submission]:
         batch: list[_Submission] = []
@@ -482,9 +550,11 @@ class RedisConnection:
                 "*",
                 *entry_fields(submission.message),
             )
+        deadline = max(s.deadline for s in batch)
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except _NETWORK_ERRORS as exc:
+            async with asyncio.timeout(max(deadline - asyncio.get_running_loop().time(), 1.0)):
+                results = await pipe.execute(raise_on_error=False)
+        except (*_NETWORK_ERRORS, TimeoutError) as exc:
             self.health.mark_down()
             for submission in batch:
                 error = StoreUnavailable(
@@ -533,6 +603,12 @@ class RedisConnection:
         await self.commands.aclose()
 
 
+_CONTINUITY_LOGS = {
+    Continuity.TRIMMED: "entries were trimmed before this process read them",
+    Continuity.NEW_GENERATION: "Redis lost the stream (restarted without it, or deleted)",
+    Continuity.LOST_TAIL: "Redis lost the stream's newest entries (restored an older copy)",
+}
+
 _connections: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[Any, ...], RedisConnection]
 ] = weakref.WeakKeyDictionary()
@@ -555,20 +631,27 @@ def _forget_connection(connection: RedisConnection) -> None:
                 del per_loop[key]
 
 
-async def _xinfo(client: aioredis.Redis, key: str) -> Any:
-    try:
-        return await client.xinfo_stream(key)
-    except ResponseError as exc:
-        return exc
+@dataclass(frozen=True)
+class _StreamState:
+    """What ``XINFO STREAM`` says of a stream, as far as the store needs it."""
+
+    newest: StreamId
+    entries_added: int
+    length: int
 
 
-def _stream_info(info: Any) -> dict[str, Any] | None:
+def _stream_info(info: Any) -> _StreamState | None:
     """``XINFO STREAM``'s answer, or ``None`` for a stream that does not exist."""
     if isinstance(info, ResponseError) and "no such key" in str(info).lower():
         return None
     if isinstance(info, Exception):
         raise info
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(info).items()}
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(info).items()}
+    return _StreamState(
+        newest=StreamId.parse(fields["last-generated-id"]) or ZERO,
+        entries_added=int(fields["entries-added"]),
+        length=int(fields["length"]),
+    )
 
 
 def _entries_by_key(response: Any) -> dict[str, list[tuple[Any, Any]]]:
@@ -631,6 +714,8 @@ class RedisStore(BaseStore):
         """Remember where the channel lives; nothing connects yet."""
         if not channel:
             raise ValueError("channel must not be empty")
+        if channel.endswith(FLOOR_SUFFIX):
+            raise ValueError(f"a channel's name must not end with {FLOOR_SUFFIX!r}: {channel!r}")
         if self.history.max_messages < 1:
             raise ValueError("a RedisStore needs history >= 1 (it is the stream's MAXLEN)")
         if publish_timeout < 0:
@@ -644,6 +729,8 @@ class RedisStore(BaseStore):
         #: Submissions that failed (``StoreUnavailable``).
         self.publish_failures = 0
         self._resumes: set[asyncio.Task[None]] = set()
+        #: The last ``history`` messages delivered here, by id (insertion ordered).
+        self._recent: dict[str, Message] = {}
         self._connection: RedisConnection | None = None
         self._connection_loop: asyncio.AbstractEventLoop | None = None
 
@@ -768,7 +855,19 @@ class RedisStore(BaseStore):
         """Decode a stream entry and push it to this process's subscribers."""
         message = self.decode(entry_id, fields)
         if message is not None:
+            recent = self._recent
+            recent[message.id or ""] = message
+            if len(recent) > self.history.max_messages:
+                del recent[next(iter(recent))]
             self._fan_out(message)
+
+    def replayed(self, entry_id: Any, fields: Mapping[Any, Any]) -> Message | None:
+        """The message of an entry replayed to a resuming client: the one this process
+        delivered, if it is among its last ``history`` (shared, as the in-memory
+        stores' history is, so resumes cost a reference per message), else decoded."""
+        text_id = entry_id.decode("ascii") if isinstance(entry_id, bytes) else str(entry_id)
+        known = self._recent.get(text_id)
+        return known if known is not None else self.decode(entry_id, fields, count=False)
 
     # -- observation and lifetime ---------------------------------------------------
 

@@ -30,6 +30,7 @@ A :class:`~tornadose.redis_store.RedisStore` channel is two Redis keys:
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,9 +46,12 @@ from tornadose.sse import InvalidField
 __all__ = [
     "ENSURE_FLOOR",
     "FLOOR_SUFFIX",
+    "RAISE_FLOOR",
     "ZERO",
+    "Continuity",
     "InvalidEntry",
     "StreamId",
+    "continuity",
     "decode_entry",
     "entry_fields",
     "live_gap",
@@ -76,6 +80,26 @@ end
 ENSURE_FLOOR = _FLOOR_LUA + "return floor\n"
 
 
+#: Lua: set the floor ``KEYS[1]`` to ``ARGV[1]`` unless it is already at or above it;
+#: returns the floor. Raising the floor past entries Redis lost makes every resume from
+#: before them a reset, on every process.
+RAISE_FLOOR = """
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local floor = redis.call('GET', KEYS[1])
+if floor then
+  local fm, fs = parse(floor)
+  local nm, ns = parse(ARGV[1])
+  if fm and (fm > nm or (fm == nm and fs >= ns)) then
+    return floor
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1
 
@@ -102,6 +126,12 @@ class StreamId:
         if ms > _MAX_PART or seq > _MAX_PART:
             return None
         return cls(ms, seq)
+
+    def after(self) -> StreamId:
+        """The least id above this one."""
+        if self.seq < _MAX_PART:
+            return StreamId(self.ms, self.seq + 1)
+        return StreamId(self.ms + 1, 0)
 
     def before(self) -> StreamId:
         """The greatest id below this one (``ZERO`` stays ``ZERO``)."""
@@ -206,3 +236,52 @@ def live_gap(seq: int, entries_added: int, length: int) -> bool:
     it had read. (``XDEL`` of an entry it had not read yet counts as a loss too.)
     """
     return entries_added - length > seq
+
+
+class Continuity(enum.Enum):
+    """How a channel's stream relates to what a reader has read of it."""
+
+    #: Nothing the reader had not read is gone: read on.
+    INTACT = "intact"
+    #: Entries it had not read yet were trimmed: reset its subscribers, read on.
+    TRIMMED = "trimmed"
+    #: Redis lost the stream (restarted without it, or it was deleted): reset, and
+    #: read the new stream from its floor.
+    NEW_GENERATION = "new_generation"
+    #: The newest entries are gone (Redis restored an older copy): reset, and raise
+    #: the floor past the cursor so no client resumes across the hole.
+    LOST_TAIL = "lost_tail"
+
+
+def continuity(
+    *,
+    cursor: StreamId,
+    seq: int | None,
+    known_floor: StreamId | None,
+    floor: StreamId | None,
+    exists: bool,
+    newest: StreamId,
+    entries_added: int,
+    length: int,
+) -> Continuity:
+    """Judge a channel from its floor and ``XINFO STREAM``, read atomically with the
+    reader's next batch. ``cursor`` is the last entry the reader read, ``seq`` how
+    many entries were ever added up to it (``None``: unknown), ``known_floor`` the
+    floor it last saw.
+
+    A floor that changed to above the cursor is a new generation; one that changed
+    to at or below it (the key was deleted and set again from the stream's first
+    entry) is not. A missing stream, after the reader read entries, is a new
+    generation. A stream whose newest id is below the cursor, or that counts fewer
+    entries than were read, lost its tail. Otherwise :func:`live_gap` decides.
+    """
+    if floor is not None and floor != known_floor and floor > cursor:
+        return Continuity.NEW_GENERATION
+    if not exists:
+        read_some = cursor > ZERO or bool(seq)
+        return Continuity.NEW_GENERATION if read_some else Continuity.INTACT
+    if newest < cursor or (seq is not None and entries_added < seq):
+        return Continuity.LOST_TAIL
+    if seq is not None and live_gap(seq, entries_added, length):
+        return Continuity.TRIMMED
+    return Continuity.INTACT

@@ -12,9 +12,11 @@ Guarantees of every store:
   and nothing is published. A message that cannot be encoded for the wire raises
   :class:`~tornadose.errors.UnencodableMessage`, also before anything is published.
 * **Order**: every subscriber receives messages in the order they were submitted.
-* **Ids**: every published message gets an id ``"<epoch>-<offset>"``: the offset
-  counts up from 1 within the store, and the epoch is random per store object, so
+* **Ids**: every published message of an in-memory store gets an id
+  ``"<epoch>-<offset>"``: the offset counts up from 1 within the store, and the
+  epoch is random per store object (and drawn again in a forked child process), so
   ids from a restarted store never look like ids of the old one.
+  (A ``RedisStore``'s ids are its stream's entry ids.)
 * **Bounded**: each subscriber queues at most ``max_queue`` messages and
   ``max_queue_bytes`` bytes; the store's ``overflow`` policy says what happens
   beyond (see :mod:`tornadose.subscription`). A slow subscriber never blocks
@@ -26,8 +28,10 @@ Guarantees of every store:
 * **No event loop at construction**: stores can be created at module level, before
   any event loop runs, and used from whichever loop serves the subscribers.
 * ``submit()`` works called plainly from synchronous code (a ``PeriodicCallback``,
-  a callback) and awaited from a coroutine: delivery happens inside the call, and
-  awaiting the result gives the published :class:`~tornadose.message.Message`.
+  a callback) and awaited from a coroutine: awaiting the result gives the published
+  :class:`~tornadose.message.Message`. In-memory stores deliver inside the call; a
+  ``RedisStore`` sends the message in the background and its result completes (or
+  fails with ``StoreUnavailable``) once Redis took it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import secrets
+import weakref
 from collections import deque
 from collections.abc import Generator, KeysView
 from typing import Any, ClassVar
@@ -178,6 +184,7 @@ class BaseStore:
         self.overflow = OverflowPolicy(overflow) if overflow is not None else self.default_overflow
         self.stats = StoreStats()
         self.epoch = secrets.token_hex(4)
+        _stores.add(self)
         self._offset = 0
         self._subscriptions: dict[object, Subscription] = {}
         self._closed = False
@@ -383,6 +390,22 @@ class BaseStore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} epoch={self.epoch} subscribers={len(self._subscriptions)}>"
+
+
+#: Every store, so that a forked child process gives each a new epoch (below).
+_stores: weakref.WeakSet[BaseStore] = weakref.WeakSet()
+
+
+def _new_epochs_after_fork() -> None:
+    # A forked child's stores are copies that live on their own: with the parent's
+    # epoch, ids of two processes would look alike, and a client resuming on the
+    # other process would be replayed that process's messages as if they were its own.
+    for store in list(_stores):
+        store.epoch = secrets.token_hex(4)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_epochs_after_fork)
 
 
 class _PythonSubscriber:

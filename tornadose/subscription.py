@@ -92,7 +92,8 @@ class StoreStats:
     discarded: int = 0
     #: Messages replayed from history to resuming clients.
     replayed: int = 0
-    #: Resumes that could not be filled and got the reset signal instead.
+    #: Reset signals sent: resumes that could not be filled, and (``RedisStore``)
+    #: subscribers told that Redis lost messages they had not received.
     resets: int = 0
     #: Closed subscriptions, by :class:`CloseReason` value.
     disconnects: Counter[str] = field(default_factory=Counter)
@@ -227,8 +228,8 @@ class Subscription:
         the first one ``skip`` keeps: the store's order makes every later one new too.
         """
         self._held = False
-        if self._close_reason is not None and self._close_reason in CUT_REASONS:
-            return
+        if self._close_reason is not None:
+            return  # closed: a held queue was discarded, nothing more is delivered
         if skip is not None:
             kept = [message for message in self._queue if not skip(message)]
             self._gate = None if kept else skip
@@ -266,13 +267,16 @@ class Subscription:
 
         A waiting reader wakes at once. Messages still queued are delivered first
         when the store closes, the server shuts down or the subscriber is deregistered,
-        and discarded when the client is gone or was cut (:data:`CUT_REASONS`).
+        and discarded when the client is gone or was cut (:data:`CUT_REASONS`), or
+        while the subscription is held (without their replay they would leave a
+        silent gap; the client resumes from its own id instead).
         """
         if self._close_reason is not None:
             return
         self._close_reason = reason
         self._stats.disconnects[reason.value] += 1
-        if reason in CUT_REASONS or reason is CloseReason.CLIENT_GONE:
+        if self._held or reason in CUT_REASONS or reason is CloseReason.CLIENT_GONE:
+            self._held = False
             self._stats.discarded += len(self._queue)
             self._queue.clear()
             self._exempt = self._live_bytes = 0
