@@ -73,6 +73,10 @@ logger = logging.getLogger("tornadose.handlers")
 _CLIENT_GONE = (StreamClosedError, WebSocketClosedError)
 
 
+#: The WebSocket opcode of a text frame (RFC 6455).
+_TEXT_FRAME = 0x1
+
+
 def _retrieve_exception(future: asyncio.Future[None]) -> None:
     """Mark a flush's failure as seen: a closed connection is handled elsewhere."""
     if not future.cancelled():
@@ -440,16 +444,32 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         return await streams.stream_websocket(subscription, self._send_frames, self.stream_options)
 
     async def _send_frames(self, frames: list[str]) -> None:
-        # write_message puts each frame in the stream's buffer at once and returns a
-        # task for its flush. Wait for the flushes only while the socket is backed
-        # up: awaiting a task always costs a loop turn, which would pace delivery.
-        flushes = [self.write_message(frame) for frame in frames]
-        stream = getattr(self.ws_connection, "stream", None)
-        if stream is not None and stream.writing():
-            await asyncio.gather(*flushes)
-        else:
-            for flush in flushes:
+        # Tornado frames each message. Its write_message wraps every write in a task
+        # (for its error translation): a task per frame per subscriber costs more
+        # than the write itself. Without compression the frames go through Tornado's
+        # own frame writer instead, whose futures resolve in order: only the last
+        # one is awaited, and only while the socket is backed up (awaiting costs a
+        # loop turn, which would pace delivery).
+        connection = self.ws_connection
+        write_frame = getattr(connection, "_write_frame", None)
+        if write_frame is None or getattr(connection, "_compressor", None) is not None:
+            flushes = [self.write_message(frame) for frame in frames]
+            last: asyncio.Future[None] | None = flushes[-1] if flushes else None
+            for flush in flushes[:-1]:
                 flush.add_done_callback(_retrieve_exception)
+        else:
+            try:
+                for frame in frames:
+                    last = write_frame(True, _TEXT_FRAME, frame.encode())
+                    last.add_done_callback(_retrieve_exception)
+            except StreamClosedError as exc:
+                raise WebSocketClosedError() from exc
+        stream = getattr(connection, "stream", None)
+        if last is not None and stream is not None and stream.writing():
+            try:
+                await last
+            except StreamClosedError as exc:
+                raise WebSocketClosedError() from exc
 
     def end_stream(self, reason: CloseReason) -> None:
         """Close the WebSocket with the code for ``reason``."""
