@@ -37,7 +37,9 @@ Guarantees, beyond those of every store (:mod:`tornadose.stores`):
 Limits: a subscriber without ``Last-Event-ID`` gets the messages added after its
 process started reading the channel (for the first subscriber of a channel in a
 process, one round trip after it registers). Do not ``XDEL`` entries of a channel's
-stream: a client resuming across a deleted entry is not told (trimming is fine).
+stream: a client resuming across a deleted entry is not told (trimming is fine); nor
+delete the stream itself while it is read (one deleted and filled again between two
+reads can go unnoticed).
 Deleting the floor key is harmless (it is set again from the stream). Detecting lost
 data relies on Redis's clock not going back across a restart. With AOF, Redis keeps
 acknowledged messages across a crash only with ``appendfsync always``.
@@ -155,6 +157,8 @@ class _Channel:
         #: (``None``: not known, right after Redis lost data; see ``live_gap``).
         self.seq: int | None = 0
         self.floor: StreamId | None = None
+        #: Where the floor must be raised to (past entries Redis lost), until it is.
+        self.raise_floor_to: StreamId | None = None
         #: Why Redis refuses this channel's keys (``None``: it does not).
         self.error: str | None = None
         self.ready = asyncio.Event()
@@ -310,11 +314,19 @@ class RedisConnection:
         state read atomically with it and judged first (:func:`continuity`).
         Returns whether anything was read."""
         pipe = self.reader.pipeline(transaction=True)
+        raising = [c for c in channels if c.raise_floor_to is not None]
+        for channel in raising:
+            pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
         for channel in channels:
             pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
             pipe.xinfo_stream(channel.key)
         pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
-        *states, response = await pipe.execute(raise_on_error=False)
+        *raised, response = await pipe.execute(raise_on_error=False)
+        states = raised[len(raising) :]
+        for channel, result in zip(raising, raised, strict=False):
+            if not isinstance(result, Exception):
+                channel.floor = StreamId.parse(result)  # ours: not a new generation
+                channel.raise_floor_to = None
         delivered = False
         for index, channel in enumerate(channels):
             floor, info = states[2 * index], states[2 * index + 1]
@@ -375,27 +387,23 @@ class RedisConnection:
             channel.cursor = max(channel.cursor, floor.before())
             channel.seq = 0
         else:
-            self._spawn(self._raise_floor(channel, channel.cursor.after()))
+            # Raised with the next read (and again until Redis took it).
+            channel.raise_floor_to = channel.cursor.after()
             channel.seq = None
         return False
 
-    async def _raise_floor(self, channel: _Channel, floor: StreamId) -> None:
-        try:
-            raised = await self.commands.eval(RAISE_FLOOR, 1, channel.floor_key, str(floor))
-        except _NETWORK_ERRORS as exc:
-            logger.error("could not raise the floor of channel %r: %s", channel.key, exc)
-            return
-        channel.floor = StreamId.parse(raised)
-
     async def _wait_for_entries(self, channels: Sequence[_Channel]) -> None:
-        if self._channels_changed:
+        channels = [c for c in channels if c.readable]
+        if self._channels_changed or not channels:
             self._channels_changed = False
-            return  # a channel was added meanwhile: read it first
+            return  # a channel was added (or broke) meanwhile: read again first
         self._blocked = True
         try:
             await self.reader.xread(
                 {c.key: str(c.cursor) for c in channels}, count=1, block=BLOCK_MS
             )
+        except ResponseError:
+            pass  # a key Redis refuses now (WRONGTYPE): the next read says which
         finally:
             self._blocked = False
 
@@ -463,6 +471,11 @@ class RedisConnection:
         for answer in (entries, first):
             if isinstance(answer, Exception):
                 raise answer
+        stream = _stream_info(info)
+        if stream is None or stream.newest < cursor or channel.raise_floor_to is not None:
+            # Redis lost entries this process delivered (its reader has not judged
+            # that yet, or not raised the floor yet): what follows ``after`` has a hole.
+            return reset(ResetReason.DATA_LOST)
         max_age = store.history.max_age
         reason = replay_gap(
             after,
