@@ -5,12 +5,15 @@
   the reason, when it cannot be reached, except under ``CI=true``, where they fail.
 * :func:`channel` (fixture): a channel name of the test's own; its keys are deleted
   afterwards.
+* :func:`make_store` (fixture): ``RedisStore`` objects on the test's channel, closed
+  (and their keys deleted) after the test.
 * :func:`own_redis` (fixture): starts ``redis-server`` processes on free ports, for
   tests that must kill and restart Redis; every one is killed when the test ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -18,11 +21,18 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+
+from tornadose.redis_store import RedisStore
+
+#: ``make_store(name=None, **options)``: see the :func:`make_store` fixture.
+MakeStore = Callable[..., RedisStore]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -67,6 +77,39 @@ def channel(redis_url: str) -> Iterator[str]:
         client.delete(name, name + ":floor")
     finally:
         client.close()
+
+
+@pytest.fixture
+async def make_store(redis_url: str, channel: str) -> AsyncIterator[MakeStore]:
+    """``store = make_store(name=None, **options)``: a RedisStore on the test's channel
+    (or ``name``, which should start with it) of the shared Redis, unless ``url=`` or
+    ``host=`` says otherwise. Every store is closed with ``aclose()`` after the test,
+    and every key starting with the channel's name is deleted."""
+    stores: list[RedisStore] = []
+
+    def make(name: str | None = None, **options: Any) -> RedisStore:
+        if "url" not in options and "host" not in options:
+            options["url"] = redis_url
+        store = RedisStore(name or channel, **options)
+        stores.append(store)
+        return store
+
+    yield make
+    errors: list[BaseException] = []
+    for store in stores:
+        try:
+            await asyncio.wait_for(store.aclose(), 10)
+        except Exception as exc:  # close the others anyway
+            errors.append(exc)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{channel}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+    if errors:
+        raise errors[0]
 
 
 class RedisServer:

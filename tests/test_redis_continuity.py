@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.clients import TIMEOUT
-from tests.redis_support import RedisServer
+from tests.redis_support import MakeStore, RedisServer
 from tornadose.errors import StoreUnavailable, SubscriptionClosed
 from tornadose.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.message import Message
@@ -42,45 +42,12 @@ QUIET = 0.3
 NOTICE = 5.0
 MAX = 2**64 - 1
 
-MakeStore = Callable[..., RedisStore]
 OwnRedis = Callable[..., RedisServer]
 MakeClient = Callable[[str], aioredis.Redis]
 Seen = tuple[str | None, str | None, Any]
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def make_store(redis_url: str, channel: str) -> AsyncIterator[MakeStore]:
-    """``store = make_store(name=None, **options)``: a RedisStore on the test's channel
-    (or ``name``, which should start with it) of the shared Redis unless ``url=`` says
-    otherwise. Every store is closed with ``aclose()`` after the test, and every key of
-    the shared Redis starting with the channel's name is deleted."""
-    stores: list[RedisStore] = []
-
-    def make(name: str | None = None, **options: Any) -> RedisStore:
-        options.setdefault("url", redis_url)
-        store = RedisStore(name or channel, **options)
-        stores.append(store)
-        return store
-
-    yield make
-    errors: list[BaseException] = []
-    for store in stores:
-        try:
-            await asyncio.wait_for(store.aclose(), 10)
-        except Exception as exc:  # close the others anyway
-            errors.append(exc)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{channel}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture

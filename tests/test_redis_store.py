@@ -46,7 +46,7 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
-from tests.redis_support import RedisServer
+from tests.redis_support import MakeStore, RedisServer
 from tests.sse_parser import ParsedEvent, SSEParser
 from tornadose.errors import (
     MessageValidationError,
@@ -65,44 +65,10 @@ from tornadose.subscription import Subscription
 #: Seconds a client waits to make sure that nothing more arrives.
 QUIET = 0.2
 
-MakeStore = Callable[..., RedisStore]
 OwnRedis = Callable[..., RedisServer]
 
 
 # -- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def make_store(redis_url: str, channel: str) -> AsyncIterator[MakeStore]:
-    """``store = make_store(name=None, **options)``: a RedisStore on the test's channel
-    (or ``name``, which should start with it) of the shared Redis, unless ``url=`` or
-    ``host=`` says otherwise. Every store is closed with ``aclose()`` after the test,
-    and every key starting with the channel's name is deleted."""
-    stores: list[RedisStore] = []
-
-    def make(name: str | None = None, **options: Any) -> RedisStore:
-        if "url" not in options and "host" not in options:
-            options["url"] = redis_url
-        store = RedisStore(name or channel, **options)
-        stores.append(store)
-        return store
-
-    yield make
-    errors: list[BaseException] = []
-    for store in stores:
-        try:
-            await asyncio.wait_for(store.aclose(), 10)
-        except Exception as exc:  # close the others anyway
-            errors.append(exc)
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{channel}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-    if errors:
-        raise errors[0]
 
 
 @pytest.fixture
