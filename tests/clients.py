@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import pydantic
@@ -112,3 +112,29 @@ def offset(message_id: str | None) -> int:
     assert message_id is not None
     _, _, number = message_id.rpartition("-")
     return int(number)
+
+
+T = TypeVar("T")
+
+#: Seconds of silence after which :meth:`Inbox.rest` takes nothing more to come.
+QUIET = 0.2
+
+
+class Inbox(Generic[T]):
+    """What one client connection received, queued in order by its reader task."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[T] = asyncio.Queue()
+
+    async def take(self, count: int) -> list[T]:
+        """The next ``count`` items, failing after :data:`TIMEOUT`."""
+
+        async def collect() -> list[T]:
+            return [await self.queue.get() for _ in range(count)]
+
+        return await asyncio.wait_for(collect(), TIMEOUT)
+
+    async def rest(self) -> list[T]:
+        """Whatever else arrives within :data:`QUIET` seconds."""
+        await asyncio.sleep(QUIET)
+        return [self.queue.get_nowait() for _ in range(self.queue.qsize())]

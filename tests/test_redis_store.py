@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from adapters.asgi import PublishApp
 from adapters.tornado import PublishHandler
 from schemas import Envelope, ErrorBody, PublishAccepted
-from tests.clients import TIMEOUT, Reading, sse_client
+from tests.clients import QUIET, TIMEOUT, Inbox, Reading, sse_client
 from tests.conftest import (
     Endpoints,
     StoreServer,
@@ -63,7 +63,6 @@ from tornadose.sse import InvalidField
 from tornadose.subscription import Subscription
 
 #: Seconds a client waits to make sure that nothing more arrives.
-QUIET = 0.2
 
 OwnRedis = Callable[..., RedisServer]
 
@@ -135,24 +134,8 @@ def reset(reason: str, sent: str | None, newest: str | None) -> Received:
     return Received(RESET_EVENT, newest, payload_to_json(data))
 
 
-class Client:
+class Client(Inbox[Received]):
     """One open client connection; a reader task queues what arrives."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Received] = asyncio.Queue()
-
-    async def take(self, count: int) -> list[Received]:
-        """The next ``count`` events, failing after a timeout."""
-
-        async def collect() -> list[Received]:
-            return [await self.queue.get() for _ in range(count)]
-
-        return await asyncio.wait_for(collect(), TIMEOUT)
-
-    async def rest(self) -> list[Received]:
-        """Whatever else arrives within :data:`QUIET` seconds."""
-        await asyncio.sleep(QUIET)
-        return [self.queue.get_nowait() for _ in range(self.queue.qsize())]
 
 
 def frame_text(data: Any) -> str:

@@ -23,13 +23,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from schemas import Envelope
-from tests.clients import TIMEOUT, sse_client
+from tests.clients import TIMEOUT, Inbox, sse_client
 from tests.conftest import StoreServer, wait_until
 from tornadose.history import MAX_ID_LENGTH, RESET_EVENT, RESUMED_EVENT
 from tornadose.stores import BaseStore, DataStore, QueueStore
-
-#: Seconds a client waits to make sure that nothing more arrives.
-QUIET = 0.2
 
 #: The longest id uvicorn's WebSocket handshake lets through: ``websockets`` refuses a
 #: header or request line over 8192 bytes (``HeaderLineTooLong``) before the app runs.
@@ -45,26 +42,13 @@ class Received:
     data: Any  # the payload, decoded from JSON
 
 
-class Stream:
+class Stream(Inbox[Received]):
     """One open client connection; a reader task queues what arrives."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Received] = asyncio.Queue()
+        super().__init__()
         #: The raw WebSocket frames (as JSON objects), for checking their keys.
         self.frames: list[dict[str, Any]] = []
-
-    async def take(self, count: int) -> list[Received]:
-        """The next ``count`` events, failing after a timeout."""
-
-        async def collect() -> list[Received]:
-            return [await self.queue.get() for _ in range(count)]
-
-        return await asyncio.wait_for(collect(), TIMEOUT)
-
-    async def rest(self) -> list[Received]:
-        """Whatever else arrives within :data:`QUIET` seconds."""
-        await asyncio.sleep(QUIET)
-        return [self.queue.get_nowait() for _ in range(self.queue.qsize())]
 
 
 @dataclass(frozen=True)
