@@ -36,6 +36,15 @@ from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 
 #: The command, as ``python -m`` (the installed ``tornadose`` script runs the same ``main``).
 CLI = [sys.executable, "-m", "tornadose.cli"]
+
+
+def run_cli(directory: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tornadose <arguments>`` in ``directory`` until it exits (at most 30 s)."""
+    return subprocess.run(
+        [*CLI, *arguments], capture_output=True, text=True, timeout=30, cwd=directory
+    )
+
+
 #: What must never show up on the command's stderr.
 TRACEBACK_MARKERS = ("Traceback", "Exception ignored", "Task was destroyed", "never retrieved")
 #: Seconds a stopped command may take to exit (streams get 5 s to drain, at most).
@@ -344,13 +353,7 @@ async def test_demo_stops_cleanly_on_a_signal(demo: Demo, signum: signal.Signals
 def test_demo_says_when_redis_cannot_be_reached(tmp_path: Path) -> None:
     """``--redis`` with nothing listening: one line naming the URL, exit 1, at once."""
     url = f"redis://127.0.0.1:{free_port_pair()}/0"
-    result = subprocess.run(
-        [*CLI, "demo", "--port", str(free_port_pair()), "--redis", url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-    )
+    result = run_cli(tmp_path, "demo", "--port", str(free_port_pair()), "--redis", url)
     assert result.returncode == 1, result
     assert f"cannot reach Redis at {url}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -361,22 +364,14 @@ def test_demo_says_which_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port + 1))
         taken.listen()
-        result = subprocess.run(
-            [*CLI, "demo", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=tmp_path,
-        )
+        result = run_cli(tmp_path, "demo", "--port", str(port))
     assert result.returncode == 1, result
     assert f"cannot listen on 127.0.0.1 port {port + 1}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_demo_prefix_needs_redis(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*CLI, "demo", "--prefix", "x:"], capture_output=True, text=True, timeout=30, cwd=tmp_path
-    )
+    result = run_cli(tmp_path, "demo", "--prefix", "x:")
     assert result.returncode == 2, result
     assert result.stderr.strip() == "tornadose: error: --prefix needs --redis"
 
@@ -643,8 +638,7 @@ async def test_serve_workers_share_redis_and_all_stop_on_a_signal(
 )
 def test_serve_refuses_what_is_not_channels(tmp_path: Path, target: str, message: str) -> None:
     write_channels_module(tmp_path)
-    argv = [*CLI, "serve", target, "--port", str(free_port())]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    result = run_cli(tmp_path, "serve", target, "--port", str(free_port()))
     assert result.returncode == 2, result
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -664,8 +658,7 @@ def test_serve_refuses_what_is_not_channels(tmp_path: Path, target: str, message
 )
 def test_bad_options_are_refused(tmp_path: Path, arguments: list[str]) -> None:
     write_channels_module(tmp_path)
-    argv = [*CLI, *arguments]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    result = run_cli(tmp_path, *arguments)
     assert result.returncode == 2, result
     assert "error" in result.stderr
 

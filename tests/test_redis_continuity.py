@@ -475,9 +475,11 @@ async def test_stream_replaced_between_two_reads_is_delivered_without_a_late_res
 
 async def lose_the_tail(
     server: RedisServer, store: RedisStore, live: Subscription, clients: MakeClient
-) -> tuple[list[Message], list[Message]]:
+) -> tuple[list[Message], list[Message], list[Message]]:
     """Publish 1..10 through ``store`` (``live`` gets them), with a snapshot taken after
-    6; then kill Redis and start it again from the snapshot. Returns (1..6, 7..10)."""
+    6; kill Redis and start it again from the snapshot; then ``live`` must get one
+    tornadose.reset (data_lost) and 11, 12 published after the restart. Returns
+    (1..6, 7..10, 11..12)."""
     kept = await publish(store, *range(1, 7))
     assert seen(await take(live, 6)) == seen(kept)
     assert await clients(server.url).save()
@@ -488,7 +490,10 @@ async def lose_the_tail(
     server.start()  # loads dump.rdb
     newest: Any = await clients(server.url).xrevrange(store.channel, count=1)
     assert bytes(newest[0][0]).decode() == kept[-1].id, "Redis did not lose the tail"
-    return kept, lost
+    assert seen(await take(live, 1, NOTICE)) == [data_lost(lost[-1].id)]
+    after = await publish(store, 11, 12)
+    assert seen(await take_all(live, 2)) == seen(after)
+    return kept, lost, after
 
 
 async def test_lost_tail_resets_the_live_subscriber_then_delivers_what_follows(
@@ -500,10 +505,7 @@ async def test_lost_tail_resets_the_live_subscriber_then_delivers_what_follows(
     server = own_redis(persistent=False)
     store = make_store(url=server.url)
     async with store.subscribe() as live:
-        _, lost = await lose_the_tail(server, store, live, clients)
-        assert seen(await take(live, 1, NOTICE)) == [data_lost(lost[-1].id)]
-        after = await publish(store, 11, 12)
-        assert seen(await take_all(live, 2)) == seen(after)
+        _, lost, after = await lose_the_tail(server, store, live, clients)
         await asyncio.sleep(1.2)  # the reader reads again (its blocking read is 1 s)
         more = await publish(store, 13)
         assert seen(await take_all(live, 1)) == seen(more)
@@ -521,10 +523,7 @@ async def test_lost_tail_makes_resumes_from_before_it_resets(
     server = own_redis(persistent=False)
     store = make_store(url=server.url)
     async with store.subscribe() as live:
-        kept, lost = await lose_the_tail(server, store, live, clients)
-        assert seen(await take(live, 1, NOTICE)) == [data_lost(lost[-1].id)]
-        after = await publish(store, 11, 12)
-        assert seen(await take_all(live, 2)) == seen(after)
+        kept, lost, after = await lose_the_tail(server, store, live, clients)
         for last_seen in (kept[2], lost[1]):
             async with store.subscribe(last_event_id=last_seen.id) as resuming:
                 assert seen(await take_all(resuming, 1)) == [

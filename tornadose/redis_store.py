@@ -63,7 +63,6 @@ from redis.exceptions import RedisError, ResponseError
 
 from tornadose.errors import StoreClosed, StoreUnavailable
 from tornadose.history import (
-    RESET_EVENT,
     ResetReason,
     Resume,
     ResumeStatus,
@@ -86,7 +85,7 @@ from tornadose.redis_stream import (
 from tornadose.stores import BaseStore, Published
 from tornadose.subscription import OverflowPolicy, Subscription
 
-__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "RESET_EVENT", "RedisStore"]
+__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "BackendHealth", "RedisConnection", "RedisStore"]
 
 logger = logging.getLogger("tornadose.redis")
 
