@@ -41,6 +41,7 @@ from typing import Any
 from tornadose import shutdown, sse, streams
 from tornadose.auth import Action, Authorize, check_access
 from tornadose.channels import Channels, Endpoint, Route
+from tornadose.eager import start_eagerly
 from tornadose.errors import StoreClosed
 from tornadose.history import last_event_id_from
 from tornadose.publishing import (
@@ -235,6 +236,9 @@ class EventSourceApp:
         async def write(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
+        def write_now(chunk: bytes) -> Awaitable[None] | None:
+            return start_eagerly(write(chunk))
+
         async def wait_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
@@ -245,7 +249,7 @@ class EventSourceApp:
 
         await serve_subscription(
             subscription,
-            lambda: streams.stream_sse(subscription, write, self.sse_options),
+            lambda: streams.stream_sse(subscription, write, self.sse_options, write_now=write_now),
             wait_disconnect,
             finish,
         )
@@ -304,6 +308,9 @@ class WebSocketApp:
             for text in frames:
                 await send({"type": "websocket.send", "text": text})
 
+        def send_frames_now(frames: list[str]) -> Awaitable[None] | None:
+            return start_eagerly(send_frames(frames))
+
         async def wait_disconnect() -> None:
             while (await receive())["type"] != "websocket.disconnect":
                 pass  # frames from the client are ignored
@@ -315,7 +322,9 @@ class WebSocketApp:
 
         await serve_subscription(
             subscription,
-            lambda: streams.stream_websocket(subscription, send_frames, self.stream_options),
+            lambda: streams.stream_websocket(
+                subscription, send_frames, self.stream_options, send_frames_now=send_frames_now
+            ),
             wait_disconnect,
             close,
         )

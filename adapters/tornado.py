@@ -29,7 +29,7 @@ import asyncio
 import inspect
 import logging
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -81,6 +81,14 @@ def _retrieve_exception(future: asyncio.Future[None]) -> None:
     """Mark a flush's failure as seen: a closed connection is handled elsewhere."""
     if not future.cancelled():
         future.exception()
+
+
+async def _client_gone_on_closed_stream(flushed: Awaitable[None]) -> None:
+    """Await a frame's write; a closed stream means the WebSocket client is gone."""
+    try:
+        await flushed
+    except StreamClosedError as exc:
+        raise WebSocketClosedError() from exc
 
 
 def _customised(handler: BaseHandler, base: type[BaseHandler]) -> bool:
@@ -352,11 +360,24 @@ class EventSource(BaseHandler):
         """
         if _customised(self, EventSource):
             return await super().deliver(subscription)
-        return await streams.stream_sse(subscription, self._write, self.sse_options)
+        return await streams.stream_sse(
+            subscription, self._write, self.sse_options, write_now=self._write_now
+        )
 
     async def _write(self, chunk: bytes) -> None:
         self.write(chunk)
         await self.flush()
+
+    def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
+        # Tornado sends what it can at once; its future resolves a loop turn later,
+        # so it is awaited only while the socket is backed up.
+        self.write(chunk)
+        flushed = self.flush()
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is None or stream.writing() or flushed.done():
+            return flushed
+        flushed.add_done_callback(_retrieve_exception)
+        return None
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
@@ -441,9 +462,19 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         """
         if _customised(self, WebSocketSubscriber):
             return await super().deliver(subscription)
-        return await streams.stream_websocket(subscription, self._send_frames, self.stream_options)
+        return await streams.stream_websocket(
+            subscription,
+            self._send_frames,
+            self.stream_options,
+            send_frames_now=self._send_frames_now,
+        )
 
     async def _send_frames(self, frames: list[str]) -> None:
+        pending = self._send_frames_now(frames)
+        if pending is not None:
+            await pending
+
+    def _send_frames_now(self, frames: list[str]) -> Awaitable[None] | None:
         # Tornado frames each message. Its write_message wraps every write in a task
         # (for its error translation): a task per frame per subscriber costs more
         # than the write itself. Without compression the frames go through Tornado's
@@ -451,6 +482,8 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         # one is awaited, and only while the socket is backed up (awaiting costs a
         # loop turn, which would pace delivery).
         connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise WebSocketClosedError()
         write_frame = getattr(connection, "_write_frame", None)
         if write_frame is None or getattr(connection, "_compressor", None) is not None:
             flushes = [self.write_message(frame) for frame in frames]
@@ -466,10 +499,8 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
                 raise WebSocketClosedError() from exc
         stream = getattr(connection, "stream", None)
         if last is not None and stream is not None and stream.writing():
-            try:
-                await last
-            except StreamClosedError as exc:
-                raise WebSocketClosedError() from exc
+            return _client_gone_on_closed_stream(last)
+        return None
 
     def end_stream(self, reason: CloseReason) -> None:
         """Close the WebSocket with the code for ``reason``."""

@@ -26,14 +26,19 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from tornadose import sse
+from tornadose.eager import run_in_task
 from tornadose.errors import SubscriptionClosed
-from tornadose.subscription import CloseReason, Subscription
+from tornadose.message import Message
+from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -53,6 +58,11 @@ DEFAULT_MAX_BATCH = 64
 DEFAULT_WRITE_TIMEOUT = 30.0
 
 T = TypeVar("T")
+
+logger = logging.getLogger("tornadose.streams")
+
+#: Reasons after which nothing more is written: the client is gone or is being cut.
+_NOTHING_MORE_TO_WRITE = CUT_REASONS | {CloseReason.CLIENT_GONE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,61 +103,258 @@ class SSEOptions(StreamOptions):
             sse.encode_retry(self.retry)
 
 
+#: A synchronous write: it returns ``None`` once the bytes are handed to the
+#: transport, or an awaitable when they are not all written yet (the stream's task
+#: awaits it, under the write timeout). Raising means the client is gone.
+WriteNow = Callable[[T], Awaitable[None] | None]
+
+
 async def stream_sse(
     subscription: Subscription,
     write: Callable[[bytes], Awaitable[None]],
     options: SSEOptions = SSEOptions(),
+    *,
+    write_now: WriteNow[bytes] | None = None,
 ) -> CloseReason:
     """Write ``subscription``'s messages as SSE events until it closes.
 
+    With ``write_now`` (see :class:`_Stream`), messages that arrive while the stream
+    is idle are written straight from the event loop, without waking its task.
     When the server shuts down, the stream ends with a ``retry:`` hint between 1 and
     5 seconds (random, so clients do not all come back at once).
     """
-    pacer = _Pacer(subscription, options.write_timeout, options.heartbeat)
+    stream = _Stream(subscription, write, write_now, _sse_chunk, options, options.heartbeat)
     try:
         if options.retry is not None:
-            await pacer.write(write, sse.encode_retry(options.retry))
-        while True:
-            try:
-                batch = await subscription.get_batch(options.max_batch)
-            except SubscriptionClosed as closed:
-                if closed.reason is CloseReason.SERVER_SHUTDOWN:
-                    await pacer.write(write, sse.encode_retry(random.randint(1000, 5000)))
-                return closed.reason
-            if not batch:  # woken by the pacer: the stream has been silent too long
-                await pacer.write(write, sse.HEARTBEAT)
-                continue
-            chunk = batch[0].sse if len(batch) == 1 else b"".join(m.sse for m in batch)
-            await pacer.write(write, chunk)
-            if options.period and not len(subscription):
-                await subscription.sleep(options.period)
+            await stream.write(sse.encode_retry(options.retry))
+        reason = await stream.run(heartbeat=sse.HEARTBEAT)
+        if reason is CloseReason.SERVER_SHUTDOWN:
+            await stream.write(sse.encode_retry(random.randint(1000, 5000)))
+        return reason
     finally:
-        pacer.stop()
+        stream.stop()
 
 
 async def stream_websocket(
     subscription: Subscription,
     send_frames: Callable[[list[str]], Awaitable[None]],
     options: StreamOptions = StreamOptions(),
+    *,
+    send_frames_now: WriteNow[list[str]] | None = None,
 ) -> CloseReason:
     """Send ``subscription``'s messages, one text frame each, until it closes.
 
     ``send_frames`` sends a batch of frames in order; the adapter decides how (all
     into one buffer then one wait where the server allows it), and the write timeout
-    applies to the whole batch.
+    applies to the whole batch. ``send_frames_now`` is its synchronous form, as
+    ``write_now`` for :func:`stream_sse`.
     """
-    pacer = _Pacer(subscription, options.write_timeout, heartbeat=None)
+    stream = _Stream(subscription, send_frames, send_frames_now, _frames, options, None)
     try:
+        return await stream.run(heartbeat=None)
+    finally:
+        stream.stop()
+
+
+def _sse_chunk(batch: list[Message]) -> bytes:
+    return batch[0].sse if len(batch) == 1 else b"".join([m.sse for m in batch])
+
+
+def _frames(batch: list[Message]) -> list[str]:
+    return [message.websocket for message in batch]
+
+
+class _Stream(Generic[T]):
+    """One connection's delivery: a task that waits for messages and writes them,
+    and, with a synchronous ``write_now``, a shortcut that skips the task.
+
+    The shortcut: while the task waits, messages arriving for it make the
+    subscription call :meth:`_on_ready`, which puts the stream on its loop's
+    :class:`_Flusher`. Once per loop turn the flusher takes each ready stream's
+    queued messages and writes them with ``write_now``, as the task would have (in a
+    copy of its context, with :func:`asyncio.current_task` returning it: see
+    :func:`~tornadose.eager.run_in_task`), but without a task switch, a future or a
+    timer per write:
+    a fan-out to idle connections costs one write per connection, like a
+    hand-written server. The task is woken only when a write did not finish at once
+    (the socket is backed up: the task awaits the rest under the write timeout) or
+    failed (the task raises it), so order, the write timeout and error handling
+    stay the task's. Streams with a ``period`` always write from their task.
+    """
+
+    __slots__ = (
+        "_context",
+        "_encode",
+        "_error",
+        "_flusher",
+        "_in_flight",
+        "_max_batch",
+        "_period",
+        "_ready",
+        "_subscription",
+        "_task",
+        "_write",
+        "_write_now",
+        "pacer",
+    )
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        write: Callable[[T], Awaitable[None]],
+        write_now: WriteNow[T] | None,
+        encode: Callable[[list[Message]], T],
+        options: StreamOptions,
+        heartbeat: float | None,
+    ) -> None:
+        self._subscription = subscription
+        self._write = write
+        self._encode = encode
+        self._max_batch = options.max_batch
+        self._period = options.period
+        self.pacer = _Pacer(subscription, options.write_timeout, heartbeat)
+        direct = write_now is not None and not options.period
+        self._write_now = write_now if direct else None
+        self._flusher = _flusher_for(asyncio.get_running_loop()) if direct else None
+        self._context = contextvars.copy_context() if direct else None
+        self._task = asyncio.current_task() if direct else None
+        self._in_flight: Awaitable[None] | None = None
+        self._error: BaseException | None = None
+        self._ready = False
+
+    async def write(self, payload: T) -> None:
+        """Write ``payload`` from the task, timed."""
+        await self.pacer.write(self._write, payload)
+
+    async def run(self, heartbeat: T | None) -> CloseReason:
+        """Deliver until the subscription closes; return why it closed."""
+        subscription = self._subscription
+        on_ready = self._on_ready if self._write_now is not None else None
         while True:
             try:
-                batch = await subscription.get_batch(options.max_batch)
+                batch = await subscription.get_batch(self._max_batch, on_ready=on_ready)
             except SubscriptionClosed as closed:
+                if closed.reason not in _NOTHING_MORE_TO_WRITE:
+                    await self._settle()
                 return closed.reason
-            await pacer.write(send_frames, [message.websocket for message in batch])
-            if options.period and not len(subscription):
-                await subscription.sleep(options.period)
-    finally:
-        pacer.stop()
+            await self._settle()
+            if batch:
+                await self.pacer.write(self._write, self._encode(batch))
+            elif self.pacer.heartbeat_due:
+                self.pacer.heartbeat_due = False
+                if heartbeat is not None:
+                    await self.pacer.write(self._write, heartbeat)
+                continue
+            if self._period and not len(subscription):
+                await subscription.sleep(self._period)
+
+    def stop(self) -> None:
+        """The stream is over: cancel its timer."""
+        self.pacer.stop()
+
+    async def _settle(self) -> None:
+        """Finish what the flusher left: a write still in flight, or its error."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await self.pacer.finish(in_flight)
+
+    def _on_ready(self) -> None:
+        if not self._ready and self._flusher is not None:
+            self._ready = True
+            self._flusher.add(self)
+
+    def write_queued(self, cache: _EncodeCache) -> None:
+        """Write what is queued now, unless the task was woken meanwhile (the
+        flusher calls this in the task's context)."""
+        self._ready = False
+        subscription = self._subscription
+        write_now = self._write_now
+        pacer = self.pacer
+        while write_now is not None and subscription.parked and self._in_flight is None:
+            batch = subscription.take_batch(self._max_batch)
+            if not batch:
+                return
+            pacer.write_started = now = pacer.loop.time()
+            try:
+                pending = write_now(cache.encode(batch, self._encode))
+            except Exception as exc:  # the client is gone: the task raises it
+                pacer.write_started = None
+                self._error = exc
+                subscription.wake()
+                return
+            if pending is not None:  # backed up: the task waits for the rest, timed
+                self._in_flight = pending
+                subscription.wake()
+                return
+            pacer.write_started = None
+            pacer.last_write = now
+
+
+class _EncodeCache:
+    """The payload of the last batch encoded in one flush: subscribers that are up
+    to date have the same batch, so it is encoded (joined) once, not once each."""
+
+    __slots__ = ("_batch", "_encode", "_payload")
+
+    def __init__(self) -> None:
+        self._batch: list[Message] | None = None
+        self._encode: object = None
+        self._payload: Any = None
+
+    def encode(self, batch: list[Message], encode: Callable[[list[Message]], T]) -> T:
+        # List equality compares the messages by identity: the same messages.
+        if encode is self._encode and batch == self._batch:
+            return self._payload  # type: ignore[no-any-return]
+        payload = encode(batch)
+        self._batch, self._encode, self._payload = batch, encode, payload
+        return payload
+
+
+class _Flusher:
+    """Writes, once per event loop turn, what arrived for streams whose tasks wait.
+
+    Messages published in one turn (a burst) reach each connection in one write
+    (up to ``max_batch`` messages), in the next turn, as a woken task would have
+    written them, and a quiet stream's single message goes out just as soon.
+    """
+
+    __slots__ = ("_loop", "_ready")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready: list[_Stream[Any]] = []
+
+    def add(self, stream: _Stream[Any]) -> None:
+        if not self._ready:
+            self._loop.call_soon(self._flush)
+        self._ready.append(stream)
+
+    def _flush(self) -> None:
+        ready, self._ready = self._ready, []
+        cache = _EncodeCache()
+        for stream in ready:
+            context = stream._context
+            try:
+                if context is not None:
+                    run_in_task(stream._task, context, stream.write_queued, cache)
+            except Exception:  # a bug: never leave a stream stuck, let its task go on
+                logger.exception("direct delivery failed; the stream's task takes over")
+                stream._subscription.wake()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 class _Pacer:
@@ -156,8 +363,9 @@ class _Pacer:
     * Write timeout: a write still running ``write_timeout`` seconds after it
       started closes the subscription with ``WRITE_TIMEOUT`` (the adapter then aborts
       the connection).
-    * Heartbeat: ``heartbeat`` seconds after the last write, the reader is woken
-      with nothing to read, and the loop writes a heartbeat.
+    * Heartbeat: ``heartbeat`` seconds after the last write, :attr:`heartbeat_due`
+      is set and the reader is woken with nothing to read: the loop writes a
+      heartbeat.
 
     The timer fires when the next of these is due, and at least every
     ``write_timeout / 2`` seconds to notice a write that starts meanwhile, so a
@@ -167,11 +375,12 @@ class _Pacer:
 
     __slots__ = (
         "_heartbeat",
-        "_loop",
         "_subscription",
         "_timer",
         "_write_timeout",
+        "heartbeat_due",
         "last_write",
+        "loop",
         "write_started",
     )
 
@@ -181,20 +390,29 @@ class _Pacer:
         self._subscription = subscription
         self._write_timeout = write_timeout or None
         self._heartbeat = heartbeat or None
-        self._loop = asyncio.get_running_loop()
-        self.last_write = self._loop.time()
+        self.loop = asyncio.get_running_loop()
+        self.last_write = self.loop.time()
         self.write_started: float | None = None
+        self.heartbeat_due = False
         self._timer: asyncio.TimerHandle | None = None
         self._arm()
 
     async def write(self, write: Callable[[T], Awaitable[None]], payload: T) -> None:
         """``write(payload)``, timed."""
-        self.write_started = self._loop.time()
+        self.write_started = self.loop.time()
         try:
             await write(payload)
         finally:
             self.write_started = None
-            self.last_write = self._loop.time()
+            self.last_write = self.loop.time()
+
+    async def finish(self, in_flight: Awaitable[None]) -> None:
+        """Wait for a write that started earlier (``write_started`` is set)."""
+        try:
+            await in_flight
+        finally:
+            self.write_started = None
+            self.last_write = self.loop.time()
 
     def stop(self) -> None:
         """Cancel the timer (the stream is over)."""
@@ -203,7 +421,7 @@ class _Pacer:
             self._timer = None
 
     def _arm(self) -> None:
-        now = self._loop.time()
+        now = self.loop.time()
         due: list[float] = []
         if self._write_timeout is not None:
             started = self.write_started
@@ -213,10 +431,10 @@ class _Pacer:
                 due.append(now + self._write_timeout / 2)
         if self._heartbeat is not None and self.write_started is None:
             due.append(self.last_write + self._heartbeat)
-        self._timer = self._loop.call_at(min(due), self._tick) if due else None
+        self._timer = self.loop.call_at(min(due), self._tick) if due else None
 
     def _tick(self) -> None:
-        now = self._loop.time()
+        now = self.loop.time()
         started = self.write_started
         if started is not None and self._write_timeout and now - started >= self._write_timeout:
             self._timer = None
@@ -224,5 +442,6 @@ class _Pacer:
             return
         if started is None and self._heartbeat and now - self.last_write >= self._heartbeat:
             self.last_write = now  # one heartbeat per silent interval
+            self.heartbeat_due = True
             self._subscription.wake()
         self._arm()

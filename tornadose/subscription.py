@@ -121,6 +121,7 @@ class Subscription:
         "_gate",
         "_held",
         "_live_bytes",
+        "_on_ready",
         "_queue",
         "_stats",
         "_waiter",
@@ -167,6 +168,8 @@ class Subscription:
         self._close_reason: CloseReason | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._waiter_wants_messages = False
+        #: While the reader waits with ``on_ready`` (see :meth:`get_batch`).
+        self._on_ready: Callable[[], None] | None = None
 
     # -- the store's side -----------------------------------------------------------
 
@@ -193,7 +196,11 @@ class Subscription:
         self._queue.append(message)
         self._live_bytes += message.size
         if self._waiter_wants_messages and not self._held:
-            self._wake()
+            on_ready = self._on_ready
+            if on_ready is not None and self.parked:
+                on_ready()
+            else:
+                self._wake()
 
     def replay(self, messages: Iterable[Message]) -> None:
         """Queue ``messages`` ahead of live ones, outside the bound (see the module
@@ -320,24 +327,41 @@ class Subscription:
         return len(self._queue)
 
     async def get_batch(
-        self, max_messages: int | None = None, *, timeout: float | None = None
+        self,
+        max_messages: int | None = None,
+        *,
+        timeout: float | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> list[Message]:
         """Wait for messages and return all queued ones (up to ``max_messages``), in order.
 
         Returns an empty list if ``timeout`` seconds pass with nothing queued
-        (``None`` or ``0`` waits without limit). Raises :class:`SubscriptionClosed`
-        once the subscription is closed and nothing is left to read.
+        (``None`` or ``0`` waits without limit), or when :meth:`wake` is called.
+        Raises :class:`SubscriptionClosed` once the subscription is closed and nothing
+        is left to read.
+
+        With ``on_ready``, a live message arriving while the reader waits calls
+        ``on_ready()`` instead of waking the reader: the caller may then take the
+        messages itself with :meth:`take_batch` while the reader stays
+        :attr:`parked` (streams write them from the event loop without a task
+        switch), or wake the reader with :meth:`wake`. A close, a release or a
+        replay always wakes the reader.
         """
         if self._held and self._close_reason is None:
-            await self._wait(timeout, wants_messages=True)
+            await self._wait(timeout, wants_messages=True, on_ready=on_ready)
             if self._held and self._close_reason is None:
                 return []
+        if not self._queue and self._close_reason is None:
+            await self._wait(timeout, wants_messages=True, on_ready=on_ready)
+        if not self._queue and self._close_reason is not None:
+            raise SubscriptionClosed(self._close_reason)
+        return self.take_batch(max_messages)
+
+    def take_batch(self, max_messages: int | None = None) -> list[Message]:
+        """Return the readable queued messages (up to ``max_messages``), in order,
+        without waiting: ``[]`` if none are queued or the subscription is held."""
         queue = self._queue
-        if not queue and self._close_reason is None:
-            await self._wait(timeout, wants_messages=True)
-        if not queue:
-            if self._close_reason is not None:
-                raise SubscriptionClosed(self._close_reason)
+        if not queue or self._held:
             return []
         if max_messages is None or len(queue) <= max_messages:
             batch, self._queue = queue, []
@@ -350,6 +374,13 @@ class Subscription:
             self._live_bytes -= message.size
         self._stats.delivered += len(batch)
         return batch
+
+    @property
+    def parked(self) -> bool:
+        """Whether the reader waits in :meth:`get_batch` with ``on_ready`` and has
+        not been woken."""
+        waiter = self._waiter
+        return self._on_ready is not None and waiter is not None and not waiter.done()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, returning early if the subscription closes."""
@@ -389,19 +420,27 @@ class Subscription:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _wait(self, timeout: float | None, *, wants_messages: bool) -> None:
+    async def _wait(
+        self,
+        timeout: float | None,
+        *,
+        wants_messages: bool,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         if self._waiter is not None:
             raise RuntimeError("a Subscription can be read by one task at a time")
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
         self._waiter_wants_messages = wants_messages
+        self._on_ready = on_ready
         timer = loop.call_later(timeout, self._wake) if timeout else None
         try:
             await waiter
         finally:
             self._waiter = None
             self._waiter_wants_messages = False
+            self._on_ready = None
             if timer is not None:
                 timer.cancel()
 
