@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from functools import partial
 from typing import Any
 
 from tornadose import shutdown, sse, streams
@@ -57,6 +58,9 @@ from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
 from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
 
 __all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
+
+#: The SSE response headers, encoded once for every stream.
+_SSE_HEADERS = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
 
 logger = logging.getLogger("tornadose.asgi")
 
@@ -116,63 +120,84 @@ async def serve_subscription(
 ) -> None:
     """Run one stream: ``deliver`` until the subscription ends, then ``finish``.
 
-    The ASGI side of every stream. The client's disconnect (``wait_disconnect``
-    returning) closes the subscription; a cut (slow consumer, write timeout), or a
-    drain not finished within the deadline, cancels delivery even if it is stuck in
-    a write. ``finish``
-    (the last frame, given why the stream ended) gets at most
+    The ASGI side of every stream. ``deliver`` runs in the request's own task; a
+    second task waits for the client's disconnect (``wait_disconnect`` returning),
+    which closes the subscription. A cut (slow consumer, write timeout), or a drain
+    not finished within the deadline, interrupts delivery even if it is stuck in a
+    write. ``finish`` (the last frame, given why the stream ended) gets at most
     :data:`FINISH_TIMEOUT` seconds, so a client that stopped reading cannot keep the
     app from returning.
     """
     loop = asyncio.get_running_loop()
-    delivery = asyncio.ensure_future(deliver())
+    task = asyncio.current_task()
+    assert task is not None, "serve_subscription runs in a task"
     watcher = asyncio.ensure_future(wait_disconnect())
+    watcher.add_done_callback(partial(_on_disconnect, subscription))
+    interrupt = _Interrupt(task)
 
     def on_close(closed: Subscription) -> None:
         if closed.close_reason in CUT_REASONS:
-            delivery.cancel()
+            interrupt()
 
     subscription.add_close_callback(on_close)
-    watcher.add_done_callback(_log_failure)
     shutdown.install_signal_handlers(loop)
-    cut_at_deadline = False
-
-    def cut() -> None:
-        nonlocal cut_at_deadline
-        cut_at_deadline = True
-        delivery.cancel()
-
-    with shutdown.streaming(subscription, cut=cut):
+    with shutdown.streaming(subscription, cut=interrupt.deadline):
         try:
-            reason = await _delivered(subscription, delivery, watcher)
+            reason = await _delivered(subscription, deliver, interrupt)
         finally:
+            interrupt.armed = False
             watcher.cancel()
-            delivery.cancel()
             subscription.close(CloseReason.DEREGISTERED)
         # A stream cut at the drain deadline gets no last frame: its client is stuck.
-        if reason is not CloseReason.CLIENT_GONE and not cut_at_deadline:
+        if reason is not CloseReason.CLIENT_GONE and not interrupt.at_deadline:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(finish(reason), FINISH_TIMEOUT)
 
 
-def _log_failure(task: asyncio.Future[None]) -> None:
-    """Retrieve (and log) an unexpected error of a helper task, never leave it unseen."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("receiving from the client failed", exc_info=task.exception())
+class _Interrupt:
+    """Interrupts delivery running in ``task``: cancels the task once, while armed
+    (:func:`_delivered` then takes the cancellation back)."""
+
+    __slots__ = ("armed", "at_deadline", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.armed = True
+        self.fired = False
+        #: Whether it was the shutdown's drain deadline.
+        self.at_deadline = False
+
+    def __call__(self) -> None:
+        if self.armed and not self.fired:
+            self.fired = True
+            self.task.cancel()
+
+    def deadline(self) -> None:
+        """The drain deadline passed (see :func:`tornadose.shutdown.streaming`)."""
+        if self.armed and not self.fired:
+            self.at_deadline = True
+            self()
+
+
+def _on_disconnect(subscription: Subscription, watcher: asyncio.Future[None]) -> None:
+    """The client left (or receiving failed, logged): close the subscription."""
+    if watcher.cancelled():
+        return
+    if watcher.exception() is not None:
+        logger.error("receiving from the client failed", exc_info=watcher.exception())
+    subscription.close(CloseReason.CLIENT_GONE)
 
 
 async def _delivered(
-    subscription: Subscription, delivery: asyncio.Future[CloseReason], watcher: asyncio.Future[None]
+    subscription: Subscription,
+    deliver: Callable[[], Awaitable[CloseReason]],
+    interrupt: _Interrupt,
 ) -> CloseReason:
     """Why delivery ended: it returned, the client left, or it was cut."""
-    await asyncio.wait((delivery, watcher), return_when=asyncio.FIRST_COMPLETED)
-    if watcher.done():
-        subscription.close(CloseReason.CLIENT_GONE)
     try:
-        return await delivery
+        return await deliver()
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if not interrupt.fired or interrupt.task.uncancel() > 0:
             raise  # this request itself is being cancelled
         return subscription.close_reason or CloseReason.CLIENT_GONE
     except OSError:  # the server could not write: the client is gone
@@ -228,8 +253,7 @@ class EventSourceApp:
         except StoreClosed:
             await send_answer(send, Answer(204))
             return
-        response_headers = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
-        await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         # An empty chunk makes the server send the headers now, before any event.
         await send({"type": "http.response.body", "body": b"", "more_body": True})
 

@@ -165,8 +165,9 @@ class BaseHandler(JSONErrorHandler):
         if self.request.method == "GET":
             self.open_subscription()
 
-    def open_subscription(self) -> Subscription | None:
-        """Register with the store and start the delivery task. Idempotent.
+    def open_subscription(self, *, start_delivery: bool = True) -> Subscription | None:
+        """Register with the store and (unless ``start_delivery`` is false: the caller
+        then runs :meth:`run_delivery` itself) start the delivery task. Idempotent.
 
         If the store is closed, ends the request with ``204 No Content`` (which tells
         an ``EventSource`` to stop reconnecting) and returns ``None``; if the client
@@ -186,7 +187,8 @@ class BaseHandler(JSONErrorHandler):
                 stream = getattr(self.request.connection, "stream", None)
                 if stream is not None and stream.socket is not None:
                     set_user_timeout(stream.socket, self.tcp_user_timeout)
-            self._delivery = asyncio.ensure_future(self._run_delivery(self.subscription))
+            if start_delivery:
+                self._delivery = asyncio.ensure_future(self.run_delivery(self.subscription))
         return self.subscription
 
     async def may_subscribe(self) -> bool:
@@ -202,7 +204,9 @@ class BaseHandler(JSONErrorHandler):
         """Answer a request for a closed store: ``204 No Content``."""
         send_answer(self, Answer(204))
 
-    async def _run_delivery(self, subscription: Subscription) -> None:
+    async def run_delivery(self, subscription: Subscription) -> None:
+        """Run :meth:`deliver` until the subscription ends, then end the stream; a
+        client that went away closes the subscription (``CLIENT_GONE``)."""
         with shutdown.streaming(subscription, cut=self.abort_connection):
             try:
                 reason = await self.deliver(subscription)
@@ -343,14 +347,18 @@ class EventSource(BaseHandler):
         """Authorize, register with the store, send the SSE headers at once, stream."""
         if not await self.may_subscribe():
             return
-        if self.open_subscription() is None:
+        subscription = self.open_subscription(start_delivery=False)
+        if subscription is None:
             return
         for name, value in sse.RESPONSE_HEADERS:
             self.set_header(name, value)
         # Never compress an event stream (compress_response=True would buffer it).
         self._transforms = [t for t in self._transforms if not isinstance(t, GZipContentEncoding)]
         self.flush()
-        await super().get()
+        if self._delivery is not None:  # a subclass opened it earlier
+            await self._delivery
+        else:  # in this task: no second task per connection
+            await self.run_delivery(subscription)
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`).

@@ -20,11 +20,10 @@ installs it when its first stream opens, in the main thread only. Call
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from types import FrameType
 
 from tornadose.subscription import CloseReason, Subscription
@@ -55,6 +54,19 @@ class _OpenStream:
         self.cut = cut
         self.timer: asyncio.TimerHandle | None = None
 
+    def __enter__(self) -> None:
+        _open[id(self)] = self
+        if _draining:
+            self.begin_drain()
+
+    def __exit__(self, *exc_info: object) -> None:
+        del _open[id(self)]
+        if self.timer is not None:
+            self.timer.cancel()
+        if not _open:
+            for waiter in _idle_waiters:
+                waiter.set()
+
     def begin_drain(self) -> None:
         """Close the subscription; cut the stream if it is still open after the deadline."""
         self.subscription.close(CloseReason.SERVER_SHUTDOWN)
@@ -79,9 +91,8 @@ _installed: dict[int, Callable[[int, FrameType | None], None]] = {}
 _tasks: set[asyncio.Task[None]] = set()
 
 
-@contextlib.contextmanager
-def streaming(subscription: Subscription, cut: Callable[[], object]) -> Iterator[None]:
-    """Count ``subscription``'s stream as open for the duration of the block.
+def streaming(subscription: Subscription, cut: Callable[[], object]) -> _OpenStream:
+    """Count ``subscription``'s stream as open for the duration of a ``with`` block.
 
     Adapters wrap each stream in it, final frame included, and give ``cut``: how to
     end the stream at once, even mid-write (abort the connection). On :func:`drain`
@@ -89,19 +100,7 @@ def streaming(subscription: Subscription, cut: Callable[[], object]) -> Iterator
     ``SERVER_SHUTDOWN`` whatever state it is in, and ``cut`` is called if the stream
     is still open :data:`DEFAULT_DEADLINE` seconds later.
     """
-    stream = _OpenStream(subscription, cut)
-    _open[id(stream)] = stream
-    if _draining:
-        stream.begin_drain()
-    try:
-        yield
-    finally:
-        del _open[id(stream)]
-        if stream.timer is not None:
-            stream.timer.cancel()
-        if not _open:
-            for waiter in _idle_waiters:
-                waiter.set()
+    return _OpenStream(subscription, cut)
 
 
 def open_streams() -> int:
