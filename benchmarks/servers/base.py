@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import inspect
 import os
+import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -184,11 +187,30 @@ def uvicorn_server(app: Any) -> tuple[Any, Any, str]:
     return uvicorn.Server(config), sock, f"uvicorn {uvicorn.__version__} {loop_name}+{http}"
 
 
+def _log_slow_collections() -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` hook printing every collection over 1 ms to stderr (kept
+    in ``results/logs/<contender>/server.log``): set ``BENCH_GC_LOG=1``."""
+    started = 0.0
+
+    def log(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - started) * 1000
+        if ms > 1:
+            print(f"gc: generation {info['generation']} took {ms:.1f} ms", file=sys.stderr)
+
+    return log
+
+
 def run(
     main: Callable[[], Coroutine[Any, Any, None]], *, uvloop_if_installed: bool = False
 ) -> None:
     """Run ``main()`` in asyncio's event loop, or in uvloop's when asked and installed
     (the uvicorn servers ask, as ``uvicorn`` itself would pick it)."""
+    if os.environ.get("BENCH_GC_LOG"):
+        gc.callbacks.append(_log_slow_collections())
     loop_factory = None
     if uvloop_if_installed:
         try:
