@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, ParamSpec
@@ -23,6 +24,9 @@ from typing import Any, ParamSpec
 __all__ = ["run_in_task", "start_eagerly"]
 
 P = ParamSpec("P")
+
+#: The context :func:`run_in_task` is running a function in, on this thread.
+_running = threading.local()
 
 
 def start_eagerly(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
@@ -36,7 +40,7 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
         suspended_on = coro.send(None)
     except StopIteration:
         return None
-    return _finish(coro, suspended_on)
+    return _finish(coro, suspended_on, getattr(_running, "context", None))
 
 
 def run_in_task(
@@ -51,25 +55,34 @@ def run_in_task(
     ``task``, so code that looks at its task (``asyncio.timeout``, anyio's cancel
     scopes) works, and a coroutine it starts eagerly and then hands to ``task`` sees
     one task throughout."""
-    if task is None:
-        context.run(function, *args, **kwargs)
-        return
-    loop = task.get_loop()
-    asyncio.tasks._enter_task(loop, task)
+    _running.context = context
     try:
-        context.run(function, *args, **kwargs)
+        if task is None:
+            context.run(function, *args, **kwargs)
+            return
+        loop = task.get_loop()
+        asyncio.tasks._enter_task(loop, task)
+        try:
+            context.run(function, *args, **kwargs)
+        finally:
+            asyncio.tasks._leave_task(loop, task)
     finally:
-        asyncio.tasks._leave_task(loop, task)
+        _running.context = None
 
 
 @types.coroutine
-def _finish(coro: Coroutine[Any, Any, None], suspended_on: Any) -> Generator[Any, None, None]:
+def _finish(
+    coro: Coroutine[Any, Any, None], suspended_on: Any, context: contextvars.Context | None
+) -> Generator[Any, None, None]:
     """Drive ``coro`` to its end from the awaiting task, as ``asyncio.Task`` would.
 
     A task waits for the future the coroutine yielded, then resumes it with
     ``send(None)`` (the future's own ``__await__`` then reads the result) or, when
-    the future failed or the task was cancelled meanwhile, with ``throw``.
+    the future failed or the task was cancelled meanwhile, with ``throw``. A
+    coroutine started under :func:`run_in_task` goes on in the same ``context``, so
+    a context variable it set before suspending is still set (and resettable) after.
     """
+    run = context.run if context is not None else _call
     while True:
         try:
             if suspended_on is None:  # a bare yield: give the loop one turn
@@ -81,14 +94,18 @@ def _finish(coro: Coroutine[Any, Any, None], suspended_on: Any) -> Generator[Any
                 yield from _wait_for(suspended_on)
         except BaseException as exc:  # handed to the coroutine, as a task does
             try:
-                suspended_on = coro.throw(exc)
+                suspended_on = run(coro.throw, exc)
             except StopIteration:
                 return
         else:
             try:
-                suspended_on = coro.send(None)
+                suspended_on = run(coro.send, None)
             except StopIteration:
                 return
+
+
+def _call(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
 
 
 def _wait_for(future: asyncio.Future[Any]) -> Generator[Any, None, None]:

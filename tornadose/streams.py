@@ -429,8 +429,10 @@ class _Pacer:
                 due.append(started + self._write_timeout)
             else:
                 due.append(now + self._write_timeout / 2)
-        if self._heartbeat is not None and self.write_started is None:
-            due.append(self.last_write + self._heartbeat)
+        if self._heartbeat is not None:
+            # During a write, look again a heartbeat later (the write may end).
+            base = self.last_write if self.write_started is None else now
+            due.append(base + self._heartbeat)
         self._timer = self.loop.call_at(min(due), self._tick) if due else None
 
     def _tick(self) -> None:
