@@ -377,15 +377,15 @@ class EventSource(BaseHandler):
         await self.flush()
 
     def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
-        # Tornado sends what it can at once; its future resolves a loop turn later,
-        # so it is awaited only while the socket is backed up.
+        # Tornado sends what it can at once. Its future is done when everything was
+        # sent (or failed: a closed stream), and is awaited by the task only while
+        # the socket is backed up.
         self.write(chunk)
         flushed = self.flush()
-        stream = getattr(self.request.connection, "stream", None)
-        if stream is None or stream.writing() or flushed.done():
-            return flushed
-        flushed.add_done_callback(_retrieve_exception)
-        return None
+        if flushed.done():
+            flushed.result()  # raises StreamClosedError when the client is gone
+            return None
+        return flushed
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
@@ -500,9 +500,8 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
                 flush.add_done_callback(_retrieve_exception)
         else:
             try:
-                for frame in frames:
+                for frame in frames:  # Tornado reads each write's failure itself
                     last = write_frame(True, _TEXT_FRAME, frame.encode())
-                    last.add_done_callback(_retrieve_exception)
             except StreamClosedError as exc:
                 raise WebSocketClosedError() from exc
         stream = getattr(connection, "stream", None)
