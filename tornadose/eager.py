@@ -19,11 +19,12 @@ import contextvars
 import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = ["run_in_task", "start_eagerly"]
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 #: The context :func:`run_in_task` is running a function in, on this thread.
 _running = threading.local()
@@ -46,24 +47,24 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
 def run_in_task(
     task: asyncio.Task[Any] | None,
     context: contextvars.Context,
-    function: Callable[P, None],
+    function: Callable[P, R],
     *args: P.args,
     **kwargs: P.kwargs,
-) -> None:
-    """Call ``function`` from a loop callback as if ``task`` were running it: in
-    ``context`` (a copy of the task's) and with :func:`asyncio.current_task` returning
-    ``task``, so code that looks at its task (``asyncio.timeout``, anyio's cancel
+) -> R:
+    """Call ``function`` as if ``task`` were running it, and return its result: in
+    ``context`` (a copy of the task's) and, from a loop callback, with
+    :func:`asyncio.current_task` returning ``task`` (``None``: called from the task
+    itself), so code that looks at its task (``asyncio.timeout``, anyio's cancel
     scopes) works, and a coroutine it starts eagerly and then hands to ``task`` sees
-    one task throughout."""
+    one task and one context throughout."""
     _running.context = context
     try:
         if task is None:
-            context.run(function, *args, **kwargs)
-            return
+            return context.run(function, *args, **kwargs)
         loop = task.get_loop()
         asyncio.tasks._enter_task(loop, task)
         try:
-            context.run(function, *args, **kwargs)
+            return context.run(function, *args, **kwargs)
         finally:
             asyncio.tasks._leave_task(loop, task)
     finally:

@@ -224,7 +224,17 @@ class _Stream(Generic[T]):
 
     async def write(self, payload: T) -> None:
         """Write ``payload`` from the task, timed."""
-        await self.pacer.write(self._write, payload)
+        await self.pacer.write(self._write_from_task, payload)
+
+    async def _write_from_task(self, payload: T) -> None:
+        # With a direct path, the task's writes go the same way (same context copy),
+        # so a send wrapper that keeps state in a context variable sees one context.
+        if self._write_now is None or self._context is None:
+            await self._write(payload)
+            return
+        pending = run_in_task(None, self._context, self._write_now, payload)
+        if pending is not None:
+            await pending
 
     async def run(self, heartbeat: T | None) -> CloseReason:
         """Deliver until the subscription closes; return why it closed."""
@@ -239,11 +249,11 @@ class _Stream(Generic[T]):
                 return closed.reason
             await self._settle()
             if batch:
-                await self.pacer.write(self._write, self._encode(batch))
+                await self.write(self._encode(batch))
             elif self.pacer.heartbeat_due:
                 self.pacer.heartbeat_due = False
                 if heartbeat is not None:
-                    await self.pacer.write(self._write, heartbeat)
+                    await self.write(heartbeat)
                 continue
             if self._period and not len(subscription):
                 await subscription.sleep(self._period)
