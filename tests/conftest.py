@@ -18,7 +18,8 @@ from tornado.httpserver import HTTPServer
 from adapters.asgi import EventSourceApp, WebSocketApp
 from adapters.tornado import EventSource, WebSocketSubscriber
 from tests.programs import Program, StartProgram
-from tornadose.stores import BaseStore
+from tornadose.stores import BaseStore, QueueStore
+from tornadose.subscription import Subscription
 
 #: Redis fixtures (``redis_url``, ``channel``, ``own_redis``) live in their own module.
 pytest_plugins = ["tests.redis_support"]
@@ -33,6 +34,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class RecordingQueueStore(QueueStore):
+    """A QueueStore that keeps every subscription it hands out, in order, to inspect them later."""
+
+    def initialize(self, backlog: int | None = None) -> None:
+        super().initialize(backlog)
+        self.registered: list[Subscription] = []
+
+    def on_register(self, subscription: Subscription) -> None:
+        super().on_register(subscription)
+        self.registered.append(subscription)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

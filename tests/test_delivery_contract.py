@@ -40,11 +40,17 @@ from adapters.asgi import ChannelsApp
 from adapters.tornado import channel_handlers
 from schemas import Envelope
 from tests.clients import TIMEOUT, sse_client
-from tests.conftest import Endpoints, StoreServer, TornadoStarter, UvicornStarter, wait_until
+from tests.conftest import (
+    Endpoints,
+    RecordingQueueStore,
+    StoreServer,
+    TornadoStarter,
+    UvicornStarter,
+    wait_until,
+)
 from tornadose import shutdown
 from tornadose.channels import Channels
 from tornadose.stores import BaseStore, DataStore, OverflowPolicy, QueueStore
-from tornadose.subscription import Subscription
 
 ADAPTERS = ["tornado", "asgi"]
 TRANSPORTS = ["sse", "websocket"]
@@ -53,18 +59,6 @@ TRANSPORTS = ["sse", "websocket"]
 def incompressible(size: int) -> str:
     """``size`` characters of random base64 text: permessage-deflate cannot shrink it."""
     return base64.b64encode(os.urandom(size * 3 // 4)).decode()
-
-
-class RecordingQueueStore(QueueStore):
-    """A QueueStore that keeps every subscription it hands out, to inspect it later."""
-
-    def initialize(self, backlog: int | None = None) -> None:
-        super().initialize(backlog)
-        self.registered: list[Subscription] = []
-
-    def on_register(self, subscription: Subscription) -> None:
-        super().on_register(subscription)
-        self.registered.append(subscription)
 
 
 @pytest.fixture(autouse=True)

@@ -59,14 +59,20 @@ from websockets.asyncio.client import ClientConnection, connect
 from adapters.asgi import EventSourceApp
 from schemas import Envelope
 from tests.clients import TIMEOUT, sse_client
-from tests.conftest import Endpoints, StoreServer, UvicornStarter, wait_until
+from tests.conftest import (
+    Endpoints,
+    RecordingQueueStore,
+    StoreServer,
+    UvicornStarter,
+    wait_until,
+)
 from tornadose import sse, streams
 from tornadose.eager import run_in_task, start_eagerly
 from tornadose.history import RESUMED_EVENT
 from tornadose.message import Message
 from tornadose.stores import QueueStore
 from tornadose.streams import SSEOptions, stream_sse
-from tornadose.subscription import CloseReason, Subscription
+from tornadose.subscription import CloseReason
 
 TRANSPORTS = ["sse", "websocket"]
 
@@ -374,18 +380,6 @@ def ws_item(frame: str | bytes) -> Item:
     return Item(envelope.id, envelope.event, envelope.data)
 
 
-class RecordingStore(QueueStore):
-    """A QueueStore that keeps every subscription it hands out, in order."""
-
-    def initialize(self, backlog: int | None = None) -> None:
-        super().initialize(backlog)
-        self.registered: list[Subscription] = []
-
-    def on_register(self, subscription: Subscription) -> None:
-        super().on_register(subscription)
-        self.registered.append(subscription)
-
-
 class Listener:
     """What one real client connection received, queued in order by its reader task,
     which queues the error (or ``EOFError``) it ended with, if it ends."""
@@ -430,7 +424,7 @@ class Listener:
 
 @asynccontextmanager
 async def listening(
-    url: str, store: RecordingStore, headers: dict[str, str] | None = None
+    url: str, store: RecordingQueueStore, headers: dict[str, str] | None = None
 ) -> AsyncIterator[Listener]:
     """A real client of ``url`` (``ws://``: ``websockets``, else httpx-sse), reading
     into a :class:`Listener`; yields once the server registered it."""
@@ -733,7 +727,7 @@ async def test_a_quiet_stream_is_written_without_waking_its_task(
 ) -> None:
     """Single messages, 5 ms apart, to a client that reads: each is written directly,
     on its own, and none is handed to the stream's task (the socket never backs up)."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     endpoints = await serve(serve_store, store)
     async with listening(url_of(endpoints, transport), store) as client:
         ids = await publish(store, [Step(20, pause=0.005)])
@@ -748,7 +742,7 @@ async def test_every_client_gets_every_message_once_in_order(
     """Two SSE and two WebSocket clients, through singles, bursts and big bursts that
     back the sockets up: each gets every message once, in order, however it was
     written, and ``stats.delivered`` is messages x subscribers."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     endpoints = await serve(serve_store, store)
     async with AsyncExitStack() as stack:
         clients = [
@@ -773,7 +767,7 @@ async def test_a_client_resuming_while_messages_flow_gets_each_once_in_order(
     ``Last-Event-ID``, reading up to 60 messages per visit: each visit starts with
     ``tornadose.resumed`` for its id, and its visits together get every message from
     its first one on, once, in order; a steady client gets them all."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     endpoints = await serve(serve_store, store)
     url = url_of(endpoints, transport)
     steps = [Step(40, pause=0.002), Step(100, pause=None), Step(8, 16 * 1024, pause=None)] * 3
@@ -815,7 +809,7 @@ async def test_a_client_that_stops_reading_is_cut_by_the_write_timeout(
     """A raw client reads nothing while 64 KiB messages are published: a direct write
     to it backs up, its task takes the write over and is cut by the write timeout
     (0.5 s); an SSE and a WebSocket reader get every message, in order."""
-    store = RecordingStore(max_queue=1000, max_queue_bytes=None)
+    store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(serve_store, store, write_timeout=0.5)
     pad = incompressible(64 * 1024)
     ids: list[str] = []
@@ -858,7 +852,7 @@ async def test_a_slow_reader_catches_up_with_nothing_lost(
     """A raw client reads 64 KiB every 2 ms while 6 MB are published in singles and
     bursts: writes to it back up again and again, yet it gets every message in order,
     nothing is dropped and nobody is cut (the queue bound and write timeout allow it)."""
-    store = RecordingStore(max_queue=1000, max_queue_bytes=None)
+    store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(serve_store, store, write_timeout=3)
     steps = [Step(10, 64 * 1024), Step(40, 64 * 1024, pause=None), Step(40, 64 * 1024)]
     async with raw_client(transport, endpoints, receive_buffer=64 * 1024) as slow:
@@ -944,7 +938,7 @@ async def test_a_send_wrapping_middleware_sees_its_own_request_and_task(
     message in order through a ``send`` wrapped in a timeout (or that always
     suspends); inside it each request sees its own tag (never the publisher's), and
     one task, not ``None``, before and after awaiting the real ``send``."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     seen: dict[str, Seen] = {}
     app = Starlette(
         routes=[Route("/events", EventSourceApp(store, heartbeat=0))],
@@ -1000,7 +994,7 @@ class MarkSending:
 
 
 async def serve_marked(
-    uvicorn_server: UvicornStarter, store: RecordingStore, seen: list[tuple[str, int]]
+    uvicorn_server: UvicornStarter, store: RecordingQueueStore, seen: list[tuple[str, int]]
 ) -> str:
     """``EventSourceApp`` behind :class:`MarkSending`, in Starlette; the SSE URL."""
     app = Starlette(
@@ -1016,7 +1010,7 @@ async def test_a_context_variable_set_inside_send_survives_its_suspension(
     """A ``send`` that sets a context variable, suspends, then reads and resets it:
     every message arrives, and it reads back what it set (the rest of a send started
     eagerly runs in the context its start ran in)."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     seen: list[tuple[str, int]] = []
     url = await serve_marked(uvicorn_server, store, seen)
     async with listening(url, store) as client:
@@ -1034,7 +1028,7 @@ async def test_state_kept_in_a_context_variable_carries_from_send_to_send(
     """A ``send`` wrapper counting its body chunks in a context variable (the app
     calls ``send`` from one task, so each call sees the last one's value) counts 1,
     2, 3... through direct writes and writes of the stream's task alike."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     seen: list[tuple[str, int]] = []
     url = await serve_marked(uvicorn_server, store, seen)
     async with listening(url, store) as client:
@@ -1065,7 +1059,7 @@ async def test_heartbeats_go_out_while_idle_and_not_while_messages_flow(
     """With ``heartbeat=0.2``: an idle SSE stream gets heartbeats; while a message goes
     out every 40 ms (directly, from the event loop) it gets none; idle again, they come
     back; every message arrives once, in order, heartbeats only between them."""
-    store = RecordingStore()
+    store = RecordingQueueStore()
     endpoints = await serve_store(store, sse={"heartbeat": 0.2})
     async with raw_client("sse", endpoints) as client:
         reading = asyncio.ensure_future(client.read_until(lambda: False))
