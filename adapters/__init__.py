@@ -2,7 +2,7 @@
 
 * :mod:`adapters.tornado`: Tornado request handlers (``EventSource``,
   ``WebSocketSubscriber``, ``BaseHandler``, ``PublishHandler``, ``channel_handlers``),
-  also importable as ``tornadose.handlers``;
+  also importable as ``tornadose.adapters.tornado``;
 * :mod:`adapters.asgi`: plain ASGI apps (``EventSourceApp``, ``WebSocketApp``,
   ``PublishApp``, ``ChannelsApp``) for uvicorn, Starlette, FastAPI.
 """

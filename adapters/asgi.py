@@ -13,8 +13,8 @@ FastAPI as they are::
     ]
 
 The apps translate ASGI messages to the core and back; what is sent, in which
-order, with which bounds, is decided by :mod:`tornadose.streams`,
-:mod:`tornadose.publishing` and :mod:`tornadose.auth`, exactly as for Tornado.
+order, with which bounds, is decided by :mod:`tornadose.delivery.streams`,
+:mod:`tornadose.http.publish` and :mod:`tornadose.http.auth`, exactly as for Tornado.
 What they guarantee on top:
 
 * a subscriber is registered only once its stream is open, and deregistered as
@@ -23,11 +23,11 @@ What they guarantee on top:
 * a client cut off (slow consumer, write timeout) is cut at once, even if a write
   to it is stuck;
 * a client that sends ``Last-Event-ID`` (header, or ``last_event_id`` query
-  parameter) resumes (see :mod:`tornadose.history`);
+  parameter) resumes (see :mod:`tornadose.core.history`);
 * on shutdown (``SIGINT``/``SIGTERM`` under uvicorn, or
-  :func:`tornadose.shutdown.drain`), every stream ends within
-  :data:`~tornadose.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
-  (see :mod:`tornadose.shutdown`).
+  :func:`tornadose.delivery.shutdown.drain`), every stream ends within
+  :data:`~tornadose.delivery.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
+  (see :mod:`tornadose.delivery.shutdown`).
 """
 
 from __future__ import annotations
@@ -39,23 +39,20 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from functools import partial
 from typing import Any
 
-from tornadose import shutdown, sse, streams
-from tornadose.auth import Action, Authorize, check_access
-from tornadose.channels import Channels, Endpoint, Route
-from tornadose.eager import start_eagerly
-from tornadose.errors import StoreClosed
-from tornadose.history import last_event_id_from
-from tornadose.publishing import (
-    DEFAULT_MAX_BODY,
-    event_from_query,
-    publish_json,
-    refuse_before_body,
-    too_large,
-)
-from tornadose.responses import Answer, method_not_allowed
-from tornadose.stores import BaseStore
-from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
-from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
+from tornadose._compat.eager import start_eagerly
+from tornadose.core.errors import StoreClosed
+from tornadose.core.reasons import CUT_REASONS, CloseReason
+from tornadose.core.store import BaseStore
+from tornadose.core.subscription import Subscription
+from tornadose.delivery import shutdown, streams
+from tornadose.delivery.close import close_code_for
+from tornadose.http.answer import Answer, method_not_allowed
+from tornadose.http.auth import Action, Authorize, check_access
+from tornadose.http.channels import Channels, Endpoint, Route
+from tornadose.http.publish import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.http.request import event_from_query, last_event_id_from
+from tornadose.http.websocket import not_a_websocket, refuse_origin
+from tornadose.wire import sse
 
 __all__ = ["ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
 
@@ -91,7 +88,7 @@ def request_headers(scope: Scope) -> dict[str, str]:
 
 
 async def send_answer(send: Send, answer: Answer) -> None:
-    """Send a complete :class:`~tornadose.responses.Answer` as the HTTP response."""
+    """Send a complete :class:`~tornadose.http.answer.Answer` as the HTTP response."""
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
     if answer.status not in (204, 304):  # these carry no body and no length
         headers.append((b"content-length", str(len(answer.body)).encode()))
@@ -173,7 +170,7 @@ class _Interrupt:
             self.task.cancel()
 
     def deadline(self) -> None:
-        """The drain deadline passed (see :func:`tornadose.shutdown.streaming`)."""
+        """The drain deadline passed (see :func:`tornadose.delivery.shutdown.streaming`)."""
         if self.armed and not self.fired:
             self.at_deadline = True
             self()
@@ -212,7 +209,7 @@ class EventSourceApp:
     """ASGI app streaming a store as Server-Sent Events.
 
     Options are those of the Tornado ``EventSource`` (``heartbeat``, ``period``,
-    ``retry``), plus ``authorize`` (the hook of :mod:`tornadose.auth`) and
+    ``retry``), plus ``authorize`` (the hook of :mod:`tornadose.http.auth`) and
     ``channel`` (the name the hook is given). ``GET`` only: other methods get
     ``405``; a closed store answers ``204`` (an ``EventSource`` stops reconnecting).
     """
@@ -357,7 +354,7 @@ class WebSocketApp:
 class PublishApp:
     """ASGI app publishing the JSON body of a ``POST`` to a store.
 
-    Answers as :mod:`tornadose.publishing` says (202 with the id; 400, 401, 403,
+    Answers as :mod:`tornadose.http.publish` says (202 with the id; 400, 401, 403,
     405, 413, 415, 422, 503 with a JSON error body). ``max_body`` bounds the body in
     bytes (default 1 MiB); a longer body is not read past the limit.
     """
@@ -422,9 +419,9 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 class ChannelsApp:
-    """ASGI app serving every channel of a :class:`~tornadose.channels.Channels`.
+    """ASGI app serving every channel of a :class:`~tornadose.http.channels.Channels`.
 
-    Serves the URLs listed in :mod:`tornadose.channels`, under the channels'
+    Serves the URLs listed in :mod:`tornadose.http.channels`, under the channels'
     ``prefix``, relative to where it is mounted (``root_path``). Unknown paths get
     ``404`` (``unknown_channel``). Served directly by an ASGI server it also handles
     lifespan: shutdown drains the streams and closes the stores.

@@ -19,7 +19,7 @@ What every handler here guarantees:
   the client (pings, close) are read and answered while messages are sent;
 * an exception in delivery is logged with its traceback, never swallowed.
 
-The delivery loops themselves live in :mod:`tornadose.streams`, shared with every
+The delivery loops themselves live in :mod:`tornadose.delivery.streams`, shared with every
 other adapter.
 """
 
@@ -36,24 +36,21 @@ from tornado.iostream import StreamClosedError
 from tornado.web import GZipContentEncoding, RequestHandler, stream_request_body
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from tornadose import shutdown, sse, streams
-from tornadose.auth import Action, Authorize, check_access
-from tornadose.channels import CHANNEL_ENDPOINTS, Channels, Endpoint
-from tornadose.errors import StoreClosed, SubscriptionClosed
-from tornadose.history import last_event_id_from
-from tornadose.message import Message
-from tornadose.publishing import (
-    DEFAULT_MAX_BODY,
-    event_from_query,
-    publish_json,
-    refuse_before_body,
-    too_large,
-)
-from tornadose.responses import Answer, error_answer, error_code_for, method_not_allowed
-from tornadose.sockets import set_user_timeout
-from tornadose.stores import BaseStore, Published
-from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
-from tornadose.websocket import close_code_for, not_a_websocket, refuse_origin
+from tornadose._compat.sockets import set_user_timeout
+from tornadose.core.errors import StoreClosed, SubscriptionClosed
+from tornadose.core.message import Message
+from tornadose.core.reasons import CUT_REASONS, CloseReason
+from tornadose.core.store import BaseStore, Published
+from tornadose.core.subscription import Subscription
+from tornadose.delivery import shutdown, streams
+from tornadose.delivery.close import close_code_for
+from tornadose.http.answer import Answer, error_answer, error_code_for, method_not_allowed
+from tornadose.http.auth import Action, Authorize, check_access
+from tornadose.http.channels import CHANNEL_ENDPOINTS, Channels, Endpoint
+from tornadose.http.publish import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
+from tornadose.http.request import event_from_query, last_event_id_from
+from tornadose.http.websocket import not_a_websocket, refuse_origin
+from tornadose.wire import sse
 
 __all__ = [
     "AnswerHandler",
@@ -98,7 +95,7 @@ def _customised(handler: BaseHandler, base: type[BaseHandler]) -> bool:
 
 
 def send_answer(handler: RequestHandler, answer: Answer) -> None:
-    """Finish ``handler``'s response with a core :class:`~tornadose.responses.Answer`."""
+    """Finish ``handler``'s response with a core :class:`~tornadose.http.answer.Answer`."""
     handler.clear()
     handler.set_status(answer.status)
     for name, value in answer.headers:
@@ -151,7 +148,7 @@ class BaseHandler(JSONErrorHandler):
             raise TypeError(f"store must be a tornadose store, not {type(store).__name__}")
         self.store = store
         self.subscription = None
-        #: The hook of :mod:`tornadose.auth` and the channel name it is given;
+        #: The hook of :mod:`tornadose.http.auth` and the channel name it is given;
         #: subclasses that take ``authorize``/``channel`` options set these.
         self.authorize: Authorize | None = None
         self.channel = ""
@@ -304,11 +301,11 @@ class EventSource(BaseHandler):
     * ``write_timeout``: seconds one write may take before the client is cut as
       stalled (default 30; ``None``: no limit).
     * ``tcp_user_timeout``: seconds sent data may stay unacknowledged before the
-      kernel drops the connection (Linux; see :mod:`tornadose.sockets`).
-    * ``authorize``, ``channel``: the hook of :mod:`tornadose.auth`.
+      kernel drops the connection (Linux; see :mod:`tornadose._compat.sockets`).
+    * ``authorize``, ``channel``: the hook of :mod:`tornadose.http.auth`.
 
     A client that sends ``Last-Event-ID`` (or ``?last_event_id=``) resumes: see
-    :mod:`tornadose.history`.
+    :mod:`tornadose.core.history`.
 
     Response headers (``Content-Type: text/event-stream; charset=utf-8``,
     ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``) are sent as soon as the
@@ -361,7 +358,8 @@ class EventSource(BaseHandler):
             await self.run_delivery(subscription)
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Stream the subscription as SSE events (see :func:`tornadose.streams.stream_sse`).
+        """Stream the subscription as SSE events (see
+        :func:`tornadose.delivery.streams.stream_sse`).
 
         A subclass that overrides :meth:`publish` or :meth:`submit` (the 0.x way to
         customise output) gets each payload through them instead.
@@ -401,7 +399,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
     Server-side pings are Tornado's ``websocket_ping_interval`` application setting.
 
     When the subscription ends, the connection is closed with a code from
-    :mod:`tornadose.websocket` (``4001`` for a slow consumer, ``1001`` when the
+    :mod:`tornadose.wire.websocket` (``4001`` for a slow consumer, ``1001`` when the
     store closes).
     """
 
@@ -415,7 +413,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         """Keep the store and options: ``period`` (seconds between sends, to throttle),
-        ``authorize``/``channel`` (the hook of :mod:`tornadose.auth`), and
+        ``authorize``/``channel`` (the hook of :mod:`tornadose.http.auth`), and
         ``allowed_origins`` (origins besides the page's own that may connect; ``["*"]``
         for any)."""
         super().initialize(store)
@@ -463,7 +461,8 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         self.end_stream(CloseReason.STORE_CLOSED)
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Send each message as one text frame (see :func:`tornadose.streams.stream_websocket`).
+        """Send each message as one text frame (see
+        :func:`tornadose.delivery.streams.stream_websocket`).
 
         A subclass that overrides :meth:`publish` or :meth:`submit` gets each payload
         through them instead.
@@ -544,10 +543,10 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 class PublishHandler(JSONErrorHandler):
     """``POST`` a JSON message to publish it to ``store``.
 
-    Answers exactly as :mod:`tornadose.publishing` says (``202`` with the id, or a
+    Answers exactly as :mod:`tornadose.http.publish` says (``202`` with the id, or a
     JSON error: 400, 401, 403, 405, 413, 415, 422, 503). Options (handler kwargs):
     ``max_body`` (bytes, default 1 MiB; a longer body is not kept), ``authorize`` and
-    ``channel`` (the hook of :mod:`tornadose.auth`).
+    ``channel`` (the hook of :mod:`tornadose.http.auth`).
     """
 
     def initialize(
@@ -600,7 +599,7 @@ class PublishHandler(JSONErrorHandler):
 
 
 class AnswerHandler(JSONErrorHandler):
-    """Answers ``GET`` with a computed :class:`~tornadose.responses.Answer` (documents,
+    """Answers ``GET`` with a computed :class:`~tornadose.http.answer.Answer` (documents,
     schemas, not-found errors)."""
 
     def initialize(self, make_answer: Callable[[], Answer]) -> None:
@@ -618,7 +617,7 @@ class AnswerHandler(JSONErrorHandler):
 
 def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler], dict[str, Any]]]:
     """Tornado URL rules serving every channel of ``channels``, at the URLs listed in
-    :mod:`tornadose.channels` (the same as :class:`adapters.asgi.ChannelsApp`)::
+    :mod:`tornadose.http.channels` (the same as :class:`adapters.asgi.ChannelsApp`)::
 
         Application(channel_handlers(channels) + your_other_rules)
 

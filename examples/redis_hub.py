@@ -42,12 +42,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from tornado.httpserver import HTTPServer
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
 
-from adapters.asgi import ChannelsApp
-from adapters.tornado import channel_handlers
 from tornadose import shutdown
-from tornadose.channels import Channels
-from tornadose.redis_store import RedisStore
+from tornadose.backends.redis.store import RedisStore
+from tornadose.http.channels import Channels
 
 HOST = "127.0.0.1"
 # Options travel to uvicorn's worker processes in the environment.

@@ -1,6 +1,6 @@
 """Serve the same channels from Tornado and from uvicorn, in one process and one event loop.
 
-One :class:`~tornadose.channels.Channels` declaration is mounted on both servers:
+One :class:`~tornadose.http.channels.Channels` declaration is mounted on both servers:
 ``channel_handlers(channels)`` on Tornado, ``ChannelsApp(channels)`` on uvicorn. Both
 serve the same URLs from the same store, so every subscriber, on either server, gets
 the same messages with the same ids, in the same order. A task publishes a ``Tick``
@@ -30,11 +30,11 @@ import signal
 import pydantic
 import tornado.web
 import uvicorn
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
 
-from adapters.asgi import ChannelsApp
-from adapters.tornado import channel_handlers
 from tornadose import shutdown
-from tornadose.channels import Channels
+from tornadose.http.channels import Channels
 from tornadose.stores import BaseStore
 
 HOST = "127.0.0.1"

@@ -6,7 +6,7 @@
 * :class:`PublishAccepted`: the body of a successful HTTP publish (``{"id": ...}``).
 """
 
-from schemas.envelope import Envelope
-from schemas.errors import ErrorBody, PublishAccepted
+from tornadose.schemas.envelope import Envelope
+from tornadose.schemas.errors import ErrorBody, PublishAccepted
 
 __all__ = ["Envelope", "ErrorBody", "PublishAccepted"]

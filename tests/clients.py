@@ -14,10 +14,10 @@ import httpx
 import pydantic
 from httpx_sse import EventSource as SSEStream
 from httpx_sse import ServerSentEvent, aconnect_sse
+from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from schemas import Envelope
 from tests.conftest import wait_until
 from tornadose.stores import BaseStore
 

@@ -14,12 +14,12 @@ import pytest
 import tornado.web
 import uvicorn
 from tornado.httpserver import HTTPServer
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
-from adapters.asgi import EventSourceApp, WebSocketApp
-from adapters.tornado import EventSource, WebSocketSubscriber
 from tests.programs import Program, StartProgram
+from tornadose.core.subscription import Subscription
 from tornadose.stores import BaseStore, QueueStore
-from tornadose.subscription import Subscription
 
 #: Redis fixtures (``redis_url``, ``channel``, ``own_redis``) live in their own module.
 pytest_plugins = ["tests.redis_support"]

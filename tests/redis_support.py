@@ -29,7 +29,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from tornadose.redis_store import RedisStore
+from tornadose.backends.redis.store import RedisStore
 
 #: ``make_store(name=None, **options)``: see the :func:`make_store` fixture.
 MakeStore = Callable[..., RedisStore]

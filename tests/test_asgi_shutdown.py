@@ -42,9 +42,9 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.asgi import EventSourceApp, WebSocketApp
 from tests.clients import TIMEOUT, expect_close, recv, sse_client, take, ws_subscribed
 from tests.conftest import UvicornStarter, free_port, wait_until
 from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port

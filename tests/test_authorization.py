@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, PublishHandler, WebSocketSubscriber
+from tornadose.schemas import ErrorBody, PublishAccepted
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
-from adapters.tornado import EventSource, PublishHandler, WebSocketSubscriber
-from schemas import ErrorBody, PublishAccepted
 from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
 from tornadose.auth import Action, Forbidden, Unauthorized

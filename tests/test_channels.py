@@ -1,6 +1,6 @@
 """Channels declared once, served identically by Tornado and ASGI (uvicorn).
 
-One :class:`~tornadose.channels.Channels` is mounted three ways at once: on Tornado
+One :class:`~tornadose.http.channels.Channels` is mounted three ways at once: on Tornado
 (``channel_handlers``), on uvicorn (``ChannelsApp``), and on uvicorn inside a Starlette
 app under ``Mount("/x", ...)`` (``root_path``). The same URLs, relative to where the
 channels are mounted, must behave the same on all three, and since they share the
@@ -20,14 +20,14 @@ import pydantic
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from adapters.asgi import ChannelsApp
-from adapters.tornado import channel_handlers
 from tests.clients import TIMEOUT, recv, sse_client, take
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
-from tornadose.channels import Channels
+from tornadose.http.channels import Channels
 from tornadose.stores import DataStore, QueueStore
 
 PREFIX = "/api"

@@ -422,7 +422,7 @@ CHANNELS_MODULE = '''
 
 import pydantic
 
-from tornadose.channels import Channels
+from tornadose.http.channels import Channels
 
 NAME = {name!r}
 

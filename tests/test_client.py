@@ -2,7 +2,7 @@
 
 Sections:
 
-1. ``tornadose.sse_parser``: the spec's rules, chunk boundaries anywhere (hypothesis),
+1. ``tornadose.wire.sse_parser``: the spec's rules, chunk boundaries anywhere (hypothesis),
    agreement with the independent oracle ``tests/sse_parser.py``;
 2. small pure helpers of the client (URLs, transports, options);
 3. receiving, decoding, schemas, control events: on Tornado and uvicorn (the
@@ -31,9 +31,9 @@ import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado.httpserver import HTTPServer
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp, refuse_websocket, send_answer
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
-from adapters.asgi import EventSourceApp, WebSocketApp, refuse_websocket, send_answer
-from adapters.tornado import EventSource, WebSocketSubscriber
 from tests.conftest import StoreServer, free_port, wait_until
 from tests.sse_parser import parse_stream as oracle_parse
 from tornadose import MessageValidationError
@@ -49,11 +49,11 @@ from tornadose.client import (
     subscribe,
     with_last_event_id,
 )
-from tornadose.history import RESET_EVENT, RESUMED_EVENT
-from tornadose.responses import error_answer
-from tornadose.sse import HEARTBEAT, encode_comment, encode_event, encode_retry
-from tornadose.sse_parser import ServerSentEvent, SSEParser, parse
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
+from tornadose.http.answer import error_answer
 from tornadose.stores import BaseStore, QueueStore
+from tornadose.wire.sse import HEARTBEAT, encode_comment, encode_event, encode_retry
+from tornadose.wire.sse_parser import ServerSentEvent, SSEParser, parse
 
 #: Seconds any one step of a test may take.
 TIMEOUT = 5.0
@@ -250,7 +250,7 @@ def test_parser_any_bytes_any_cuts_same_events_as_the_oracle(
 def test_parser_reads_back_what_tornadose_encodes(
     items: list[tuple[str, str | None]], data: st.DataObject
 ) -> None:
-    """Events written by ``tornadose.sse`` (with heartbeats between) come back exactly,
+    """Events written by ``tornadose.wire.sse`` (with heartbeats between) come back exactly,
     CR and CRLF read as LF, whatever the cuts."""
     raw = b"".join(encode_event(text, id=id_) + HEARTBEAT for text, id_ in items)
     events = feed_in_pieces(raw, cuts_of(raw, data))

@@ -33,12 +33,12 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 from prometheus_client.parser import text_string_to_metric_families
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
+from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.asgi import ChannelsApp
-from adapters.tornado import channel_handlers
-from schemas import Envelope
 from tests.clients import TIMEOUT, sse_client
 from tests.conftest import (
     Endpoints,
@@ -48,8 +48,8 @@ from tests.conftest import (
     UvicornStarter,
     wait_until,
 )
-from tornadose import shutdown
-from tornadose.channels import Channels
+from tornadose.delivery import shutdown
+from tornadose.http.channels import Channels
 from tornadose.stores import BaseStore, DataStore, OverflowPolicy, QueueStore
 
 ADAPTERS = ["tornado", "asgi"]

@@ -3,13 +3,13 @@
 While a stream's task waits, a message published for it does not wake the task: a
 per-loop flusher writes it once per loop turn (Tornado: ``RequestHandler.write`` +
 ``flush`` or the WebSocket frame writer; ASGI: the ``send`` coroutine started eagerly
-with :func:`tornadose.eager.start_eagerly`). A write that does not finish at once
+with :func:`tornadose._compat.eager.start_eagerly`). A write that does not finish at once
 (the socket is backed up) is handed to the stream's task, which awaits the rest under
 the write timeout; a write that fails wakes the task, which raises it.
 
 What is checked here:
 
-1. :mod:`tornadose.eager` on its own, with plain asyncio: a coroutine started eagerly
+1. :mod:`tornadose._compat.eager` on its own, with plain asyncio: a coroutine started eagerly
    and finished by a task behaves as if that task had run it from the start (order,
    results, exceptions, cancellation, ``asyncio.timeout``, ``current_task``).
 2. A quiet stream is written without waking its task; order and exactly-once when
@@ -28,7 +28,7 @@ What is checked here:
 
 The servers and clients are real (loopback, ephemeral ports), every wait has a
 timeout. A few tests count, through the private ``_EncodeCache``/``_Pacer`` of
-:mod:`tornadose.streams`, how many writes went the direct way and how many were
+:mod:`tornadose.delivery.streams`, how many writes went the direct way and how many were
 handed over, so that a test meant to mix both really does.
 """
 
@@ -54,10 +54,10 @@ from httpx_sse import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from tornadose.adapters.asgi import EventSourceApp
+from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 
-from adapters.asgi import EventSourceApp
-from schemas import Envelope
 from tests.clients import TIMEOUT, sse_client
 from tests.conftest import (
     Endpoints,
@@ -66,13 +66,14 @@ from tests.conftest import (
     UvicornStarter,
     wait_until,
 )
-from tornadose import sse, streams
-from tornadose.eager import run_in_task, start_eagerly
-from tornadose.history import RESUMED_EVENT
-from tornadose.message import Message
+from tornadose._compat.eager import run_in_task, start_eagerly
+from tornadose.core.history import RESUMED_EVENT
+from tornadose.core.message import Message
+from tornadose.core.reasons import CloseReason
+from tornadose.delivery import streams
+from tornadose.delivery.streams import SSEOptions, stream_sse
 from tornadose.stores import QueueStore
-from tornadose.streams import SSEOptions, stream_sse
-from tornadose.subscription import CloseReason
+from tornadose.wire import sse
 
 TRANSPORTS = ["sse", "websocket"]
 
@@ -82,7 +83,7 @@ request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag",
 sending: contextvars.ContextVar[str] = contextvars.ContextVar("sending", default="nothing")
 chunks_sent: contextvars.ContextVar[int] = contextvars.ContextVar("chunks_sent", default=0)
 
-# -- 1. tornadose.eager ---------------------------------------------------------------
+# -- 1. tornadose._compat.eager ---------------------------------------------------------------
 
 
 class Suspension:

@@ -13,16 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
+from tornadose.adapters.asgi import PublishApp
+from tornadose.adapters.tornado import PublishHandler
+from tornadose.schemas import ErrorBody, PublishAccepted
 
-from adapters.asgi import PublishApp
-from adapters.tornado import PublishHandler
-from schemas import ErrorBody, PublishAccepted
 from tests.clients import TIMEOUT, Reading
 from tests.conftest import TornadoStarter, UvicornStarter
+from tornadose.core.message import Message
+from tornadose.core.subscription import Subscription
 from tornadose.errors import SubscriptionClosed
-from tornadose.message import Message
 from tornadose.stores import BaseStore, QueueStore
-from tornadose.subscription import Subscription
 
 #: The ``max_body`` every server in this file is started with.
 MAX_BODY = 1024

@@ -27,13 +27,14 @@ from hypothesis import strategies as st
 
 from tests.clients import TIMEOUT
 from tests.redis_support import MakeStore, RedisServer
+from tornadose.backends.redis.layout import ZERO, Continuity, StreamId, continuity
+from tornadose.backends.redis.store import RedisStore
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
+from tornadose.core.message import Message
+from tornadose.core.reasons import CloseReason, OverflowPolicy
+from tornadose.core.subscription import Subscription
 from tornadose.errors import StoreUnavailable, SubscriptionClosed
-from tornadose.history import RESET_EVENT, RESUMED_EVENT
-from tornadose.message import Message
-from tornadose.redis_store import RedisStore
-from tornadose.redis_stream import ZERO, Continuity, StreamId, continuity
 from tornadose.stores import QueueStore
-from tornadose.subscription import CloseReason, OverflowPolicy, Subscription
 
 #: Seconds a subscriber waits to make sure that nothing more arrives.
 QUIET = 0.3

@@ -38,15 +38,15 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from httpx_sse import aconnect_sse
+from tornadose.schemas import Envelope
 from websockets.asyncio.client import connect
 
-from schemas import Envelope
 from tests.clients import real_events
 from tests.conftest import free_port
 from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 from tests.redis_support import RedisServer
+from tornadose.backends.redis.store import RedisStore
 from tornadose.errors import StoreUnavailable
-from tornadose.redis_store import RedisStore
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "redis_hub.py"

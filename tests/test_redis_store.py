@@ -31,12 +31,12 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tornadose.adapters.asgi import PublishApp
+from tornadose.adapters.tornado import PublishHandler
+from tornadose.schemas import Envelope, ErrorBody, PublishAccepted
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.asgi import PublishApp
-from adapters.tornado import PublishHandler
-from schemas import Envelope, ErrorBody, PublishAccepted
 from tests.clients import QUIET, TIMEOUT, Inbox, Reading, sse_client
 from tests.conftest import (
     Endpoints,
@@ -48,19 +48,19 @@ from tests.conftest import (
 )
 from tests.redis_support import MakeStore, RedisServer
 from tests.sse_parser import ParsedEvent, SSEParser
+from tornadose.backends.redis.layout import ENSURE_FLOOR, StreamId
+from tornadose.backends.redis.store import RedisStore
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
+from tornadose.core.message import Message, payload_to_json
+from tornadose.core.subscription import Subscription
 from tornadose.errors import (
     MessageValidationError,
     StoreClosed,
     StoreUnavailable,
     UnencodableMessage,
 )
-from tornadose.history import RESET_EVENT, RESUMED_EVENT
-from tornadose.message import Message, payload_to_json
-from tornadose.metrics import registry_for
-from tornadose.redis_store import RedisStore
-from tornadose.redis_stream import ENSURE_FLOOR, StreamId
-from tornadose.sse import InvalidField
-from tornadose.subscription import Subscription
+from tornadose.http.metrics import registry_for
+from tornadose.wire.sse import InvalidField
 
 #: Seconds a client waits to make sure that nothing more arrives.
 

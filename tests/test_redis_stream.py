@@ -1,6 +1,6 @@
 """The stream layout of a RedisStore channel and the decisions that read it (no Redis).
 
-:mod:`tornadose.redis_stream` holds what needs no I/O: parsing entry ids, turning a
+:mod:`tornadose.backends.redis.layout` holds what needs no I/O: parsing entry ids, turning a
 stream entry into a message (and refusing an invalid one), and the two gap checks
 (``replay_gap`` for a resuming client, ``live_gap`` for a reader). Each is checked
 against a table of cases here; what Redis itself does is in ``test_redis_store.py``.
@@ -16,9 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.clients import Reading
-from tornadose.history import ResetReason
-from tornadose.message import Message
-from tornadose.redis_stream import (
+from tornadose.backends.redis.layout import (
     ZERO,
     InvalidEntry,
     StreamId,
@@ -27,6 +25,8 @@ from tornadose.redis_stream import (
     live_gap,
     replay_gap,
 )
+from tornadose.core.message import Message
+from tornadose.core.reasons import ResetReason
 from tornadose.stores import QueueStore
 
 MAX = 2**64 - 1

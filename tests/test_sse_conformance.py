@@ -12,7 +12,7 @@ events" section and sharing no code with tornadose. Sections:
    uvicorn server, read as raw bytes and parsed by the oracle and by httpx-sse.
 
 The parser tests of sections 1 to 3 run twice: on the oracle, and on the library's own
-parser (``tornadose.sse_parser``, used by ``tornadose.client``) behind the oracle's
+parser (``tornadose.wire.sse_parser``, used by ``tornadose.client``) behind the oracle's
 interface (:class:`LibraryParser`); section 6 feeds the library parser the same bytes.
 """
 
@@ -31,22 +31,22 @@ from httpx_sse import EventSource as HttpxSSEEventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.middleware.gzip import GZipMiddleware
+from tornadose.adapters.asgi import EventSourceApp
+from tornadose.adapters.tornado import EventSource
 
-from adapters.asgi import EventSourceApp
-from adapters.tornado import EventSource
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
 from tests.sse_parser import ParsedEvent, ParseResult, SSEParser, parse_stream
 from tornadose import Message, QueueStore, UnencodableMessage
-from tornadose.history import RESET_EVENT, RESUMED_EVENT
-from tornadose.sse import (
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
+from tornadose.delivery.streams import SSEOptions
+from tornadose.wire.sse import (
     HEARTBEAT,
     InvalidField,
     encode_comment,
     encode_event,
     encode_retry,
 )
-from tornadose.sse_parser import SSEParser as LibrarySSEParser
-from tornadose.streams import SSEOptions
+from tornadose.wire.sse_parser import SSEParser as LibrarySSEParser
 
 #: Seconds any single network operation may take.
 TIMEOUT = 5.0
@@ -87,7 +87,7 @@ def assert_payload(payload: Any, data: str) -> None:
 
 
 class LibraryParser:
-    """``tornadose.sse_parser.SSEParser`` behind the oracle's interface, so that the same
+    """``tornadose.wire.sse_parser.SSEParser`` behind the oracle's interface, so that the same
     tests run on both. It reports no comments (the library parser keeps none)."""
 
     def __init__(self) -> None:

@@ -4,6 +4,6 @@ This is :mod:`adapters.tornado` under its historical name; it needs Tornado
 (``pip install 'tornadose[tornado]'``).
 """
 
-from adapters.tornado import BaseHandler, EventSource, WebSocketSubscriber
+from tornadose.adapters.tornado import BaseHandler, EventSource, WebSocketSubscriber
 
 __all__ = ["BaseHandler", "EventSource", "WebSocketSubscriber"]

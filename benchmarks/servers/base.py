@@ -169,7 +169,7 @@ def uvicorn_server(app: Any) -> tuple[Any, Any, str]:
 
     import uvicorn
 
-    from tornadose.sockets import listening_socket
+    from tornadose._compat.sockets import listening_socket
 
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     config = uvicorn.Config(

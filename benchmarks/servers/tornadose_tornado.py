@@ -11,10 +11,11 @@ import tornado
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
-from adapters.tornado import EventSource, WebSocketSubscriber
 from benchmarks.servers.base import arguments, run, serve_control, tornadose_contender
-from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
+from tornadose.core.store import DEFAULT_MAX_QUEUE
+from tornadose.stores import QueueStore
 
 
 async def main() -> None:

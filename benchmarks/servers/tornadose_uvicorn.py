@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.asgi import EventSourceApp, WebSocketApp
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
+
 from benchmarks.servers.base import (
     arguments,
     run,
@@ -17,7 +18,8 @@ from benchmarks.servers.base import (
     start_uvicorn,
     tornadose_contender,
 )
-from tornadose.stores import DEFAULT_MAX_QUEUE, QueueStore
+from tornadose.core.store import DEFAULT_MAX_QUEUE
+from tornadose.stores import QueueStore
 
 
 async def main() -> None:

@@ -12,7 +12,7 @@ Both serve the same URLs, relative to ``prefix``:
 ====================================  ==============================================
 ``GET  {prefix}/{name}/events``       the channel as Server-Sent Events
 ``GET  {prefix}/{name}/ws``           the channel over WebSocket
-``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.publishing`)
+``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.http.publish`)
 ``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
 ``GET  {prefix}/metrics``             every channel's metrics, Prometheus text format
@@ -35,12 +35,12 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from tornadose import streams
-from tornadose.asyncapi import asyncapi_document
-from tornadose.auth import Authorize
-from tornadose.publishing import DEFAULT_MAX_BODY
-from tornadose.responses import Answer, error_answer, json_answer
-from tornadose.stores import BaseStore, QueueStore
+from tornadose.core.store import BaseStore, QueueStore
+from tornadose.delivery import streams
+from tornadose.http.answer import Answer, error_answer, json_answer
+from tornadose.http.asyncapi import asyncapi_document
+from tornadose.http.auth import Authorize
+from tornadose.http.publish import DEFAULT_MAX_BODY
 
 __all__ = ["CHANNEL_ENDPOINTS", "REDIS_URL_VARIABLE", "Channel", "Channels", "Endpoint", "Route"]
 
@@ -85,7 +85,7 @@ class Channel:
     #: Whether ``POST .../publish`` is served for this channel.
     publishable: bool = True
     #: Origins besides the page's own whose browsers may open the WebSocket
-    #: (``("*",)``: any); see :func:`tornadose.websocket.origin_allowed`.
+    #: (``("*",)``: any); see :func:`tornadose.http.websocket.origin_allowed`.
     allowed_origins: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -116,7 +116,7 @@ class Route:
 class Channels:
     """A named set of channels, served identically by every adapter.
 
-    ``authorize`` is the hook of :mod:`tornadose.auth`, applied to every subscribe
+    ``authorize`` is the hook of :mod:`tornadose.http.auth`, applied to every subscribe
     and publish request of every channel. ``title`` and ``version`` describe the
     service in the AsyncAPI document.
 
@@ -157,8 +157,8 @@ class Channels:
         """Declare channel ``name`` and return it.
 
         Give a ``store``, or a ``schema`` and a store is made with it: a
-        :class:`~tornadose.stores.QueueStore`, or with :attr:`redis_url` a
-        :class:`~tornadose.redis_store.RedisStore` whose Redis channel is ``name``.
+        :class:`~tornadose.core.store.QueueStore`, or with :attr:`redis_url` a
+        :class:`~tornadose.backends.redis.store.RedisStore` whose Redis channel is ``name``.
         ``options`` are the other fields of :class:`Channel`.
         """
         if not _NAME.fullmatch(name):
@@ -176,7 +176,7 @@ class Channels:
     def _default_store(self, name: str, schema: Any) -> BaseStore:
         if self.redis_url is None:
             return QueueStore(schema=schema)
-        from tornadose.redis_store import RedisStore  # the redis extra, only when used
+        from tornadose.backends.redis.store import RedisStore  # the redis extra, only when used
 
         return RedisStore(name, url=self.redis_url, schema=schema)
 
@@ -231,7 +231,7 @@ class Channels:
     def metrics_answer(self) -> Answer:
         """The answer to ``GET .../metrics`` (``501`` without ``prometheus_client``)."""
         try:
-            from tornadose import metrics
+            from tornadose.http import metrics
         except ImportError:
             return error_answer(
                 501, "not_implemented", "metrics need prometheus_client: tornadose[metrics]"

@@ -82,11 +82,11 @@ from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 import pydantic
 import pydantic_core
 
-from tornadose.errors import MessageValidationError, TornadoseError
-from tornadose.history import RESET_EVENT, RESUMED_EVENT
-from tornadose.sse_parser import DEFAULT_EVENT, SSEParser
-from tornadose.subscription import CloseReason
-from tornadose.websocket import close_code_for
+from tornadose.core.errors import MessageValidationError, TornadoseError
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
+from tornadose.core.reasons import CloseReason
+from tornadose.delivery.close import close_code_for
+from tornadose.wire.sse_parser import DEFAULT_EVENT, SSEParser
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -200,7 +200,7 @@ class ConnectionFailed(TornadoseError, ConnectionError):
 class InvalidMessage(MessageValidationError):
     """A received message does not fit the stream's ``schema``, or is not a tornadose
     frame at all. :attr:`errors` holds pydantic's details (as for
-    :class:`~tornadose.errors.MessageValidationError`), :attr:`text` the payload as
+    :class:`~tornadose.core.errors.MessageValidationError`), :attr:`text` the payload as
     received, :attr:`id` its id.
 
     The stream stays usable: the next read yields the next event, and the invalid

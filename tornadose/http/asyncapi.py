@@ -1,4 +1,4 @@
-"""An AsyncAPI 3.0 document describing a set of :class:`~tornadose.channels.Channels`.
+"""An AsyncAPI 3.0 document describing a set of :class:`~tornadose.http.channels.Channels`.
 
 For each channel the document has:
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 if TYPE_CHECKING:
-    from tornadose.channels import Channels
+    from tornadose.http.channels import Channels
 
 __all__ = ["ASYNCAPI_VERSION", "asyncapi_document"]
 

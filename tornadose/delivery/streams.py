@@ -3,7 +3,7 @@
 An adapter opens the connection its framework's way, registers a subscription, and
 hands this module an async ``write``/``send`` callable. The loops own the rest: what
 is written, in what order, how messages are batched, when heartbeats go out and how
-delivery is throttled. They return the :class:`~tornadose.subscription.CloseReason`
+delivery is throttled. They return the :class:`~tornadose.core.subscription.CloseReason`
 when the subscription closes; an exception from ``write``/``send`` (the client went
 away mid-write) propagates to the adapter, which closes the subscription.
 
@@ -34,11 +34,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tornadose import sse
-from tornadose.eager import run_in_task
-from tornadose.errors import SubscriptionClosed
-from tornadose.message import Message
-from tornadose.subscription import CUT_REASONS, CloseReason, Subscription
+from tornadose._compat.eager import run_in_task
+from tornadose.core.errors import SubscriptionClosed
+from tornadose.core.message import Message
+from tornadose.core.reasons import CUT_REASONS, CloseReason
+from tornadose.core.subscription import Subscription
+from tornadose.wire import sse
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -173,7 +174,7 @@ class _Stream(Generic[T]):
     :class:`_Flusher`. Once per loop turn the flusher takes each ready stream's
     queued messages and writes them with ``write_now``, as the task would have (in a
     copy of its context, with :func:`asyncio.current_task` returning it: see
-    :func:`~tornadose.eager.run_in_task`), but without a task switch, a future or a
+    :func:`~tornadose._compat.eager.run_in_task`), but without a task switch, a future or a
     timer per write:
     a fan-out to idle connections costs one write per connection, like a
     hand-written server. The task is woken only when a write did not finish at once

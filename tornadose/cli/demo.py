@@ -1,7 +1,7 @@
 """``tornadose demo``: two servers, one event loop, the same channels, and a page.
 
 Tornado serves on ``port`` and uvicorn on ``port + 1``, in one process and one event
-loop, both mounting the same :class:`~tornadose.channels.Channels`:
+loop, both mounting the same :class:`~tornadose.http.channels.Channels`:
 
 * ``sensor``: a :class:`Reading` published every :data:`SENSOR_INTERVAL` seconds by
   a task (a slow wave plus a faster one plus noise);
@@ -14,7 +14,7 @@ from *both* servers (so each server allows the other's origin), and publishes ch
 messages with a form.
 
 By default the channels live in memory. With a Redis URL they are
-:class:`~tornadose.redis_store.RedisStore` channels, so a restarted demo continues
+:class:`~tornadose.backends.redis.store.RedisStore` channels, so a restarted demo continues
 the same streams and a browser's ``EventSource`` resumes without a gap.
 
 Needs the ``demo`` extra (Tornado and uvicorn): ``pip install 'tornadose[demo]'``.
@@ -38,9 +38,9 @@ from typing import Any
 
 import pydantic
 
-from tornadose.channels import Channels
-from tornadose.responses import Answer, json_answer, method_not_allowed
-from tornadose.stores import BaseStore, QueueStore
+from tornadose.core.store import BaseStore, QueueStore
+from tornadose.http.answer import Answer, json_answer, method_not_allowed
+from tornadose.http.channels import Channels
 
 __all__ = [
     "SENSOR_INTERVAL",
@@ -121,7 +121,7 @@ def build_channels(options: DemoOptions) -> Channels:
         sensor = QueueStore(schema=Reading, backlog=0)
         chat = QueueStore(schema=ChatMessage, backlog=0)
     else:
-        from tornadose.redis_store import RedisStore  # the redis extra, only when asked
+        from tornadose.backends.redis.store import RedisStore  # the redis extra, only when asked
 
         url = options.redis_url
         sensor = RedisStore(options.prefix + "sensor", url=url, schema=Reading)
@@ -287,7 +287,7 @@ def tornado_application(channels: Channels, options: DemoOptions) -> Any:
     """The Tornado application: the page, its config, and every channel."""
     import tornado.web
 
-    from adapters.tornado import AnswerHandler, channel_handlers
+    from tornadose.adapters.tornado import AnswerHandler, channel_handlers
 
     page = (r"/", AnswerHandler, {"make_answer": lambda: page_answer(options)})
     config = (
@@ -313,7 +313,7 @@ class DemoASGIApp:
     """The ASGI application: the page, its config, and every channel."""
 
     def __init__(self, channels: Channels, options: DemoOptions) -> None:
-        from adapters.asgi import ChannelsApp
+        from tornadose.adapters.asgi import ChannelsApp
 
         self.channels_app = ChannelsApp(channels)
         self.answers: dict[str, Callable[[], Answer]] = {
@@ -322,7 +322,7 @@ class DemoASGIApp:
         }
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from adapters.asgi import send_answer
+        from tornadose.adapters.asgi import send_answer
 
         make_answer = self.answers.get(scope.get("path", "")) if scope["type"] == "http" else None
         if make_answer is None:
@@ -341,7 +341,7 @@ def _listening(options: DemoOptions) -> Iterator[tuple[list[socket.socket], sock
     """Bind both servers' sockets up front, so a taken port is a clear error."""
     import tornado.netutil
 
-    from tornadose.sockets import listening_socket
+    from tornadose._compat.sockets import listening_socket
 
     taken: list[socket.socket] = []
     port = options.port
@@ -393,7 +393,7 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
     import uvicorn
     from tornado.httpserver import HTTPServer
 
-    from tornadose import shutdown
+    from tornadose.delivery import shutdown
 
     if options.redis_url is not None:
         await _check_redis(options.redis_url)

@@ -11,12 +11,12 @@ Guarantees of a :class:`Subscription`:
   subscription's :class:`OverflowPolicy` decides, and every message it throws away
   is counted in the store's :class:`StoreStats`:
 
-  - ``DISCONNECT`` (default of :class:`~tornadose.stores.QueueStore`): the
+  - ``DISCONNECT`` (default of :class:`~tornadose.core.store.QueueStore`): the
     subscription is closed with :attr:`CloseReason.SLOW_CONSUMER`; its queue is
     freed and the transport ends the connection. Nothing is dropped silently: the
     client sees the disconnect.
   - ``DROP_OLDEST``: the oldest queued message is dropped to make room.
-  - ``KEEP_LATEST`` (default of :class:`~tornadose.stores.DataStore`): everything
+  - ``KEEP_LATEST`` (default of :class:`~tornadose.core.store.DataStore`): everything
     queued is dropped and only the new message is kept: a slow reader of a
     latest-value store skips straight to the current value.
 
@@ -32,48 +32,17 @@ nothing here is thread-safe.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from tornadose.errors import SubscriptionClosed
-from tornadose.history import Resume, ResumeStatus
-from tornadose.message import Message
+from tornadose.core.errors import SubscriptionClosed
+from tornadose.core.history import Resume
+from tornadose.core.message import Message
+from tornadose.core.reasons import CUT_REASONS, CloseReason, OverflowPolicy, ResumeStatus
 
-__all__ = ["CUT_REASONS", "CloseReason", "OverflowPolicy", "StoreStats", "Subscription"]
-
-
-class OverflowPolicy(enum.Enum):
-    """What a full subscription does with a new message (see the module docstring)."""
-
-    DISCONNECT = "disconnect"
-    DROP_OLDEST = "drop_oldest"
-    KEEP_LATEST = "keep_latest"
-
-
-class CloseReason(enum.Enum):
-    """Why a subscription was closed."""
-
-    #: The client went away (the connection closed).
-    CLIENT_GONE = "client_gone"
-    #: The subscriber fell ``max_messages`` behind under ``OverflowPolicy.DISCONNECT``.
-    SLOW_CONSUMER = "slow_consumer"
-    #: The store was closed; queued messages are still delivered first.
-    STORE_CLOSED = "store_closed"
-    #: The subscriber was deregistered from the store.
-    DEREGISTERED = "deregistered"
-    #: The server is shutting down; queued messages are still delivered first.
-    SERVER_SHUTDOWN = "server_shutdown"
-    #: A write to the client took longer than the write timeout (a stalled client).
-    WRITE_TIMEOUT = "write_timeout"
-
-
-#: Reasons for which the server cuts a client off: adapters abort the connection at
-#: once, even mid-write, and iterating the subscription raises. What was queued is
-#: discarded (as it is when the client is gone).
-CUT_REASONS = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.WRITE_TIMEOUT})
+__all__ = ["StoreStats", "Subscription"]
 
 
 @dataclass
@@ -107,8 +76,8 @@ class StoreStats:
 class Subscription:
     """The bounded queue between a store and one subscriber.
 
-    Created by :meth:`BaseStore.register() <tornadose.stores.BaseStore.register>` or
-    :meth:`BaseStore.subscribe() <tornadose.stores.BaseStore.subscribe>`, never
+    Created by :meth:`BaseStore.register() <tornadose.core.store.BaseStore.register>` or
+    :meth:`BaseStore.subscribe() <tornadose.core.store.BaseStore.subscribe>`, never
     directly. Read it with :meth:`get_batch` (transports) or ``async for`` (Python
     code); close it with :meth:`close` or by leaving ``async with``.
     """

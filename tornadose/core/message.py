@@ -20,8 +20,8 @@ from typing import Any
 
 import pydantic_core
 
-from tornadose import sse
-from tornadose.errors import UnencodableMessage
+from tornadose.core.errors import UnencodableMessage
+from tornadose.wire import sse
 
 __all__ = ["Message", "payload_to_json", "payload_to_text"]
 

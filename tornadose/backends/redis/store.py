@@ -8,14 +8,14 @@ reading only the channels that have subscribers here. Every process delivers a
 channel's messages in the stream's order, so all clients of all processes see the
 same messages in the same order, with the same ids: a client can resume on any
 process. The stream layout, for programs that publish with ``XADD`` themselves, is
-described in :mod:`tornadose.redis_stream`.
+described in :mod:`tornadose.backends.redis.layout`.
 
-Guarantees, beyond those of every store (:mod:`tornadose.stores`):
+Guarantees, beyond those of every store (:mod:`tornadose.core.store`):
 
 * **Acknowledged means stored**: awaiting ``submit()`` returns once Redis has added
   the message to the stream. If Redis cannot be reached within ``publish_timeout``
   seconds (default 5; the store retries meanwhile), it raises
-  :class:`~tornadose.errors.StoreUnavailable` and the message was not published; if
+  :class:`~tornadose.core.errors.StoreUnavailable` and the message was not published; if
   the connection breaks after the message was sent, it raises ``StoreUnavailable``
   with ``maybe_published=True``. A failure is also logged and counted
   (``publish_failures``), so one is never silent even when nobody awaits.
@@ -61,15 +61,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from tornadose.errors import StoreClosed, StoreUnavailable
-from tornadose.history import (
-    ResetReason,
-    Resume,
-    ResumeStatus,
-    control_message,
-)
-from tornadose.message import Message
-from tornadose.redis_stream import (
+from tornadose.backends.redis.layout import (
     ENSURE_FLOOR,
     FLOOR_SUFFIX,
     RAISE_FLOOR,
@@ -82,8 +74,12 @@ from tornadose.redis_stream import (
     entry_fields,
     replay_gap,
 )
-from tornadose.stores import BaseStore, Published
-from tornadose.subscription import OverflowPolicy, Subscription
+from tornadose.core.errors import StoreClosed, StoreUnavailable
+from tornadose.core.history import Resume, control_message
+from tornadose.core.message import Message
+from tornadose.core.reasons import OverflowPolicy, ResetReason, ResumeStatus
+from tornadose.core.store import BaseStore, Published
+from tornadose.core.subscription import Subscription
 
 __all__ = ["DEFAULT_PUBLISH_TIMEOUT", "BackendHealth", "RedisConnection", "RedisStore"]
 
@@ -816,7 +812,7 @@ class RedisStore(BaseStore):
         Validation errors are raised at once, as for every store, and nothing is
         published. Otherwise the message is sent in the background, in submission
         order; await the result for the published :class:`Message` (with its stream
-        id) or :class:`~tornadose.errors.StoreUnavailable`. ``debug`` is accepted for
+        id) or :class:`~tornadose.core.errors.StoreUnavailable`. ``debug`` is accepted for
         0.x compatibility and ignored. Needs a running event loop.
         """
         del debug

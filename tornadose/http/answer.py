@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.errors import ErrorBody
+from tornadose.schemas.errors import ErrorBody
 
 __all__ = [
     "JSON_HEADERS",

@@ -1,7 +1,7 @@
 """Store metrics in the Prometheus text format, through ``prometheus_client``.
 
 Needs the ``metrics`` extra (``pip install 'tornadose[metrics]'``). From Python, the
-same numbers are in :meth:`tornadose.stores.BaseStore.snapshot`.
+same numbers are in :meth:`tornadose.core.store.BaseStore.snapshot`.
 
 Metrics, each labelled with ``store`` (the name it was registered under):
 
@@ -33,8 +33,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tornadose.responses import Answer
-from tornadose.stores import BaseStore
+from tornadose.core.store import BaseStore
+from tornadose.http.answer import Answer
 
 __all__ = ["StoreCollector", "metrics_answer", "registry_for"]
 

@@ -23,15 +23,14 @@ response headers, learns where replay started.
 
 from __future__ import annotations
 
-import enum
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 
-from tornadose.message import Message
+from tornadose.core.message import Message
+from tornadose.core.reasons import ResetReason, ResumeStatus
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -39,11 +38,8 @@ __all__ = [
     "RESUMED_EVENT",
     "History",
     "MessageId",
-    "ResetReason",
     "Resume",
-    "ResumeStatus",
     "control_message",
-    "last_event_id_from",
     "plan_resume",
 ]
 
@@ -74,30 +70,6 @@ class MessageId:
 
     def __str__(self) -> str:
         return f"{self.epoch}-{self.offset}"
-
-
-class ResumeStatus(enum.Enum):
-    """How a subscription started (see the module docstring)."""
-
-    LIVE = "live"
-    RESUMED = "resumed"
-    RESET = "reset"
-
-
-class ResetReason(enum.Enum):
-    """Why a gap could not be filled."""
-
-    #: The id is not of the form ``<epoch>-<offset>`` (or is too long).
-    MALFORMED_ID = "malformed_id"
-    #: The id is from another epoch: the store restarted, or it is another store's.
-    UNKNOWN_EPOCH = "unknown_epoch"
-    #: The id's offset is beyond the newest message: never published here.
-    UNKNOWN_ID = "unknown_id"
-    #: Messages after the id were published but are no longer in the history.
-    HISTORY_TOO_SHORT = "history_too_short"
-    #: The backend lost messages this client had not received (Redis restarted
-    #: without them, or trimmed them before this server could read them).
-    DATA_LOST = "data_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +145,6 @@ class History:
         entries = self._entries
         while entries and entries[0][0] < horizon:
             entries.popleft()
-
-
-def last_event_id_from(headers: Mapping[str, str], query: str) -> str | None:
-    """The id a reconnecting client sent: the ``Last-Event-ID`` header, else the
-    ``last_event_id`` query parameter (browsers cannot set headers on a first
-    connection). The header wins: on an automatic reconnect a browser sends the
-    newest id there, while the URL still holds the one it started with."""
-    header = headers.get("last-event-id")
-    if header:
-        return header
-    values = parse_qs(query).get("last_event_id")
-    return values[0] if values else None
 
 
 def plan_resume(last_event_id: str | None, *, epoch: str, latest: int, history: History) -> Resume:

@@ -1,6 +1,6 @@
 """How a channel lives in Redis, and the decisions that read it (no I/O here).
 
-A :class:`~tornadose.redis_store.RedisStore` channel is two Redis keys:
+A :class:`~tornadose.backends.redis.store.RedisStore` channel is two Redis keys:
 
 * the **stream** ``<channel>`` (a Redis Stream): one entry per message, added with
   ``XADD <channel> MAXLEN ~ <history> * data <json> [event <name>]``. The entry id
@@ -38,10 +38,10 @@ from typing import Any
 
 import pydantic_core
 
-from tornadose.errors import MessageValidationError, UnencodableMessage
-from tornadose.history import ResetReason
-from tornadose.message import Message
-from tornadose.sse import InvalidField
+from tornadose.core.errors import MessageValidationError, UnencodableMessage
+from tornadose.core.message import Message
+from tornadose.core.reasons import ResetReason
+from tornadose.wire.sse import InvalidField
 
 __all__ = [
     "ENSURE_FLOOR",

@@ -27,25 +27,23 @@ Nothing is published unless the answer is 202.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qs
 
 import pydantic_core
 
-from schemas.errors import PublishAccepted
-from tornadose.auth import Action, Authorize, check_access
-from tornadose.errors import (
+from tornadose.core.errors import (
     MessageValidationError,
     StoreClosed,
     StoreUnavailable,
     UnencodableMessage,
 )
-from tornadose.responses import Answer, error_answer, json_answer, method_not_allowed
-from tornadose.sse import InvalidField
-from tornadose.stores import BaseStore
+from tornadose.core.store import BaseStore
+from tornadose.http.answer import Answer, error_answer, json_answer, method_not_allowed
+from tornadose.http.auth import Action, Authorize, check_access
+from tornadose.schemas.errors import PublishAccepted
+from tornadose.wire.sse import InvalidField
 
 __all__ = [
     "DEFAULT_MAX_BODY",
-    "event_from_query",
     "publish_json",
     "refuse_before_body",
     "too_large",
@@ -86,16 +84,6 @@ async def refuse_before_body(
     if length.isdigit() and int(length) > max_body:
         return too_large(max_body)
     return None
-
-
-def event_from_query(query: str) -> str | None:
-    """The ``event`` query parameter of a raw query string, exactly as sent.
-
-    The first value counts; an empty value means no event name. Nothing is stripped
-    or replaced, so a CR, LF or NUL reaches the field check and is refused.
-    """
-    values = parse_qs(query, keep_blank_values=True).get("event")
-    return values[0] or None if values else None
 
 
 def too_large(max_body: int) -> Answer:

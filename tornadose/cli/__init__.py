@@ -2,11 +2,11 @@
 
 ``tornadose demo [--host H] [--port P] [--redis URL] [--prefix KEYS]``
     Tornado on ``P`` and uvicorn on ``P + 1``, in one process, serving the demo
-    channels and the demo page (see :mod:`tornadose.demo`).
+    channels and the demo page (see :mod:`tornadose.cli.demo`).
 
 ``tornadose serve module:attribute [--server tornado|uvicorn] [--host H] [--port P]
 [--redis URL] [--workers N]``
-    Serve your own :class:`~tornadose.channels.Channels`: ``attribute`` names the
+    Serve your own :class:`~tornadose.http.channels.Channels`: ``attribute`` names the
     object, or a function taking no arguments that returns it. ``--redis`` sets
     ``TORNADOSE_REDIS_URL`` before your module is imported, so channels declared with
     ``schema=`` get ``RedisStore`` stores. ``--workers N``: uvicorn's worker processes,
@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tornadose import __version__
-from tornadose.channels import REDIS_URL_VARIABLE, Channels
+from tornadose.http.channels import REDIS_URL_VARIABLE, Channels
 
 __all__ = ["UsageError", "load_channels", "main", "worker_app"]
 
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tornadose import demo
+    from tornadose.cli import demo
 
     _require("tornadose[demo]", "tornado", "uvicorn")
     if args.redis:
@@ -275,7 +275,7 @@ def _bind(host: str, port: int, server: str, *, listen: bool) -> list[socket.soc
         import tornado.netutil
 
         return tornado.netutil.bind_sockets(port, host)
-    from tornadose.sockets import listening_socket
+    from tornadose._compat.sockets import listening_socket
 
     return [listening_socket(host, port)]
 
@@ -285,7 +285,7 @@ def worker_app() -> Any:
     calls it in every worker); serves the channels named by ``TORNADOSE_SERVE_TARGET``."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from adapters.asgi import ChannelsApp
+    from tornadose.adapters.asgi import ChannelsApp
 
     return ChannelsApp(load_channels(os.environ[TARGET_VARIABLE]))
 
@@ -320,7 +320,7 @@ async def _serve_uvicorn(channels: Channels, sockets: list[socket.socket]) -> No
     """
     import uvicorn
 
-    from adapters.asgi import ChannelsApp
+    from tornadose.adapters.asgi import ChannelsApp
 
     app = ChannelsApp(channels)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3)
@@ -337,8 +337,8 @@ async def _serve_tornado(channels: Channels, sockets: list[socket.socket]) -> No
     import tornado.web
     from tornado.httpserver import HTTPServer
 
-    from adapters.tornado import channel_handlers
-    from tornadose import shutdown
+    from tornadose.adapters.tornado import channel_handlers
+    from tornadose.delivery import shutdown
 
     server = HTTPServer(tornado.web.Application(channel_handlers(channels)))
     server.add_sockets(sockets)
@@ -414,7 +414,3 @@ def _die_with_parent(parent: int) -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,509 @@
+"""Stores: where messages are published, and who receives them.
+
+A store accepts messages with :meth:`~BaseStore.submit` and pushes each one to every
+registered subscriber's bounded :class:`~tornadose.core.subscription.Subscription`. The
+stores import no web framework: the same store object can serve Tornado handlers,
+ASGI apps and plain Python readers at the same time, in one event loop.
+
+Guarantees of every store:
+
+* **Validated or nothing**: with a ``schema``, ``submit()`` validates the message
+  with pydantic; an invalid one raises :class:`~tornadose.core.errors.MessageValidationError`
+  and nothing is published. A message that cannot be encoded for the wire raises
+  :class:`~tornadose.core.errors.UnencodableMessage`, also before anything is published.
+* **Order**: every subscriber receives messages in the order they were submitted.
+* **Ids**: every published message of an in-memory store gets an id
+  ``"<epoch>-<offset>"``: the offset counts up from 1 within the store, and the
+  epoch is random per store object (and drawn again in a forked child process), so
+  ids from a restarted store never look like ids of the old one.
+  (A ``RedisStore``'s ids are its stream's entry ids.)
+* **Bounded**: each subscriber queues at most ``max_queue`` messages and
+  ``max_queue_bytes`` bytes; the store's ``overflow`` policy says what happens
+  beyond (see :mod:`tornadose.core.subscription`). A slow subscriber never blocks
+  ``submit()`` or any other subscriber.
+* **Resume**: the last ``history`` messages (and, with ``history_max_age``, only
+  those younger than that) are kept; a subscriber that registers with the id of the
+  last message it saw gets every later one, in order, then live messages, or an
+  explicit reset signal when that is impossible (see :mod:`tornadose.core.history`).
+* **No event loop at construction**: stores can be created at module level, before
+  any event loop runs, and used from whichever loop serves the subscribers.
+* ``submit()`` works called plainly from synchronous code (a ``PeriodicCallback``,
+  a callback) and awaited from a coroutine: awaiting the result gives the published
+  :class:`~tornadose.core.message.Message`. In-memory stores deliver inside the call; a
+  ``RedisStore`` sends the message in the background and its result completes (or
+  fails with ``StoreUnavailable``) once Redis took it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import weakref
+from collections import deque
+from collections.abc import Generator, KeysView
+from typing import Any, ClassVar
+
+import pydantic
+import pydantic_core
+
+from tornadose.core.errors import MessageValidationError, StoreClosed
+from tornadose.core.history import History, MessageId, Resume, control_message, plan_resume
+from tornadose.core.message import Message
+from tornadose.core.reasons import CloseReason, OverflowPolicy, ResumeStatus
+from tornadose.core.subscription import StoreStats, Subscription
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "BaseStore",
+    "DataStore",
+    "OverflowPolicy",
+    "Published",
+    "QueueStore",
+]
+
+logger = logging.getLogger("tornadose.stores")
+
+#: Messages a subscriber may have waiting before the overflow policy applies.
+DEFAULT_MAX_QUEUE = 1000
+#: Bytes (of encoded SSE) a subscriber may have waiting before the policy applies.
+DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
+#: Messages kept for resuming clients (``QueueStore``, ``BaseStore``).
+DEFAULT_HISTORY = 1000
+
+
+class Published:
+    """What ``submit()`` returns: awaitable for the published :class:`Message`.
+
+    In-memory stores publish inside ``submit()``, so calling ``store.submit(x)``
+    without awaiting is fine and nothing is left pending. A store with a remote
+    backend (:class:`~tornadose.backends.redis.store.RedisStore`) returns a ``Published``
+    that completes when the backend took the message; awaiting it raises the
+    backend's error, if any.
+    """
+
+    __slots__ = ("_future", "_message")
+
+    def __init__(self, message: Message | asyncio.Future[Message]) -> None:
+        if isinstance(message, Message):
+            self._message: Message | None = message
+            self._future: asyncio.Future[Message] | None = None
+        else:
+            self._message = None
+            self._future = message
+
+    def done(self) -> bool:
+        """Whether publishing finished (successfully or not)."""
+        return self._future is None or self._future.done()
+
+    @property
+    def message(self) -> Message:
+        """The published message. Raises ``asyncio.InvalidStateError`` if publishing
+        has not finished, and the backend's error if it failed."""
+        if self._message is None:
+            assert self._future is not None
+            self._message = self._future.result()
+        return self._message
+
+    @property
+    def id(self) -> str | None:
+        """The published message's id (``None`` while publishing is pending or failed)."""
+        if self._message is not None:
+            return self._message.id
+        assert self._future is not None
+        if self._future.done() and not self._future.cancelled() and not self._future.exception():
+            return self._future.result().id
+        return None
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        if self._message is None:
+            assert self._future is not None
+            return (yield from self._future.__await__())
+        return self._message
+
+    def __repr__(self) -> str:
+        return f"<Published {self.id if self.done() else 'pending'}>"
+
+
+class BaseStore:
+    """Base class of all stores: validation, ids, subscribers and fan-out.
+
+    Keyword options (all stores):
+
+    * ``schema``: a pydantic model or any type pydantic's ``TypeAdapter`` accepts;
+      ``None`` accepts anything encodable;
+    * ``max_queue``: messages a subscriber may have waiting
+      (:data:`DEFAULT_MAX_QUEUE`); ``max_queue_bytes``: bytes of them
+      (:data:`DEFAULT_MAX_QUEUE_BYTES`; ``None``: no byte bound);
+    * ``overflow``: an :class:`OverflowPolicy` or its value (default per class);
+    * ``history``: messages kept for resuming clients (default per class; ``0``:
+      none); ``history_max_age``: seconds they are kept at most (``None``: no limit).
+
+    Every other argument goes to :meth:`initialize`.
+    """
+
+    #: The overflow policy of stores of this class unless ``overflow=`` says otherwise.
+    default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
+    #: The history length of stores of this class unless ``history=`` says otherwise.
+    default_history: ClassVar[int] = DEFAULT_HISTORY
+
+    def __init__(
+        self,
+        *args: Any,
+        schema: Any = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int | None = DEFAULT_MAX_QUEUE_BYTES,
+        overflow: OverflowPolicy | str | None = None,
+        history: int | None = None,
+        history_max_age: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+        if max_queue_bytes is not None and max_queue_bytes < 1:
+            raise ValueError(f"max_queue_bytes must be positive or None, not {max_queue_bytes}")
+        self.schema = schema
+        self._validator: pydantic.TypeAdapter[Any] | None = (
+            None if schema is None else pydantic.TypeAdapter(schema)
+        )
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.history = History(
+            self.default_history if history is None else history, history_max_age
+        )
+        self.overflow = OverflowPolicy(overflow) if overflow is not None else self.default_overflow
+        self.stats = StoreStats()
+        self.epoch = secrets.token_hex(4)
+        _stores.add(self)
+        self._offset = 0
+        self._subscriptions: dict[object, Subscription] = {}
+        self._closed = False
+        self.initialize(*args, **kwargs)
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Hook for custom initialization. Subclasses override this, not ``__init__``.
+
+        It receives every constructor argument except the store options above.
+        """
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__}() got unexpected arguments {args!r} {kwargs!r}")
+
+    # -- subscribers ----------------------------------------------------------------
+
+    @property
+    def subscribers(self) -> KeysView[object]:
+        """The registered subscribers (a live, read-only set view)."""
+        return self._subscriptions.keys()
+
+    def register(self, subscriber: object, last_event_id: str | None = None) -> Subscription:
+        """Register ``subscriber`` and return its :class:`Subscription`.
+
+        The subscriber (any hashable object, usually a request handler) reads its
+        messages from the returned subscription. With ``last_event_id`` (the id of the
+        last message it saw), the subscription starts with a ``tornadose.resumed``
+        message and the missed messages, or with a ``tornadose.reset`` message if they
+        cannot all be replayed (see :mod:`tornadose.core.history`); either way live messages
+        follow with no gap and no duplicate. Registering twice returns the same
+        subscription. Raises :class:`~tornadose.core.errors.StoreClosed` after :meth:`close`.
+        """
+        existing = self._subscriptions.get(subscriber)
+        if existing is not None:
+            return existing
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        resume = self.plan_resume(last_event_id)
+        subscription = self._open_subscription(subscriber, resume)
+        subscription.replay(self.resume_messages(resume))
+        self.on_register(subscription)
+        return subscription
+
+    def _open_subscription(self, subscriber: object, resume: Resume) -> Subscription:
+        subscription = Subscription(
+            subscriber,
+            max_messages=self.max_queue,
+            max_bytes=self.max_queue_bytes,
+            overflow=self.overflow,
+            stats=self.stats,
+            on_close=self._forget,
+            resume=resume,
+        )
+        self._subscriptions[subscriber] = subscription
+        return subscription
+
+    def resume_messages(self, resume: Resume) -> list[Message]:
+        """What a subscription that starts with ``resume`` gets first (the control
+        message, then the replay), counted in :attr:`stats`."""
+        self.stats.replayed += len(resume.replay)
+        self.stats.resets += resume.status is ResumeStatus.RESET
+        control = control_message(resume)
+        return [] if control is None else [control, *resume.replay]
+
+    def plan_resume(self, last_event_id: str | None) -> Resume:
+        """How a subscriber that last saw ``last_event_id`` starts (see
+        :func:`tornadose.core.history.plan_resume`)."""
+        return plan_resume(
+            last_event_id, epoch=self.epoch, latest=self._offset, history=self.history
+        )
+
+    def subscribe(self, last_event_id: str | None = None) -> Subscription:
+        """Open a subscription for Python code: ``async with store.subscribe() as s:``.
+
+        Iterating it with ``async for`` yields :class:`~tornadose.core.message.Message`
+        objects; leaving the ``async with`` block deregisters it. ``last_event_id``
+        resumes, as for :meth:`register`.
+        """
+        return self.register(_PythonSubscriber(), last_event_id)
+
+    def deregister(self, subscriber: object) -> None:
+        """Stop publishing to ``subscriber``. Unknown subscribers are ignored."""
+        subscription = self._subscriptions.get(subscriber)
+        if subscription is not None:
+            subscription.close(CloseReason.DEREGISTERED)
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Hook called when a subscriber registers, before any message reaches it.
+
+        Stores put what a newcomer should see first here (the current value, a backlog).
+        """
+
+    def _forget(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.subscriber) is subscription:
+            del self._subscriptions[subscription.subscriber]
+
+    # -- publishing -----------------------------------------------------------------
+
+    def submit(self, message: Any, *, event: str | None = None) -> Published:
+        """Validate ``message``, give it the next id and publish it to every subscriber.
+
+        ``event`` names the SSE event type (``None``: the default ``message`` event).
+        Raises :class:`~tornadose.core.errors.MessageValidationError` if the store has a
+        schema that ``message`` does not match, :class:`~tornadose.core.errors.UnencodableMessage`
+        if it cannot be encoded, :class:`~tornadose.wire.sse.InvalidField` for an ``event``
+        with CR, LF or NUL, and :class:`~tornadose.core.errors.StoreClosed` after
+        :meth:`close`; in every such case nothing is published.
+        """
+        published = self.prepare_message(message, event=event)
+        self.publish(published)
+        return Published(published)
+
+    def validate(self, message: Any) -> Any:
+        """Return ``message`` validated against the store's schema (as is without one)."""
+        if self._validator is None:
+            return message
+        try:
+            return self._validator.validate_python(message)
+        except pydantic.ValidationError as exc:
+            raise MessageValidationError(
+                f"message does not match the schema of {self!r}: {exc}",
+                pydantic_core.from_json(exc.json(include_url=False)),
+            ) from exc
+
+    def prepare_message(self, message: Any, *, event: str | None = None) -> Message:
+        """Validate and encode ``message`` into a :class:`Message` with the next id.
+
+        The offset is only used up when the message is valid, so ids have no gaps.
+        """
+        if self._closed:
+            raise StoreClosed(f"{self!r} is closed")
+        prepared = Message(
+            self.validate(message), id=f"{self.epoch}-{self._offset + 1}", event=event
+        )
+        self._offset += 1
+        return prepared
+
+    def publish(self, message: Message | None = None) -> None:
+        """Push ``message`` to every subscriber's queue, in registration order.
+
+        :meth:`submit` calls this; a subclass that receives messages from elsewhere
+        calls it too. Delivery needs no background loop, so calling it with no
+        argument (as 0.x stores did from ``initialize``) does nothing.
+        """
+        if message is None:
+            return
+        self.stats.published += 1
+        self._remember(message)
+        self._fan_out(message)
+
+    def _fan_out(self, message: Message) -> None:
+        # Copy: an overflowing subscription removes itself from the dict.
+        for subscription in list(self._subscriptions.values()):
+            subscription.put(message)
+
+    def _remember(self, message: Message) -> None:
+        parsed = MessageId.parse(message.id) if message.id is not None else None
+        if parsed is not None:
+            self.history.append(parsed.offset, message)
+
+    # -- observation ----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, int]:
+        """The store's numbers now: ``subscribers``, ``queued_messages`` (waiting in
+        subscriber queues), ``history_messages``, and the counters of :attr:`stats`
+        (``published``, ``delivered``, ``dropped``, ``discarded``, ``replayed``,
+        ``resets``).
+        Disconnects by reason are in ``stats.disconnects``."""
+        stats = self.stats
+        return {
+            "subscribers": len(self._subscriptions),
+            "queued_messages": sum(len(s) for s in self._subscriptions.values()),
+            "history_messages": len(self.history),
+            "published": stats.published,
+            "delivered": stats.delivered,
+            "dropped": stats.dropped,
+            "discarded": stats.discarded,
+            "replayed": stats.replayed,
+            "resets": stats.resets,
+        }
+
+    # -- lifetime -------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the store: no more messages or subscribers.
+
+        Every subscription is closed with ``CloseReason.STORE_CLOSED``; what is
+        already queued is still delivered, then each stream ends. Idempotent.
+        """
+        self._closed = True
+        for subscription in list(self._subscriptions.values()):
+            subscription.close(CloseReason.STORE_CLOSED)
+
+    async def aclose(self) -> None:
+        """Close the store and release what it holds (``close()`` for in-memory
+        stores; a :class:`~tornadose.backends.redis.store.RedisStore` also sends what is
+        pending and closes its connections)."""
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} epoch={self.epoch} subscribers={len(self._subscriptions)}>"
+
+
+#: Every store, so that a forked child process gives each a new epoch (below).
+_stores: weakref.WeakSet[BaseStore] = weakref.WeakSet()
+
+
+def _new_epochs_after_fork() -> None:
+    # A forked child's stores are copies that live on their own: with the parent's
+    # epoch, ids of two processes would look alike, and a client resuming on the
+    # other process would be replayed that process's messages as if they were its own.
+    for store in list(_stores):
+        store.epoch = secrets.token_hex(4)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_epochs_after_fork)
+
+
+class _PythonSubscriber:
+    """The subscriber key of a subscription opened with :meth:`BaseStore.subscribe`."""
+
+    __slots__ = ("__weakref__",)
+
+
+class DataStore(BaseStore):
+    """A latest-value store: subscribers get the current value, then every update.
+
+    Set the value with ``store.data = x``, ``store.set_data(x)`` or
+    ``store.submit(x)``. A new subscriber receives the current value at once (if one
+    was ever set; ``initial_data=None`` means none yet). Its default overflow policy
+    is ``KEEP_LATEST``: a subscriber that falls behind skips to the newest value. It
+    keeps a history of one message: a client that missed only the latest value
+    resumes exactly; one that missed more gets a reset, then the current value.
+    """
+
+    default_overflow = OverflowPolicy.KEEP_LATEST
+    default_history = 1
+
+    def initialize(self, initial_data: Any = None) -> None:
+        """Set the initial value, if ``initial_data`` is not ``None``."""
+        self._current: Message | None = None
+        if initial_data is not None:
+            self.set_data(initial_data)
+
+    @property
+    def data(self) -> Any:
+        """The current value (``None`` if none was set)."""
+        return None if self._current is None else self._current.data
+
+    @data.setter
+    def data(self, new_data: Any) -> None:
+        self.set_data(new_data)
+
+    def set_data(self, new_data: Any) -> Published:
+        """Publish ``new_data`` as the new current value (same as :meth:`submit`)."""
+        return self.submit(new_data)
+
+    def publish(self, message: Message | None = None) -> None:
+        """Make ``message`` the current value and push it to every subscriber."""
+        if message is not None:
+            self._current = message
+        super().publish(message)
+
+    def plan_resume(self, last_event_id: str | None) -> Resume:
+        """As for every store, except that a reset is followed by the current value:
+        the reset carries the id before it, so a client that drops between the two
+        gets the value again when it reconnects."""
+        resume = super().plan_resume(last_event_id)
+        current = MessageId.parse(self._current.id or "") if self._current else None
+        if resume.status is ResumeStatus.RESET and current is not None:
+            before = f"{current.epoch}-{current.offset - 1}" if current.offset > 1 else None
+            resume = dataclasses.replace(resume, reset_id=before)
+        return resume
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Give a new subscriber the current value, unless it resumed exactly (then it
+        has it, or is being replayed it)."""
+        if self._current is not None and subscription.resume.status is not ResumeStatus.RESUMED:
+            subscription.put(self._current)
+
+
+class QueueStore(BaseStore):
+    """Every message, in order, to every subscriber: for streams where nothing may be missed.
+
+    Its default overflow policy is ``DISCONNECT``: a subscriber that falls
+    ``max_queue`` messages behind is cut off rather than silently skipped.
+
+    Messages submitted while nobody is subscribed are kept (the newest ``backlog``
+    of them, default ``max_queue``; older ones are counted in ``stats.dropped``) and
+    handed, in order, to the next subscriber that registers.
+    """
+
+    default_overflow = OverflowPolicy.DISCONNECT
+
+    def initialize(self, backlog: int | None = None) -> None:
+        """``backlog``: how many messages to keep while nobody is subscribed."""
+        size = self.max_queue if backlog is None else backlog
+        if not 0 <= size <= self.max_queue:
+            raise ValueError(f"backlog must be in 0..max_queue ({self.max_queue}), not {size}")
+        self._backlog: deque[Message] = deque()
+        self.backlog = size
+
+    def publish(self, message: Message | None = None) -> None:
+        """Push ``message`` to every subscriber, or keep it for the next one."""
+        if message is not None and not self._subscriptions:
+            self.stats.published += 1
+            self._remember(message)
+            if self.backlog == 0:
+                self.stats.dropped += 1
+                return
+            if len(self._backlog) >= self.backlog:
+                self._backlog.popleft()
+                self.stats.dropped += 1
+            self._backlog.append(message)
+            return
+        super().publish(message)
+
+    def on_register(self, subscription: Subscription) -> None:
+        """Hand the backlog to a new subscriber. A resuming one gets what it missed
+        from the history instead (or a reset), so the backlog is not given twice."""
+        if subscription.resume.status is ResumeStatus.LIVE:
+            subscription.replay(self._backlog)  # outside the bound, like a replay
+        self._backlog.clear()
