@@ -25,9 +25,9 @@ What they guarantee on top:
 * a client that sends ``Last-Event-ID`` (header, or ``last_event_id`` query
   parameter) resumes (see :mod:`tornadose.core.history`);
 * on shutdown (``SIGINT``/``SIGTERM`` under uvicorn, or
-  :func:`tornadose.delivery.shutdown.drain`), every stream ends within
-  :data:`~tornadose.delivery.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
-  (see :mod:`tornadose.delivery.shutdown`).
+  :func:`tornadose.shutdown.drain`), every stream ends within
+  :data:`~tornadose.shutdown.DEFAULT_DEADLINE` seconds, so the server can exit
+  (see :mod:`tornadose.delivery.lifecycle`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from tornadose.core.errors import StoreClosed
 from tornadose.core.reasons import CUT_REASONS, CloseReason
 from tornadose.core.store import BaseStore
 from tornadose.core.subscription import Subscription
-from tornadose.delivery import shutdown, streams
+from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
+from tornadose.delivery.lifecycle import PROCESS, drain_process, install_signal_handlers
 from tornadose.http.answer import Answer, method_not_allowed
 from tornadose.http.auth import Action, Authorize, check_access
 from tornadose.http.channels import Channels, Endpoint, Route
@@ -137,8 +138,8 @@ async def serve_subscription(
             interrupt()
 
     subscription.add_close_callback(on_close)
-    shutdown.install_signal_handlers(loop)
-    with shutdown.streaming(subscription, cut=interrupt.deadline):
+    install_signal_handlers(loop)
+    with PROCESS.streaming(subscription, cut=interrupt.deadline):
         try:
             reason = await _delivered(subscription, deliver, interrupt)
         finally:
@@ -170,7 +171,8 @@ class _Interrupt:
             self.task.cancel()
 
     def deadline(self) -> None:
-        """The drain deadline passed (see :func:`tornadose.delivery.shutdown.streaming`)."""
+        """The drain deadline passed (see
+        :meth:`tornadose.delivery.lifecycle.Lifecycle.streaming`)."""
         if self.armed and not self.fired:
             self.at_deadline = True
             self()
@@ -482,7 +484,7 @@ class ChannelsApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                shutdown.drain()
+                drain_process()
                 await self.channels.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -42,8 +42,9 @@ from tornadose.core.message import Message
 from tornadose.core.reasons import CUT_REASONS, CloseReason
 from tornadose.core.store import BaseStore, Published
 from tornadose.core.subscription import Subscription
-from tornadose.delivery import shutdown, streams
+from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
+from tornadose.delivery.lifecycle import PROCESS
 from tornadose.http.answer import Answer, error_answer, error_code_for, method_not_allowed
 from tornadose.http.auth import Action, Authorize, check_access
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channels, Endpoint
@@ -204,7 +205,7 @@ class BaseHandler(JSONErrorHandler):
     async def run_delivery(self, subscription: Subscription) -> None:
         """Run :meth:`deliver` until the subscription ends, then end the stream; a
         client that went away closes the subscription (``CLIENT_GONE``)."""
-        with shutdown.streaming(subscription, cut=self.abort_connection):
+        with PROCESS.streaming(subscription, cut=self.abort_connection):
             try:
                 reason = await self.deliver(subscription)
             except _CLIENT_GONE:

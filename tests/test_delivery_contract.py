@@ -48,7 +48,8 @@ from tests.conftest import (
     UvicornStarter,
     wait_until,
 )
-from tornadose.delivery import shutdown
+from tornadose import shutdown
+from tornadose.delivery import lifecycle
 from tornadose.http.channels import Channels
 from tornadose.stores import BaseStore, DataStore, OverflowPolicy, QueueStore
 
@@ -717,7 +718,7 @@ async def test_a_stalled_client_cannot_hold_the_drain(
 ) -> None:
     """A client whose writes are stuck is cut at the drain deadline (1 s here); a reading
     client ends cleanly with the reconnect hint; then no stream remains."""
-    monkeypatch.setattr(shutdown, "DEFAULT_DEADLINE", 1.0)
+    monkeypatch.setattr(lifecycle, "DEFAULT_DEADLINE", 1.0)
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(store, write_timeout=None)
     payload = incompressible(64 * 1024)

@@ -338,7 +338,7 @@ async def _serve_tornado(channels: Channels, sockets: list[socket.socket]) -> No
     from tornado.httpserver import HTTPServer
 
     from tornadose.adapters.tornado import channel_handlers
-    from tornadose.delivery import shutdown
+    from tornadose.delivery import lifecycle
 
     server = HTTPServer(tornado.web.Application(channel_handlers(channels)))
     server.add_sockets(sockets)
@@ -348,8 +348,8 @@ async def _serve_tornado(channels: Channels, sockets: list[socket.socket]) -> No
         loop.add_signal_handler(signum, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while forking
     await stop.wait()
-    shutdown.drain()
-    await shutdown.wait_streams_ended(shutdown.DEFAULT_DEADLINE)
+    lifecycle.drain_process()
+    await lifecycle.wait_process_streams_ended(lifecycle.DEFAULT_DEADLINE)
     server.stop()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), CLOSE_TIMEOUT)

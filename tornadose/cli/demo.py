@@ -393,7 +393,7 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
     import uvicorn
     from tornado.httpserver import HTTPServer
 
-    from tornadose.delivery import shutdown
+    from tornadose.delivery import lifecycle
 
     if options.redis_url is not None:
         await _check_redis(options.redis_url)
@@ -430,8 +430,8 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
             # runs as soon as a signal arrives (asyncio sees it even while uvicorn
             # handles it), and uvicorn cuts the WebSockets still open (1012).
             tornado_server.stop()  # accept no new connections
-            shutdown.drain()
-            await shutdown.wait_streams_ended(shutdown.DEFAULT_DEADLINE)
+            lifecycle.drain_process()
+            await lifecycle.wait_process_streams_ended(lifecycle.DEFAULT_DEADLINE)
             uvicorn_server.should_exit = True
             await _finish(serving, CLOSE_TIMEOUT)
             with contextlib.suppress(TimeoutError):

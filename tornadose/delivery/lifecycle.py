@@ -45,8 +45,10 @@ __all__ = [
     "Lifecycle",
     "drain_process",
     "install_signal_handlers",
+    "open_streams",
     "process_draining",
     "reset_process",
+    "wait_process_streams_ended",
 ]
 
 logger = logging.getLogger("tornadose.shutdown")
