@@ -25,6 +25,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from tornadose._version import __version__
+
 if TYPE_CHECKING:
     from tornadose.backends.redis.store import RedisStore
     from tornadose.core.errors import (
@@ -40,8 +42,6 @@ if TYPE_CHECKING:
     from tornadose.core.store import BaseStore, DataStore, Published, QueueStore
     from tornadose.core.subscription import StoreStats, Subscription
     from tornadose.http.channels import Channel, Channels
-
-__version__ = "1.0.0.dev0"
 
 #: Public name -> the module defining it.
 _EXPORTS = {

@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tornadose import __version__
+from tornadose._version import __version__
 from tornadose.http.channels import REDIS_URL_VARIABLE, Channels
 
 __all__ = ["UsageError", "load_channels", "main", "worker_app"]
