@@ -25,9 +25,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tornadose._version import __version__
-
 if TYPE_CHECKING:
+    from tornadose._version import __version__
     from tornadose.backends.redis.store import RedisStore
     from tornadose.core.errors import (
         MessageValidationError,
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 
 #: Public name -> the module defining it.
 _EXPORTS = {
+    "__version__": "tornadose._version",
     "MessageValidationError": "tornadose.core.errors",
     "StoreClosed": "tornadose.core.errors",
     "StoreUnavailable": "tornadose.core.errors",
