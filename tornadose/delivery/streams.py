@@ -34,11 +34,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from tornadose._compat.eager import run_in_task
+from tornadose._compat.asyncio_tasks import run_in_task
 from tornadose.core.errors import SubscriptionClosed
 from tornadose.core.message import Message
 from tornadose.core.reasons import CUT_REASONS, CloseReason
 from tornadose.core.subscription import Subscription
+from tornadose.delivery import direct as direct_delivery
 from tornadose.wire import sse
 
 __all__ = [
@@ -120,10 +121,12 @@ async def stream_sse(
     """Write ``subscription``'s messages as SSE events until it closes.
 
     With ``write_now`` (see :class:`_Stream`), messages that arrive while the stream
-    is idle are written straight from the event loop, without waking its task.
+    is idle are written straight from the event loop, without waking its task,
+    unless direct delivery is off (:mod:`tornadose.delivery.direct`).
     When the server shuts down, the stream ends with a ``retry:`` hint between 1 and
     5 seconds (random, so clients do not all come back at once).
     """
+    write_now = direct_delivery.if_enabled(write_now)  # None: direct delivery is off
     stream = _Stream(subscription, write, write_now, _sse_chunk, options, options.heartbeat)
     try:
         if options.retry is not None:
@@ -150,6 +153,7 @@ async def stream_websocket(
     applies to the whole batch. ``send_frames_now`` is its synchronous form, as
     ``write_now`` for :func:`stream_sse`.
     """
+    send_frames_now = direct_delivery.if_enabled(send_frames_now)  # None: direct delivery is off
     stream = _Stream(subscription, send_frames, send_frames_now, _frames, options, None)
     try:
         return await stream.run(heartbeat=None)
@@ -174,7 +178,7 @@ class _Stream(Generic[T]):
     :class:`_Flusher`. Once per loop turn the flusher takes each ready stream's
     queued messages and writes them with ``write_now``, as the task would have (in a
     copy of its context, with :func:`asyncio.current_task` returning it: see
-    :func:`~tornadose._compat.eager.run_in_task`), but without a task switch, a future or a
+    :func:`~tornadose._compat.asyncio_tasks.run_in_task`), but without a task switch, a future or a
     timer per write:
     a fan-out to idle connections costs one write per connection, like a
     hand-written server. The task is woken only when a write did not finish at once
