@@ -23,7 +23,9 @@ Guarantees:
   ``SIGINT``/``SIGTERM`` does once :func:`install_signal_handlers` chained a drain
   in front of the process's handlers.
 * :meth:`Lifecycle.shut_down` is the one shutdown sequence: drain, wait for the
-  streams to end (at most the deadline), stop the server, close what it held.
+  streams to end (at most the deadline), stop the server, close what it held;
+  :func:`shut_down_together` runs it for several servers that stop at once and
+  share what is closed (the demo's Tornado and uvicorn, sharing channels).
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "PROCESS",
     "Lifecycle",
+    "Step",
     "drain_process",
     "install_signal_handlers",
     "open_streams",
     "process_draining",
     "reset_process",
+    "shut_down_together",
     "wait_process_streams_ended",
 ]
 
@@ -55,6 +59,12 @@ logger = logging.getLogger("tornadose.shutdown")
 
 #: Seconds a stream may take to end after a drain before it is cut.
 DEFAULT_DEADLINE = 5.0
+#: Seconds, on top of the deadline, that the shutdown sequence gives streams cut at
+#: the deadline to end before it stops the server anyway.
+CUT_GRACE = 1.0
+
+#: One step of a shutdown: stop a server, close a store (an awaitable's factory).
+Step = Callable[[], Awaitable[object]]
 
 #: Every live lifecycle, for the process-wide drain.
 _lifecycles: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
@@ -120,23 +130,18 @@ class Lifecycle:
         seconds; whether none is."""
         return await _wait_until_idle(self._idle_waiters, lambda: not self._open, timeout)
 
-    async def shut_down(
-        self,
-        stop: Callable[[], Awaitable[object]] | None = None,
-        close: Iterable[Callable[[], Awaitable[object]]] = (),
-    ) -> bool:
-        """The shutdown sequence: drain, wait until the streams have ended (at most
-        the deadline, plus a second for the cut ones to go), ``await stop()`` (stop
-        the server), then await each of ``close`` in order (close stores,
-        connections). Returns whether every stream had ended before the server
-        stopped."""
-        self.drain()
-        ended = await self.wait_streams_ended(self._deadline() + 1.0)
-        if stop is not None:
-            await stop()
-        for closer in close:
-            await closer()
-        return ended
+    async def shut_down(self, stop: Step | None = None, close: Iterable[Step] = ()) -> bool:
+        """The shutdown sequence: drain this lifecycle, wait until its streams have
+        ended (at most the deadline, plus :data:`CUT_GRACE` for the cut ones to go),
+        ``await stop()`` (stop the server: for uvicorn, set ``should_exit`` and wait
+        for ``serve()`` to return; for Tornado, ``HTTPServer.stop()`` and close its
+        connections), then await each of ``close`` in order (close stores).
+
+        Only this lifecycle's streams are drained: other servers of the process keep
+        serving. Returns whether every stream had ended before the server was
+        stopped. See :func:`shut_down_together` for several servers at once.
+        """
+        return await shut_down_together([(self, stop)], close)
 
     def _deadline(self) -> float:
         return DEFAULT_DEADLINE if self.deadline is None else self.deadline
@@ -185,6 +190,37 @@ class _OpenStream:
             except RuntimeError:  # drained outside the loop: nothing can be timed
                 return
             self.timer = loop.call_later(self.lifecycle._deadline(), self.cut)
+
+
+async def shut_down_together(
+    servers: Iterable[tuple[Lifecycle, Step | None]], close: Iterable[Step] = ()
+) -> bool:
+    """:meth:`Lifecycle.shut_down` for several servers at once: drain every one of
+    their lifecycles, wait until all their streams have ended (at most the longest
+    deadline, plus :data:`CUT_GRACE`), await every server's ``stop`` (concurrently:
+    one slow server does not hold the others), then each of ``close`` in order. If
+    a ``stop`` fails, ``close`` still runs, then the first failure is raised.
+
+    For servers that share what must be closed last (one ``Channels`` mounted on
+    Tornado and uvicorn): the stores are closed once, after both servers stopped.
+    Returns whether every stream had ended before the servers were stopped.
+    """
+    pairs = list(servers)
+    for lifecycle, _ in pairs:
+        lifecycle.drain()
+    grace = max((lifecycle._deadline() for lifecycle, _ in pairs), default=0.0) + CUT_GRACE
+    ended = all(
+        await asyncio.gather(*(lifecycle.wait_streams_ended(grace) for lifecycle, _ in pairs))
+    )
+    stopped = await asyncio.gather(
+        *(stop() for _, stop in pairs if stop is not None), return_exceptions=True
+    )
+    for closer in close:
+        await closer()
+    for outcome in stopped:  # the stores are closed even if a server failed to stop
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return ended
 
 
 def _wake(waiters: set[asyncio.Event]) -> None:
