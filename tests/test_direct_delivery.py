@@ -3,15 +3,18 @@
 While a stream's task waits, a message published for it does not wake the task: a
 per-loop flusher writes it once per loop turn (Tornado: ``RequestHandler.write`` +
 ``flush`` or the WebSocket frame writer; ASGI: the ``send`` coroutine started eagerly
-with :func:`tornadose._compat.eager.start_eagerly`). A write that does not finish at once
-(the socket is backed up) is handed to the stream's task, which awaits the rest under
-the write timeout; a write that fails wakes the task, which raises it.
+with :func:`tornadose._compat.asyncio_tasks.start_eagerly`). A write that does not
+finish at once (the socket is backed up) is handed to the stream's task, which awaits
+the rest under the write timeout; a write that fails wakes the task, which raises it.
+With direct delivery off (:mod:`tornadose.delivery.direct`) every write goes out from
+the task: see ``tests/test_direct_switch.py``.
 
 What is checked here:
 
-1. :mod:`tornadose._compat.eager` on its own, with plain asyncio: a coroutine started eagerly
-   and finished by a task behaves as if that task had run it from the start (order,
-   results, exceptions, cancellation, ``asyncio.timeout``, ``current_task``).
+1. :mod:`tornadose._compat.asyncio_tasks` on its own, with plain asyncio: a coroutine
+   started eagerly and finished by a task behaves as if that task had run it from the
+   start (order, results, exceptions, cancellation, ``asyncio.timeout``,
+   ``current_task``).
 2. A quiet stream is written without waking its task; order and exactly-once when
    direct writes and task writes mix (bursts, singles, big writes that back up,
    clients resuming with ``Last-Event-ID``), on both adapters (Tornado, and ASGI
@@ -66,7 +69,7 @@ from tests.conftest import (
     UvicornStarter,
     wait_until,
 )
-from tornadose._compat.eager import run_in_task, start_eagerly
+from tornadose._compat.asyncio_tasks import run_in_task, start_eagerly
 from tornadose.core.history import RESUMED_EVENT
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason
@@ -83,7 +86,7 @@ request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag",
 sending: contextvars.ContextVar[str] = contextvars.ContextVar("sending", default="nothing")
 chunks_sent: contextvars.ContextVar[int] = contextvars.ContextVar("chunks_sent", default=0)
 
-# -- 1. tornadose._compat.eager ---------------------------------------------------------------
+# -- 1. tornadose._compat.asyncio_tasks ----------------------------------------------
 
 
 class Suspension:
