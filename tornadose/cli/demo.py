@@ -28,7 +28,6 @@ import itertools
 import json
 import math
 import random
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -59,8 +58,6 @@ __all__ = [
 SENSOR_INTERVAL = 0.2
 #: Milliseconds a browser waits before reconnecting a dropped stream.
 RECONNECT_MS = 1000
-#: Seconds the servers' connections may take to close once their streams were drained.
-CLOSE_TIMEOUT = 8.0
 #: Host names a loopback or wildcard address is reached by.
 _LOCAL_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
@@ -310,12 +307,15 @@ def _log_server_errors(handler: Any) -> None:
 
 
 class DemoASGIApp:
-    """The ASGI application: the page, its config, and every channel."""
+    """The ASGI application: the page, its config, and every channel. Its streams
+    are those of :attr:`lifecycle` (the channels app's)."""
 
     def __init__(self, channels: Channels, options: DemoOptions) -> None:
         from tornadose.adapters.asgi import ChannelsApp
+        from tornadose.cli.servers import asgi_lifecycle
 
         self.channels_app = ChannelsApp(channels)
+        self.lifecycle = asgi_lifecycle(self.channels_app)
         self.answers: dict[str, Callable[[], Answer]] = {
             "/": lambda: page_answer(options),
             "/demo/config.json": lambda: config_answer(options, "uvicorn"),
@@ -359,14 +359,6 @@ def _listening(options: DemoOptions) -> Iterator[tuple[list[socket.socket], sock
             sock.close()
 
 
-async def _finish(task: asyncio.Task[Any], timeout: float) -> None:
-    """Wait for ``task`` at most ``timeout`` seconds, then cancel it and wait."""
-    await asyncio.wait({task}, timeout=timeout)
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task})
-
-
 async def _check_redis(url: str) -> None:
     """Fail at once, in one line, if Redis cannot be reached (not later, per message)."""
     import redis.asyncio
@@ -385,61 +377,50 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
     """Serve the demo until ``SIGINT`` or ``SIGTERM``, then stop cleanly.
 
     With Redis, it is checked first; both ports are bound (:class:`DemoError` if
-    Redis cannot be reached or a port is taken), then
-    ``announce`` gets the addresses (:func:`describe`). On a signal every stream is
-    drained (SSE responses end, WebSockets close with ``1001``), both servers close
-    their connections and the stores are closed.
+    Redis cannot be reached or a port is taken), then ``announce`` gets the
+    addresses (:func:`describe`). On a signal both servers shut down together
+    (:func:`~tornadose.delivery.lifecycle.shut_down_together`): each drains its own
+    streams (SSE responses end, WebSockets close with ``1001``), both stop, then the
+    stores are closed, once. If uvicorn fails, the demo stops the same way and
+    raises its error.
     """
-    import uvicorn
     from tornado.httpserver import HTTPServer
 
-    from tornadose.delivery import lifecycle
+    from tornadose.cli.servers import (
+        raise_failure,
+        stop_requested,
+        stop_tornado,
+        stop_uvicorn,
+        tornado_lifecycle,
+        until_stopped,
+        uvicorn_server,
+    )
+    from tornadose.delivery.lifecycle import shut_down_together
 
     if options.redis_url is not None:
         await _check_redis(options.redis_url)
     channels = build_channels(options)
-    with _listening(options) as (tornado_sockets, uvicorn_socket):
-        tornado_server = HTTPServer(tornado_application(channels, options))
+    with _listening(options) as (tornado_sockets, uvicorn_socket), stop_requested() as stop:
+        application = tornado_application(channels, options)
+        tornado_server = HTTPServer(application)
         tornado_server.add_sockets(tornado_sockets)
-        config = uvicorn.Config(
-            DemoASGIApp(channels, options),
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=3,
-        )
-        uvicorn_server = uvicorn.Server(config)
-
-        # asyncio calls these as soon as SIGINT/SIGTERM arrives, even while uvicorn
-        # (which installs its own handler while it serves) handles the signal too.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        serving = asyncio.create_task(uvicorn_server.serve(sockets=[uvicorn_socket]))
+        asgi_app = DemoASGIApp(channels, options)
+        uvicorn = uvicorn_server(asgi_app)
+        serving = asyncio.create_task(uvicorn.serve(sockets=[uvicorn_socket]))
         sensor = channels["sensor"].store
         publisher = asyncio.create_task(publish_readings(sensor, options.interval))
-        stopping = asyncio.create_task(stop.wait())
         try:
             # The sockets already listen: connections wait in their backlog meanwhile.
             announce(describe(options))
-            await asyncio.wait([stopping, serving], return_when=asyncio.FIRST_COMPLETED)
+            await until_stopped(stop, serving)
         finally:
-            stopping.cancel()
             publisher.cancel()
-            # End every stream of both servers, then stop uvicorn. Not at once: this
-            # runs as soon as a signal arrives (asyncio sees it even while uvicorn
-            # handles it), and uvicorn cuts the WebSockets still open (1012).
-            tornado_server.stop()  # accept no new connections
-            lifecycle.drain_process()
-            await lifecycle.wait_process_streams_ended(lifecycle.DEFAULT_DEADLINE)
-            uvicorn_server.should_exit = True
-            await _finish(serving, CLOSE_TIMEOUT)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tornado_server.close_all_connections(), CLOSE_TIMEOUT)
-            await asyncio.wait({publisher, stopping})
-            await channels.aclose()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-        error = None if serving.cancelled() else serving.exception()
-        if error is not None:  # uvicorn failed: it was not stopped by a signal
-            raise error
+            await shut_down_together(
+                [
+                    (tornado_lifecycle(application), stop_tornado(tornado_server)),
+                    (asgi_app.lifecycle, stop_uvicorn(uvicorn, serving)),
+                ],
+                close=[channels.aclose],
+            )
+            await asyncio.wait({publisher})
+    raise_failure(serving)  # uvicorn failed: it was not stopped by a signal
