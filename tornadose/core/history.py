@@ -27,7 +27,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tornadose.core.message import Message
 from tornadose.core.reasons import ResetReason, ResumeStatus
@@ -87,6 +87,11 @@ class Resume:
     #: not get after it (the newest one, unless the store sends it again, as a
     #: ``DataStore`` does with its current value). ``None``: no such message.
     reset_id: str | None = None
+    #: For a resume answered asynchronously (see
+    #: :meth:`~tornadose.core.backend.Backend.resume`): live messages for which this is
+    #: true were fed while the answer was fetched but are already in the replay (or
+    #: were seen by the client), so they are not delivered again. ``None``: none.
+    skip: Callable[[Message], bool] | None = field(default=None, compare=False)
 
 
 class History:

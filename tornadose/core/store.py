@@ -12,11 +12,11 @@ Guarantees of every store:
   and nothing is published. A message that cannot be encoded for the wire raises
   :class:`~tornadose.core.errors.UnencodableMessage`, also before anything is published.
 * **Order**: every subscriber receives messages in the order they were submitted.
-* **Ids**: every published message of an in-memory store gets an id
-  ``"<epoch>-<offset>"``: the offset counts up from 1 within the store, and the
-  epoch is random per store object (and drawn again in a forked child process), so
-  ids from a restarted store never look like ids of the old one.
-  (A ``RedisStore``'s ids are its stream's entry ids.)
+* **Ids**: every published message gets an id from the store's backend. In memory
+  (the default) it is ``"<epoch>-<offset>"``: the offset counts up from 1 within the
+  store, and the epoch is random per store object (and drawn again in a forked child
+  process), so ids from a restarted store never look like ids of the old one (see
+  :mod:`tornadose.core.memory`). A ``RedisStore``'s ids are its stream's entry ids.
 * **Bounded**: each subscriber queues at most ``max_queue`` messages and
   ``max_queue_bytes`` bytes; the store's ``overflow`` policy says what happens
   beyond (see :mod:`tornadose.core.subscription`). A slow subscriber never blocks
@@ -25,6 +25,9 @@ Guarantees of every store:
   those younger than that) are kept; a subscriber that registers with the id of the
   last message it saw gets every later one, in order, then live messages, or an
   explicit reset signal when that is impossible (see :mod:`tornadose.core.history`).
+  The backend keeps the history and answers the resume; one that answers
+  asynchronously (Redis) holds the subscription meanwhile, and no live message
+  overtakes the replay or repeats it.
 * **No event loop at construction**: stores can be created at module level, before
   any event loop runs, and used from whichever loop serves the subscribers.
 * ``submit()`` works called plainly from synchronous code (a ``PeriodicCallback``,
@@ -32,27 +35,36 @@ Guarantees of every store:
   :class:`~tornadose.core.message.Message`. In-memory stores deliver inside the call; a
   ``RedisStore`` sends the message in the background and its result completes (or
   fails with ``StoreUnavailable``) once Redis took it.
+
+**Backends.** Where a channel's messages are ordered, numbered, kept and fed from is
+the store's :class:`~tornadose.core.backend.Backend`: a
+:class:`~tornadose.core.memory.MemoryBackend` unless a subclass's :meth:`BaseStore.make_backend`
+returns another (``RedisStore`` returns a ``RedisBackend``). The store gives the
+backend two callbacks and nothing else: :meth:`BaseStore.publish` (every message of
+the channel, in order) and one saying messages were lost; it attaches them while it
+has subscribers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
-import os
-import secrets
-import weakref
 from collections import deque
-from collections.abc import Generator, KeysView
+from collections.abc import Awaitable, KeysView
 from typing import Any, ClassVar
 
 import pydantic
 import pydantic_core
 
+from tornadose.core.backend import Backend
 from tornadose.core.errors import MessageValidationError, StoreClosed
-from tornadose.core.history import History, MessageId, Resume, control_message, plan_resume
+from tornadose.core.history import History, MessageId, Resume, control_message
+from tornadose.core.memory import MemoryBackend
 from tornadose.core.message import Message
-from tornadose.core.reasons import CloseReason, OverflowPolicy, ResumeStatus
+from tornadose.core.published import Published
+from tornadose.core.reasons import CloseReason, OverflowPolicy, ResetReason, ResumeStatus
 from tornadose.core.subscription import StoreStats, Subscription
 
 __all__ = [
@@ -75,62 +87,11 @@ DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 #: Messages kept for resuming clients (``QueueStore``, ``BaseStore``).
 DEFAULT_HISTORY = 1000
 
-
-class Published:
-    """What ``submit()`` returns: awaitable for the published :class:`Message`.
-
-    In-memory stores publish inside ``submit()``, so calling ``store.submit(x)``
-    without awaiting is fine and nothing is left pending. A store with a remote
-    backend (:class:`~tornadose.backends.redis.store.RedisStore`) returns a ``Published``
-    that completes when the backend took the message; awaiting it raises the
-    backend's error, if any.
-    """
-
-    __slots__ = ("_future", "_message")
-
-    def __init__(self, message: Message | asyncio.Future[Message]) -> None:
-        if isinstance(message, Message):
-            self._message: Message | None = message
-            self._future: asyncio.Future[Message] | None = None
-        else:
-            self._message = None
-            self._future = message
-
-    def done(self) -> bool:
-        """Whether publishing finished (successfully or not)."""
-        return self._future is None or self._future.done()
-
-    @property
-    def message(self) -> Message:
-        """The published message. Raises ``asyncio.InvalidStateError`` if publishing
-        has not finished, and the backend's error if it failed."""
-        if self._message is None:
-            assert self._future is not None
-            self._message = self._future.result()
-        return self._message
-
-    @property
-    def id(self) -> str | None:
-        """The published message's id (``None`` while publishing is pending or failed)."""
-        if self._message is not None:
-            return self._message.id
-        assert self._future is not None
-        if self._future.done() and not self._future.cancelled() and not self._future.exception():
-            return self._future.result().id
-        return None
-
-    def __await__(self) -> Generator[Any, None, Message]:
-        if self._message is None:
-            assert self._future is not None
-            return (yield from self._future.__await__())
-        return self._message
-
-    def __repr__(self) -> str:
-        return f"<Published {self.id if self.done() else 'pending'}>"
+_LIVE = Resume(ResumeStatus.LIVE)
 
 
 class BaseStore:
-    """Base class of all stores: validation, ids, subscribers and fan-out.
+    """Base class of all stores: validation, subscribers and fan-out, over a backend.
 
     Keyword options (all stores):
 
@@ -142,6 +103,7 @@ class BaseStore:
     * ``overflow``: an :class:`OverflowPolicy` or its value (default per class);
     * ``history``: messages kept for resuming clients (default per class; ``0``:
       none); ``history_max_age``: seconds they are kept at most (``None``: no limit).
+      The backend keeps them (:attr:`history_limit`, :attr:`history_max_age`).
 
     Every other argument goes to :meth:`initialize`.
     """
@@ -166,21 +128,27 @@ class BaseStore:
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
         if max_queue_bytes is not None and max_queue_bytes < 1:
             raise ValueError(f"max_queue_bytes must be positive or None, not {max_queue_bytes}")
+        history_limit = self.default_history if history is None else history
+        if history_limit < 0:
+            raise ValueError(f"history must not be negative, not {history_limit}")
+        if history_max_age is not None and history_max_age <= 0:
+            raise ValueError(f"history_max_age must be positive, not {history_max_age}")
         self.schema = schema
         self._validator: pydantic.TypeAdapter[Any] | None = (
             None if schema is None else pydantic.TypeAdapter(schema)
         )
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
-        self.history = History(
-            self.default_history if history is None else history, history_max_age
-        )
+        #: Messages the backend keeps for resuming clients.
+        self.history_limit = history_limit
+        #: Seconds the backend keeps them at most (``None``: no limit).
+        self.history_max_age = history_max_age
         self.overflow = OverflowPolicy(overflow) if overflow is not None else self.default_overflow
         self.stats = StoreStats()
-        self.epoch = secrets.token_hex(4)
-        _stores.add(self)
-        self._offset = 0
+        self._backend: Backend | None = None
+        self._attached = False
         self._subscriptions: dict[object, Subscription] = {}
+        self._resumes: set[asyncio.Task[None]] = set()
         self._closed = False
         self.initialize(*args, **kwargs)
 
@@ -191,6 +159,41 @@ class BaseStore:
         """
         if args or kwargs:
             raise TypeError(f"{type(self).__name__}() got unexpected arguments {args!r} {kwargs!r}")
+
+    # -- the backend ----------------------------------------------------------------
+
+    def make_backend(self) -> Backend:
+        """The store's backend (called once, on first use, after :meth:`initialize`
+        unless that publishes): a :class:`MemoryBackend` fed from the start.
+        Subclasses over another backend override this (``RedisStore`` does)."""
+        return MemoryBackend(History(self.history_limit, self.history_max_age), self.publish)
+
+    @property
+    def backend(self) -> Backend:
+        """Where the store's messages are ordered, numbered and kept (see
+        :mod:`tornadose.core.backend`)."""
+        backend = self._backend
+        if backend is None:
+            backend = self._backend = self.make_backend()
+        return backend
+
+    @property
+    def epoch(self) -> str:
+        """The random part of an in-memory store's ids (``AttributeError`` for a store
+        over another backend)."""
+        backend = self.backend
+        if not isinstance(backend, MemoryBackend):
+            raise AttributeError(f"{type(self).__name__} ids have no epoch")
+        return backend.epoch
+
+    @property
+    def history(self) -> History:
+        """An in-memory store's history (``AttributeError`` for a store over another
+        backend, which keeps its history itself)."""
+        backend = self.backend
+        if not isinstance(backend, MemoryBackend):
+            raise AttributeError(f"{type(self).__name__} keeps its history in its backend")
+        return backend.history
 
     # -- subscribers ----------------------------------------------------------------
 
@@ -207,17 +210,31 @@ class BaseStore:
         last message it saw), the subscription starts with a ``tornadose.resumed``
         message and the missed messages, or with a ``tornadose.reset`` message if they
         cannot all be replayed (see :mod:`tornadose.core.history`); either way live messages
-        follow with no gap and no duplicate. Registering twice returns the same
-        subscription. Raises :class:`~tornadose.core.errors.StoreClosed` after :meth:`close`.
+        follow with no gap and no duplicate. A backend that answers a resume
+        asynchronously (Redis) fetches the replay in the background: the subscription
+        yields nothing until then, and misses nothing meanwhile. Registering twice
+        returns the same subscription. Raises :class:`~tornadose.core.errors.StoreClosed`
+        after :meth:`close`.
         """
         existing = self._subscriptions.get(subscriber)
         if existing is not None:
             return existing
         if self._closed:
             raise StoreClosed(f"{self!r} is closed")
-        resume = self.plan_resume(last_event_id)
-        subscription = self._open_subscription(subscriber, resume)
-        subscription.replay(self.resume_messages(resume))
+        backend = self.backend
+        if not self._attached:
+            backend.attach(self.publish, self._lost)
+            self._attached = True
+        answer: Resume | Awaitable[Resume] = (
+            _LIVE if last_event_id is None else backend.resume(last_event_id)
+        )
+        if isinstance(answer, Resume):
+            resume = self.adjust_resume(answer)
+            subscription = self._open_subscription(subscriber, resume)
+            subscription.replay(self.resume_messages(resume))
+        else:
+            subscription = self._open_subscription(subscriber, _LIVE)
+            self._resume_later(subscription, answer)
         self.on_register(subscription)
         return subscription
 
@@ -234,6 +251,32 @@ class BaseStore:
         self._subscriptions[subscriber] = subscription
         return subscription
 
+    def _resume_later(self, subscription: Subscription, answer: Awaitable[Resume]) -> None:
+        """Hold ``subscription`` until the backend's answer comes, then release it with
+        the control message and the replay ahead of the live messages it kept."""
+        subscription.hold()
+
+        async def resume() -> None:
+            try:
+                started = self.adjust_resume(await answer)
+            except Exception:
+                # Never leave it held for ever: closed, the client resumes again.
+                logger.exception("resuming a subscriber of %r failed", self)
+                subscription.close(CloseReason.DEREGISTERED)
+                return
+            subscription.resume = started
+            subscription.release(self.resume_messages(started), skip=started.skip)
+
+        task = asyncio.get_running_loop().create_task(resume())
+        self._resumes.add(task)
+        task.add_done_callback(self._resumes.discard)
+        subscription.add_close_callback(lambda _: task.cancel())
+
+    def adjust_resume(self, resume: Resume) -> Resume:
+        """Hook: how a subscription starts, given the backend's answer (as is here;
+        ``DataStore`` changes the id its reset carries)."""
+        return resume
+
     def resume_messages(self, resume: Resume) -> list[Message]:
         """What a subscription that starts with ``resume`` gets first (the control
         message, then the replay), counted in :attr:`stats`."""
@@ -241,13 +284,6 @@ class BaseStore:
         self.stats.resets += resume.status is ResumeStatus.RESET
         control = control_message(resume)
         return [] if control is None else [control, *resume.replay]
-
-    def plan_resume(self, last_event_id: str | None) -> Resume:
-        """How a subscriber that last saw ``last_event_id`` starts (see
-        :func:`tornadose.core.history.plan_resume`)."""
-        return plan_resume(
-            last_event_id, epoch=self.epoch, latest=self._offset, history=self.history
-        )
 
     def subscribe(self, last_event_id: str | None = None) -> Subscription:
         """Open a subscription for Python code: ``async with store.subscribe() as s:``.
@@ -273,22 +309,33 @@ class BaseStore:
     def _forget(self, subscription: Subscription) -> None:
         if self._subscriptions.get(subscription.subscriber) is subscription:
             del self._subscriptions[subscription.subscriber]
+            if not self._subscriptions and self._attached:
+                self._attached = False
+                self.backend.detach()
 
     # -- publishing -----------------------------------------------------------------
 
     def submit(self, message: Any, *, event: str | None = None) -> Published:
-        """Validate ``message``, give it the next id and publish it to every subscriber.
+        """Validate ``message`` and publish it through the backend, which gives it its
+        id and feeds it to every subscriber (:meth:`publish`).
 
         ``event`` names the SSE event type (``None``: the default ``message`` event).
         Raises :class:`~tornadose.core.errors.MessageValidationError` if the store has a
         schema that ``message`` does not match, :class:`~tornadose.core.errors.UnencodableMessage`
         if it cannot be encoded, :class:`~tornadose.wire.sse.InvalidField` for an ``event``
         with CR, LF or NUL, and :class:`~tornadose.core.errors.StoreClosed` after
-        :meth:`close`; in every such case nothing is published.
+        :meth:`close`; in every such case nothing is published and no id is used up.
         """
-        published = self.prepare_message(message, event=event)
-        self.publish(published)
-        return Published(published)
+        published = self.backend.publish(self.prepare_message(message, event=event))
+        if published.done():
+            self._count(published)
+        else:
+            published.add_done_callback(self._count)
+        return published
+
+    def _count(self, published: Published) -> None:
+        if published.succeeded():
+            self.stats.published += 1
 
     def validate(self, message: Any) -> Any:
         """Return ``message`` validated against the store's schema (as is without one)."""
@@ -303,54 +350,51 @@ class BaseStore:
             ) from exc
 
     def prepare_message(self, message: Any, *, event: str | None = None) -> Message:
-        """Validate and encode ``message`` into a :class:`Message` with the next id.
-
-        The offset is only used up when the message is valid, so ids have no gaps.
-        """
+        """Validate and encode ``message`` into a :class:`Message` without an id (the
+        backend gives it one, so an invalid message uses up none)."""
         if self._closed:
             raise StoreClosed(f"{self!r} is closed")
-        prepared = Message(
-            self.validate(message), id=f"{self.epoch}-{self._offset + 1}", event=event
-        )
-        self._offset += 1
-        return prepared
+        return Message(self.validate(message), id=None, event=event)
 
     def publish(self, message: Message | None = None) -> None:
-        """Push ``message`` to every subscriber's queue, in registration order.
+        """Push ``message`` (with its id) to every subscriber's queue, in registration order.
 
-        :meth:`submit` calls this; a subclass that receives messages from elsewhere
-        calls it too. Delivery needs no background loop, so calling it with no
-        argument (as 0.x stores did from ``initialize``) does nothing.
+        The backend calls this with every message of the channel, in the channel's
+        order: those :meth:`submit` published and, for a shared backend, those other
+        processes did. Subclasses override it to keep state (``DataStore``'s current
+        value). Delivery needs no background loop, so calling it with no argument (as
+        0.x stores did from ``initialize``) does nothing.
         """
-        if message is None:
-            return
-        self.stats.published += 1
-        self._remember(message)
-        self._fan_out(message)
+        if message is not None:
+            self._fan_out(message)
 
     def _fan_out(self, message: Message) -> None:
         # Copy: an overflowing subscription removes itself from the dict.
         for subscription in list(self._subscriptions.values()):
             subscription.put(message)
 
-    def _remember(self, message: Message) -> None:
-        parsed = MessageId.parse(message.id) if message.id is not None else None
-        if parsed is not None:
-            self.history.append(parsed.offset, message)
+    def _lost(self, last_id: str | None) -> None:
+        """The backend lost messages after ``last_id`` before feeding them: every
+        subscriber gets the reset signal (``data_lost``) ahead of what follows."""
+        resume = Resume(ResumeStatus.RESET, last_id, reason=ResetReason.DATA_LOST)
+        control = control_message(resume)
+        assert control is not None
+        self.stats.resets += len(self._subscriptions)
+        self._fan_out(control)
 
     # -- observation ----------------------------------------------------------------
 
     def snapshot(self) -> dict[str, int]:
         """The store's numbers now: ``subscribers``, ``queued_messages`` (waiting in
-        subscriber queues), ``history_messages``, and the counters of :attr:`stats`
+        subscriber queues), ``history_messages``, the counters of :attr:`stats`
         (``published``, ``delivered``, ``dropped``, ``discarded``, ``replayed``,
-        ``resets``).
+        ``resets``), and the backend's own (:meth:`Backend.snapshot`).
         Disconnects by reason are in ``stats.disconnects``."""
         stats = self.stats
-        return {
+        numbers = {
             "subscribers": len(self._subscriptions),
             "queued_messages": sum(len(s) for s in self._subscriptions.values()),
-            "history_messages": len(self.history),
+            "history_messages": 0,
             "published": stats.published,
             "delivered": stats.delivered,
             "dropped": stats.dropped,
@@ -358,6 +402,8 @@ class BaseStore:
             "replayed": stats.replayed,
             "resets": stats.resets,
         }
+        numbers.update(self.backend.snapshot())
+        return numbers
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -370,36 +416,30 @@ class BaseStore:
         """Close the store: no more messages or subscribers.
 
         Every subscription is closed with ``CloseReason.STORE_CLOSED``; what is
-        already queued is still delivered, then each stream ends. Idempotent.
+        already queued is still delivered, then each stream ends. Pending resumes are
+        abandoned (their subscriptions are closed too). Idempotent.
         """
         self._closed = True
+        for task in list(self._resumes):
+            task.cancel()
         for subscription in list(self._subscriptions.values()):
             subscription.close(CloseReason.STORE_CLOSED)
+        if self._attached:
+            self._attached = False
+            self.backend.detach()
 
     async def aclose(self) -> None:
-        """Close the store and release what it holds (``close()`` for in-memory
-        stores; a :class:`~tornadose.backends.redis.store.RedisStore` also sends what is
-        pending and closes its connections)."""
+        """Close the store and release what its backend holds (nothing in memory; a
+        :class:`~tornadose.backends.redis.store.RedisStore` also sends what is pending
+        and closes its connections)."""
         self.close()
+        if self._backend is not None:
+            await self._backend.aclose()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} epoch={self.epoch} subscribers={len(self._subscriptions)}>"
-
-
-#: Every store, so that a forked child process gives each a new epoch (below).
-_stores: weakref.WeakSet[BaseStore] = weakref.WeakSet()
-
-
-def _new_epochs_after_fork() -> None:
-    # A forked child's stores are copies that live on their own: with the parent's
-    # epoch, ids of two processes would look alike, and a client resuming on the
-    # other process would be replayed that process's messages as if they were its own.
-    for store in list(_stores):
-        store.epoch = secrets.token_hex(4)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_epochs_after_fork)
+        backend = self._backend
+        where = f" epoch={backend.epoch}" if isinstance(backend, MemoryBackend) else ""
+        return f"<{type(self).__name__}{where} subscribers={len(self._subscriptions)}>"
 
 
 class _PythonSubscriber:
@@ -435,6 +475,7 @@ class DataStore(BaseStore):
 
     @data.setter
     def data(self, new_data: Any) -> None:
+        """Publish ``new_data`` as the new current value (same as :meth:`set_data`)."""
         self.set_data(new_data)
 
     def set_data(self, new_data: Any) -> Published:
@@ -447,11 +488,10 @@ class DataStore(BaseStore):
             self._current = message
         super().publish(message)
 
-    def plan_resume(self, last_event_id: str | None) -> Resume:
+    def adjust_resume(self, resume: Resume) -> Resume:
         """As for every store, except that a reset is followed by the current value:
         the reset carries the id before it, so a client that drops between the two
         gets the value again when it reconnects."""
-        resume = super().plan_resume(last_event_id)
         current = MessageId.parse(self._current.id or "") if self._current else None
         if resume.status is ResumeStatus.RESET and current is not None:
             before = f"{current.epoch}-{current.offset - 1}" if current.offset > 1 else None
@@ -473,7 +513,8 @@ class QueueStore(BaseStore):
 
     Messages submitted while nobody is subscribed are kept (the newest ``backlog``
     of them, default ``max_queue``; older ones are counted in ``stats.dropped``) and
-    handed, in order, to the next subscriber that registers.
+    handed, in order, to the next subscriber that registers (over a backend that
+    feeds while detached: in memory).
     """
 
     default_overflow = OverflowPolicy.DISCONNECT
@@ -489,8 +530,6 @@ class QueueStore(BaseStore):
     def publish(self, message: Message | None = None) -> None:
         """Push ``message`` to every subscriber, or keep it for the next one."""
         if message is not None and not self._subscriptions:
-            self.stats.published += 1
-            self._remember(message)
             if self.backlog == 0:
                 self.stats.dropped += 1
                 return

@@ -217,11 +217,6 @@ class Subscription:
         if self._queue and self._waiter_wants_messages:
             self._wake()
 
-    @property
-    def held(self) -> bool:
-        """Whether the subscription is held (see :meth:`hold`)."""
-        return self._held
-
     def _full_for(self, message: Message) -> bool:
         live = len(self._queue) - self._exempt
         if live >= self.max_messages:
