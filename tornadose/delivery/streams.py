@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import random
 import weakref
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_WRITE_TIMEOUT",
     "SSEOptions",
     "StreamOptions",
+    "stream_payloads",
     "stream_sse",
     "stream_websocket",
 ]
@@ -128,6 +130,11 @@ async def stream_sse(
     """
     write_now = direct_delivery.if_enabled(write_now)  # None: direct delivery is off
     stream = _Stream(subscription, write, write_now, _sse_chunk, options, options.heartbeat)
+    return await _run_sse(stream, options)
+
+
+async def _run_sse(stream: _Stream[Any], options: SSEOptions) -> CloseReason:
+    """Run an SSE stream: the ``retry:`` field first, heartbeats, the shutdown hint."""
     try:
         if options.retry is not None:
             await stream.write(sse.encode_retry(options.retry))
@@ -135,6 +142,44 @@ async def stream_sse(
         if reason is CloseReason.SERVER_SHUTDOWN:
             await stream.write(sse.encode_retry(random.randint(1000, 5000)))
         return reason
+    finally:
+        stream.stop()
+
+
+async def stream_payloads(
+    subscription: Subscription,
+    publish: Callable[[Any], object],
+    options: StreamOptions = StreamOptions(),
+    *,
+    write: Callable[[bytes], Awaitable[None]] | None = None,
+) -> CloseReason:
+    """Hand each message's payload to ``publish`` (awaited when it returns an
+    awaitable), in order, until the subscription closes: the 0.x way to customise
+    output, run by the same loop as :func:`stream_sse`, so the same options apply.
+
+    ``period`` throttles; ``write_timeout`` bounds each batch of ``publish`` calls.
+    With :class:`SSEOptions` and ``write`` (how to write raw SSE bytes), the
+    ``retry:`` field, heartbeats and the shutdown hint are written as by
+    :func:`stream_sse`; otherwise there are none (the output format is the
+    subscriber's own).
+    """
+
+    async def deliver(item: list[Message] | bytes) -> None:
+        if isinstance(item, bytes):
+            assert write is not None
+            await write(item)
+            return
+        for message in item:
+            result = publish(message.data)
+            if inspect.isawaitable(result):
+                await result
+
+    if write is not None and isinstance(options, SSEOptions):
+        stream = _Stream(subscription, deliver, None, list, options, options.heartbeat)
+        return await _run_sse(stream, options)
+    stream = _Stream(subscription, deliver, None, list, options, None)
+    try:
+        return await stream.run(heartbeat=None)
     finally:
         stream.stop()
 

@@ -19,6 +19,7 @@ __all__ = [
     "error_code_for",
     "json_answer",
     "method_not_allowed",
+    "response_headers",
 ]
 
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
@@ -73,3 +74,15 @@ def method_not_allowed(method: str, *allowed: str) -> Answer:
         f"{method} is not allowed here; use {methods}",
         ("Allow", methods),
     )
+
+
+#: Statuses whose responses carry no body, hence no ``Content-Length`` either.
+BODILESS_STATUSES = frozenset({204, 304})
+
+
+def response_headers(answer: Answer) -> tuple[tuple[str, str], ...]:
+    """Every header to send with ``answer``, the same on every adapter: the answer's
+    own, plus ``Content-Length`` unless the status carries no body (204, 304)."""
+    if answer.status in BODILESS_STATUSES:
+        return answer.headers
+    return (*answer.headers, ("Content-Length", str(len(answer.body))))

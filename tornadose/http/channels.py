@@ -32,13 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
-import pydantic_core
-
 from tornadose.core.store import BaseStore, QueueStore
 from tornadose.delivery import streams
-from tornadose.http.answer import Answer, error_answer, json_answer
-from tornadose.http.asyncapi import asyncapi_document
 from tornadose.http.auth import Authorize
 from tornadose.http.publish import DEFAULT_MAX_BODY
 
@@ -143,7 +138,6 @@ class Channels:
         self.version = version
         self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
         self._channels: dict[str, Channel] = {}
-        self._registry: Any = None  # a prometheus_client registry, made when first scraped
 
     def add(
         self,
@@ -205,42 +199,6 @@ class Channels:
                 if endpoint is not Endpoint.PUBLISH or channel.publishable:
                     table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
         return table
-
-    def not_found(self, path: str) -> Answer:
-        """The ``404`` answer for a path under the prefix that serves nothing."""
-        return error_answer(404, "unknown_channel", f"no channel endpoint at {path!r}")
-
-    # -- descriptions -------------------------------------------------------------------
-
-    def message_schema(self, name: str) -> dict[str, Any]:
-        """The JSON Schema of channel ``name``'s messages (``{}``: anything)."""
-        schema = self[name].store.schema
-        if schema is None:
-            return {}
-        result: dict[str, Any] = pydantic.TypeAdapter(schema).json_schema(mode="serialization")
-        return result
-
-    def schema_answer(self, name: str) -> Answer:
-        """The answer to ``GET .../{name}/schema.json``."""
-        return json_answer(200, pydantic_core.to_json(self.message_schema(name)))
-
-    def asyncapi_answer(self) -> Answer:
-        """The answer to ``GET .../asyncapi.json``."""
-        return json_answer(200, pydantic_core.to_json(asyncapi_document(self)))
-
-    def metrics_answer(self) -> Answer:
-        """The answer to ``GET .../metrics`` (``501`` without ``prometheus_client``)."""
-        try:
-            from tornadose.http import metrics
-        except ImportError:
-            return error_answer(
-                501, "not_implemented", "metrics need prometheus_client: tornadose[metrics]"
-            )
-        if self._registry is None:
-            self._registry = metrics.registry_for(
-                lambda: {channel.name: channel.store for channel in self}
-            )
-        return metrics.metrics_answer(self._registry)
 
     def close(self) -> None:
         """Close every channel's store (ending its streams)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qs
 
-__all__ = ["event_from_query", "joined_headers", "last_event_id_from"]
+__all__ = ["BodyLimit", "event_from_query", "joined_headers", "last_event_id_from"]
 
 
 def joined_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -43,3 +43,39 @@ def event_from_query(query: str) -> str | None:
     """
     values = parse_qs(query, keep_blank_values=True).get("event")
     return values[0] or None if values else None
+
+
+class BodyLimit:
+    """A request body read chunk by chunk, kept while it stays within ``limit`` bytes.
+
+    Guarantees: :meth:`add` returns ``False`` from the first chunk that takes the
+    total over ``limit`` on (the adapter then answers ``413`` and reads no further),
+    and what was kept is dropped at once; :attr:`body` is every chunk, in order,
+    while within the limit.
+    """
+
+    __slots__ = ("_chunks", "_size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    @property
+    def exceeded(self) -> bool:
+        """Whether the body went over the limit."""
+        return self._size > self.limit
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk``; whether the body is still within the limit."""
+        self._size += len(chunk)
+        if self.exceeded:
+            self._chunks.clear()
+            return False
+        self._chunks.append(chunk)
+        return True
+
+    @property
+    def body(self) -> bytes:
+        """The body read so far (empty once over the limit)."""
+        return b"".join(self._chunks)
