@@ -1,0 +1,538 @@
+"""The distribution as users get it: a wheel, installed (not editable) in a fresh virtual
+environment with one documented extra.
+
+Guarantees checked:
+
+* ``pyproject.toml`` lists every package folder of the repository (a folder with an
+  ``__init__.py`` under ``tornadose/``, ``adapters/`` or ``schemas/``), and no package
+  without a folder;
+* the wheel holds exactly one top-level import package, ``tornadose``, with every file
+  of those folders at its installed place (``adapters/`` as ``tornadose/adapters/``,
+  ``schemas/`` as ``tornadose/schemas/``, the demo page and ``py.typed`` included);
+* installed with the ``demo`` extra, the distribution owns the one top-level name
+  ``tornadose``, every module of it imports (except those needing an extra that is not
+  installed, which fail naming that dependency), and the demo page is served, from the
+  installed package, by ``tornadose demo``;
+* from a working directory holding a user's own ``schemas.py`` and ``adapters/``
+  package, the Tornado handlers, the ASGI apps, ``Channels`` (validated publishing, whose
+  answers are tornadose's own ``schemas``) and ``tornadose serve`` import and serve,
+  while ``import schemas`` and ``import adapters`` keep giving the user's modules.
+
+The wheel is built from a copy of the working tree (so the build leaves nothing in the
+checkout) with ``pip wheel``; pip needs PyPI (or its cache) for the build backend and the
+extra's dependencies, as the README's install command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.clients import sse_client
+from tests.conftest import free_port
+from tests.programs import Program, StartProgram, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The extra the fresh environment gets: both servers (the README's demo command).
+EXTRA = "demo"
+#: Dependencies of the extras the fresh environment does not get: a module needing one
+#: may fail to import, with ModuleNotFoundError naming it.
+NOT_INSTALLED = {"redis", "prometheus_client", "httpx", "websockets"}
+#: What the build does not need from the working tree.
+_NOT_BUILT = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", "*.pyc", "artifacts", ".*cache"
+)
+#: Seconds any one pip run may take (a cold cache downloads the dependencies).
+PIP_TIMEOUT = 240
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for programs of the fresh venv: nothing pointing at the checkout."""
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
+def package_dirs(root: Path = ROOT) -> dict[str, Path]:
+    """Import package -> folder of the tree at ``root``, as its ``pyproject.toml`` maps them."""
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    mapping: dict[str, str] = config["tool"]["setuptools"]["package-dir"]
+    return {package: root / folder for package, folder in mapping.items()}
+
+
+def repository_packages(root: Path = ROOT) -> dict[str, Path]:
+    """Every package folder of the repository under its installed name: each folder with
+    an ``__init__.py`` reachable from a mapped folder through folders that have one."""
+    roots = package_dirs(root)
+    found: dict[str, Path] = {}
+    for package, folder in roots.items():
+        for init in sorted(folder.rglob("__init__.py")):
+            relative = init.parent.relative_to(folder)
+            chain = [folder / Path(*relative.parts[:i]) for i in range(len(relative.parts) + 1)]
+            if not all((link / "__init__.py").is_file() for link in chain):
+                continue
+            name = ".".join([package, *relative.parts])
+            if mapped_elsewhere(name, package, roots):
+                continue
+            found[name] = init.parent
+    return found
+
+
+def mapped_elsewhere(name: str, package: str, roots: dict[str, Path]) -> bool:
+    """Whether ``name``, found under ``package``'s folder, is a package that pyproject maps
+    from a folder of its own (the repository has no ``tornadose/adapters/``, but if it
+    had, ``adapters/`` would be the one installed)."""
+    return any(
+        len(other) > len(package) and (name == other or name.startswith(other + "."))
+        for other in roots
+    )
+
+
+def installed_files(root: Path = ROOT) -> dict[str, Path]:
+    """Every file of the mapped folders of the tree at ``root`` (bytecode aside) -> its
+    path inside the wheel."""
+    roots = package_dirs(root)
+    files: dict[str, Path] = {}
+    for package, folder in roots.items():
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if not path.is_file() or "__pycache__" in relative.parts or path.suffix == ".pyc":
+                continue
+            if mapped_elsewhere(".".join([package, *relative.parent.parts]), package, roots):
+                continue
+            files["/".join([*package.split("."), *relative.parts])] = path
+    return files
+
+
+def test_pyproject_lists_every_package_folder() -> None:
+    """Every package folder (``__init__.py``) under the mapped folders is in pyproject's
+    package list, and every listed package has its folder: a subpackage added without
+    listing it would be left out of the wheel."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = set(repository_packages())
+    assert {"tornadose", "tornadose.adapters", "tornadose.schemas", "tornadose.wire"} <= found
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+    assert listed - found == set(), "listed packages without a folder"
+
+
+# -- the wheel ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Build:
+    """A wheel and the copy of the working tree it was built from (the tree may change
+    while the tests run: other files are compared with this copy)."""
+
+    wheel: Path
+    source: Path
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The wheel, built from a copy of the working tree."""
+    work = tmp_path_factory.mktemp("build")
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=_NOT_BUILT)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = work.glob("tornadose-*.whl")
+    return Build(wheel, source)
+
+
+def test_the_wheel_holds_one_top_level_package_with_every_file(build: Build) -> None:
+    """The wheel's top level is ``tornadose/`` and its ``.dist-info`` only, and every file
+    of the mapped folders is in it, at its installed path, byte for byte."""
+    with zipfile.ZipFile(build.wheel) as archive:
+        names = set(archive.namelist())
+        tops = {name.split("/")[0] for name in names}
+        dist_info = {top for top in tops if top.endswith(".dist-info")}
+        assert len(dist_info) == 1
+        assert tops - dist_info == {"tornadose"}, tops
+        (info,) = dist_info
+        if f"{info}/top_level.txt" in names:
+            assert archive.read(f"{info}/top_level.txt").decode().split() == ["tornadose"]
+        metadata = archive.read(f"{info}/METADATA").decode()
+        assert f"Provides-Extra: {EXTRA}" in metadata
+        expected = installed_files(build.source)
+        assert "tornadose/static/demo.html" in expected
+        assert "tornadose/adapters/tornado.py" in expected
+        assert "tornadose/schemas/__init__.py" in expected
+        missing = sorted(set(expected) - names)
+        assert not missing, f"files of the repository missing from the wheel: {missing}"
+        changed = [
+            name for name, path in expected.items() if archive.read(name) != path.read_bytes()
+        ]
+        assert not changed, changed
+        for package in repository_packages(build.source):
+            assert "/".join(package.split(".")) + "/__init__.py" in names, package
+        extra = sorted(
+            name
+            for name in names - set(expected)
+            if not name.startswith(info + "/") and not name.endswith("/")
+        )
+        assert not extra, f"files in the wheel that are not in the repository: {extra}"
+
+
+# -- the fresh environment ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def venv(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with the wheel and its ``demo`` extra installed
+    (not editable); returns its ``bin`` folder."""
+    root = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
+    result = subprocess.run(
+        [
+            str(root / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            f"{build.wheel}[{EXTRA}]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PIP_TIMEOUT,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root / "bin"
+
+
+#: A user's project: its own ``schemas.py`` and ``adapters/``, and an app that imports
+#: both before and after tornadose, serving one store and one channel on Tornado and
+#: uvicorn (``python app.py``) or through ``tornadose serve app:channels``.
+USER_SCHEMAS = '''\
+"""The user's own schemas module (not tornadose's)."""
+from pydantic import BaseModel
+
+MARK = "the user's schemas"
+
+
+class Greeting(BaseModel):
+    text: str
+'''
+
+USER_ADAPTERS = 'MARK = "the user\'s adapters"\n'
+
+USER_APP = '''\
+"""The user's app: tornadose beside the user's own schemas.py and adapters/."""
+import asyncio
+import json
+import socket
+import sys
+
+import adapters
+import schemas
+
+assert schemas.MARK == "the user's schemas", schemas.__file__
+assert adapters.MARK == "the user's adapters", adapters.__file__
+
+import tornadose.schemas
+from tornadose import Channels
+from tornadose.adapters.asgi import ChannelsApp, EventSourceApp
+from tornadose.adapters.tornado import channel_handlers
+from tornadose.handlers import EventSource
+from tornadose.stores import DataStore
+
+import adapters as adapters_after
+import schemas as schemas_after
+
+assert schemas_after is schemas and adapters_after is adapters
+
+store = DataStore({"from": schemas.MARK})
+channels = Channels()
+channels.add("greetings", schema=schemas.Greeting)
+
+
+def listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def main() -> None:
+    import tornado.web
+    import uvicorn
+    from tornado.httpserver import HTTPServer
+
+    events, channel_app = EventSourceApp(store), ChannelsApp(channels)
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/events":
+            return await events(scope, receive, send)
+        return await channel_app(scope, receive, send)
+
+    tornado_sock, uvicorn_sock = listening(), listening()
+    rules = [(r"/events", EventSource, {"store": store}), *channel_handlers(channels)]
+    tornado_server = HTTPServer(tornado.web.Application(rules))
+    tornado_server.add_sockets([tornado_sock])
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[uvicorn_sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    report = {
+        "tornado": tornado_sock.getsockname()[1],
+        "uvicorn": uvicorn_sock.getsockname()[1],
+        "schemas": sys.modules["schemas"].__file__,
+        "adapters": sys.modules["adapters"].__file__,
+        "tornadose": sys.modules["tornadose"].__file__,
+        "tornadose.schemas": tornadose.schemas.__file__,
+    }
+    print(json.dumps(report), flush=True)
+    await serving
+    tornado_server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+'''
+
+#: Run by the fresh venv's python from the user's project: what is installed and whether
+#: every module imports.
+INSPECT = """\
+import hashlib, importlib, importlib.metadata, importlib.resources, importlib.util, json
+import pkgutil, sys
+
+import adapters, schemas
+
+dist = importlib.metadata.distribution("tornadose")
+tops = sorted({
+    str(f).split("/")[0] for f in dist.files or ()
+    if not str(f).startswith("..") and ".dist-info" not in str(f).split("/")[0]
+})
+owners = sorted(
+    name for name, dists in importlib.metadata.packages_distributions().items()
+    if "tornadose" in dists
+)
+import tornadose
+
+imported, failed = ["tornadose"], {}
+for info in pkgutil.walk_packages(tornadose.__path__, "tornadose."):
+    if info.name.endswith(".__main__"):
+        continue
+    try:
+        importlib.import_module(info.name)
+        imported.append(info.name)
+    except ModuleNotFoundError as error:
+        failed[info.name] = [error.name, importlib.util.find_spec(error.name.split(".")[0]) is None]
+page = importlib.resources.files("tornadose").joinpath("static", "demo.html").read_bytes()
+print(json.dumps({
+    "tops": tops,
+    "owners": owners,
+    "tornadose": tornadose.__file__,
+    "imported": imported,
+    "failed": failed,
+    "page": hashlib.sha256(page).hexdigest(),
+    "schemas": [schemas.__file__, getattr(schemas, "MARK", None),
+                sys.modules["schemas"] is schemas],
+    "adapters": [adapters.__file__, getattr(adapters, "MARK", None)],
+    "version": tornadose.__version__,
+}))
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A user's project folder with its own ``schemas.py``, ``adapters/`` and ``app.py``."""
+    folder = tmp_path / "project"
+    (folder / "adapters").mkdir(parents=True)
+    (folder / "schemas.py").write_text(USER_SCHEMAS)
+    (folder / "adapters" / "__init__.py").write_text(USER_ADAPTERS)
+    (folder / "app.py").write_text(USER_APP)
+    return folder
+
+
+def wheel_version(venv: Path) -> str:
+    """The version the installed distribution's metadata declares."""
+    (info,) = site_packages(venv).glob("tornadose-*.dist-info")
+    return info.name.removeprefix("tornadose-").removesuffix(".dist-info")
+
+
+def site_packages(venv: Path) -> Path:
+    (found,) = (venv.parent / "lib").glob("python3*/site-packages")
+    return found
+
+
+@pytest.mark.timeout(420)  # builds the wheel and the venv when run alone
+def test_installed_distribution_is_one_package_and_every_module_imports(
+    build: Build, venv: Path, project: Path
+) -> None:
+    """In the fresh venv, run from the user's project: ``tornadose`` is the one top-level
+    name the distribution installs (no ``adapters``, no ``schemas`` in site-packages),
+    the package is the installed one, every module imports (or fails naming a dependency
+    of an extra not installed), the demo page is in the package, and the user's
+    ``schemas``/``adapters`` are still the user's after all that."""
+    result = subprocess.run(
+        [str(venv / "python"), "-c", INSPECT],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    site = site_packages(venv)
+    assert report["tops"] == ["tornadose"]
+    assert report["owners"] == ["tornadose"]
+    for name in ("adapters", "schemas", "schemas.py", "adapters.py"):
+        assert not (site / name).exists(), name
+    assert Path(report["tornadose"]).is_relative_to(site)
+    assert report["schemas"] == [str(project / "schemas.py"), "the user's schemas", True]
+    assert report["adapters"] == [str(project / "adapters" / "__init__.py"), "the user's adapters"]
+    page = (build.source / "tornadose" / "static" / "demo.html").read_bytes()
+    assert report["page"] == hashlib.sha256(page).hexdigest()
+    assert report["version"] == wheel_version(venv)
+
+    installed = {
+        ".".join(Path(name).with_suffix("").parts).removesuffix(".__init__")
+        for name in installed_files(build.source)
+        if name.endswith(".py") and not name.endswith("__main__.py")
+    }
+    assert set(report["imported"]) | set(report["failed"]) == installed
+    wrong = {
+        module: missing
+        for module, (missing, absent) in report["failed"].items()
+        if missing.split(".")[0] not in NOT_INSTALLED or not absent
+    }
+    assert not wrong, f"modules failing to import for another reason than a missing extra: {wrong}"
+    for layer in ("wire", "core", "delivery", "http", "adapters", "schemas", "cli"):
+        assert f"tornadose.{layer}" in report["imported"], layer
+
+
+def free_port_pair() -> int:
+    """A port ``p`` with ``p`` and ``p + 1`` both free a moment ago (``tornadose demo``)."""
+    for _ in range(50):
+        port = free_port()
+        if port >= 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+async def test_demo_serves_the_page_of_the_installed_package(
+    build: Build, venv: Path, project: Path, start_program: StartProgram
+) -> None:
+    """``tornadose demo`` from the fresh venv (run in the user's project) serves the demo
+    page from both its servers, byte for byte the repository's ``static/demo.html``."""
+    port = free_port_pair()
+    demo = start_program(
+        [str(venv / "tornadose"), "demo", "--host", "127.0.0.1", "--port", str(port)], project
+    )
+    await wait_for_port(demo, port)
+    await wait_for_port(demo, port + 1)
+    page = (build.source / "tornadose" / "static" / "demo.html").read_bytes()
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        for server in (port, port + 1):
+            answer = await client.get(f"http://127.0.0.1:{server}/")
+            assert answer.status_code == 200, demo.describe()
+            assert answer.headers["content-type"].startswith("text/html")
+            assert answer.content == page
+
+
+async def started_report(program: Program, timeout: float = 20.0) -> dict[str, Any]:
+    """The JSON line the user's app prints once both servers listen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not program.stdout_text().strip():
+        if program.proc.poll() is not None or loop.time() > deadline:
+            pytest.fail(f"the app did not start\n{program.describe()}")
+        await asyncio.sleep(0.05)
+    report: dict[str, Any] = json.loads(program.stdout_text().splitlines()[0])
+    return report
+
+
+async def first_data(url: str) -> str:
+    """The data of the first event of the SSE stream at ``url``."""
+    async with sse_client(url) as (_source, events):
+        event = await asyncio.wait_for(anext(events), 5)
+        return event.data
+
+
+async def test_handlers_and_apps_serve_beside_a_users_schemas_and_adapters(
+    venv: Path, project: Path, start_program: StartProgram
+) -> None:
+    """The user's app, run by the fresh venv in the project folder, imports the Tornado
+    handlers, the ASGI apps and ``Channels`` next to its own ``schemas``/``adapters`` and
+    serves them: a DataStore's value over SSE from both servers, a validated publish on
+    Tornado (tornadose's ``PublishAccepted``/``ErrorBody``) delivered over SSE from uvicorn."""
+    app = start_program([str(venv / "python"), "app.py"], project)
+    report = await started_report(app)
+    site = site_packages(venv)
+    assert report["schemas"] == str(project / "schemas.py")
+    assert report["adapters"] == str(project / "adapters" / "__init__.py")
+    assert Path(report["tornadose"]).is_relative_to(site)
+    assert Path(report["tornadose.schemas"]) == site / "tornadose" / "schemas" / "__init__.py"
+    tornado = f"http://127.0.0.1:{report['tornado']}"
+    uvicorn = f"http://127.0.0.1:{report['uvicorn']}"
+    for base in (tornado, uvicorn):
+        assert json.loads(await first_data(base + "/events")) == {"from": "the user's schemas"}
+
+    async with (
+        httpx.AsyncClient(timeout=5, trust_env=False) as client,
+        sse_client(uvicorn + "/greetings/events") as (_source, events),
+    ):
+        refused = await client.post(tornado + "/greetings/publish", json={"text": 1})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "validation_error"
+        accepted = await client.post(tornado + "/greetings/publish", json={"text": "hello"})
+        assert accepted.status_code == 202, accepted.text
+        event = await asyncio.wait_for(anext(events), 5)
+        assert json.loads(event.data) == {"text": "hello"}
+        assert event.id == accepted.json()["id"]
+
+
+@pytest.mark.parametrize("server", ["tornado", "uvicorn"])
+async def test_tornadose_serve_keeps_the_users_schemas(
+    venv: Path, project: Path, start_program: StartProgram, server: str
+) -> None:
+    """``tornadose serve app:channels`` from the project folder imports the user's app,
+    whose ``import schemas`` gets the user's module (app.py asserts it), and serves the
+    channel declared with the user's model."""
+    port = free_port()
+    served = start_program(
+        [str(venv / "tornadose"), "serve", "app:channels", "--server", server, "--port", str(port)],
+        project,
+    )
+    await wait_for_port(served, port)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        schema = await client.get(base + "/greetings/schema.json")
+        assert schema.status_code == 200, served.describe()
+        assert schema.json()["title"] == "Greeting"
+        assert set(schema.json()["properties"]) == {"text"}
+        async with sse_client(base + "/greetings/events") as (_source, events):
+            accepted = await client.post(base + "/greetings/publish", json={"text": "hi"})
+            assert accepted.status_code == 202, accepted.text
+            event = await asyncio.wait_for(anext(events), 5)
+            assert json.loads(event.data) == {"text": "hi"}
