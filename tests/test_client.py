@@ -46,13 +46,14 @@ from tornadose.client import (
     EventStream,
     InvalidMessage,
     Transport,
+    backoff,
     subscribe,
     with_last_event_id,
 )
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.http.answer import error_answer
 from tornadose.stores import BaseStore, QueueStore
-from tornadose.wire.sse import HEARTBEAT, encode_comment, encode_event, encode_retry
+from tornadose.wire.sse import HEARTBEAT, encode_event, encode_retry
 from tornadose.wire.sse_parser import ServerSentEvent, SSEParser, parse
 
 #: Seconds any one step of a test may take.
@@ -139,7 +140,7 @@ def test_parser_starts_from_the_id_of_an_earlier_connection() -> None:
 def test_parser_empty_data_buffer_dispatches_nothing() -> None:
     """Comments, heartbeats, retry hints and unknown fields alone dispatch nothing, but
     a bare ``data`` line is an event with empty data."""
-    raw = HEARTBEAT + encode_comment("x") + encode_retry(10) + b"foo: bar\n\n" + b"data\n\n"
+    raw = HEARTBEAT + b": x\n\n" + encode_retry(10) + b"foo: bar\n\n" + b"data\n\n"
     assert parse(raw) == [ServerSentEvent("", "message", None, 10)]
 
 
@@ -1071,3 +1072,42 @@ async def test_aclose_ends_an_iteration_waiting_to_reconnect(scheme: str) -> Non
     await stream.aclose()
     assert await asyncio.wait_for(reading, 1.0) is None
     assert stream._http is None
+
+
+# -- the wait between attempts (tornadose.client.backoff), on its own -----------------------
+
+
+@pytest.mark.parametrize(
+    ("retry", "failures", "max_delay", "low", "high"),
+    [
+        (None, 0, 5.0, 0.1, 0.15),  # INITIAL_DELAY, up to 1.5 times it
+        (None, 3, 5.0, 0.8, 1.2),  # doubled per failure
+        (2000, 0, 5.0, 2.0, 3.0),  # the server's retry is the base
+        (None, 40, 5.0, 5.0, 5.0),  # capped, jitter included
+        (60_000, 0, 5.0, 5.0, 5.0),  # a retry over max_delay is capped too
+    ],
+)
+def test_backoff_doubles_from_the_retry_adds_jitter_and_stays_under_the_cap(
+    retry: int | None, failures: int, max_delay: float, low: float, high: float
+) -> None:
+    delays = [backoff.delay(retry, failures, max_delay) for _ in range(200)]
+    assert all(low <= delay <= high for delay in delays), (min(delays), max(delays))
+    if low < high:  # the jitter spreads the waits
+        assert max(delays) - min(delays) > (high - low) / 4
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [
+        (500, True),
+        (503, True),
+        (408, True),
+        (425, True),
+        (429, True),
+        (404, False),
+        (401, False),
+        (422, False),
+    ],
+)
+def test_backoff_retries_only_answers_that_may_fix_themselves(status: int, retried: bool) -> None:
+    assert backoff.retried(status) is retried

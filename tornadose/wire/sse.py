@@ -21,7 +21,6 @@ __all__ = [
     "RESPONSE_HEADERS",
     "InvalidField",
     "check_field",
-    "encode_comment",
     "encode_event",
     "encode_retry",
 ]
@@ -94,12 +93,6 @@ def encode_event(
 def encode_retry(milliseconds: int) -> bytes:
     """Encode a lone ``retry:`` hint: how long a client waits before reconnecting."""
     return _retry_line(milliseconds).encode("ascii") + b"\n"
-
-
-def encode_comment(text: str = "") -> bytes:
-    """Encode a comment (ignored by clients). Each line of ``text`` becomes one
-    ``:`` line, so a newline in ``text`` cannot start a field."""
-    return "".join(f": {line}\n" for line in _NEWLINE.split(text)).encode("utf-8") + b"\n"
 
 
 def _retry_line(milliseconds: int) -> str:
