@@ -29,7 +29,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from tornadose import __version__
+from tornadose._version import __version__
 from tornadose.cli.serve import serve, worker_app
 from tornadose.cli.target import UsageError, load_channels, require
 from tornadose.http.channels import REDIS_URL_VARIABLE
