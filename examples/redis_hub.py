@@ -43,9 +43,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from tornado.httpserver import HTTPServer
 from tornadose.adapters.asgi import ChannelsApp
-from tornadose.adapters.tornado import channel_handlers
+from tornadose.adapters.tornado import channel_handlers, lifecycle_of
 
-from tornadose import shutdown
 from tornadose.backends.redis.store import RedisStore
 from tornadose.http.channels import Channels
 
@@ -90,6 +89,7 @@ async def tick_forever(store: RedisStore, server: str, interval: float) -> None:
 def create_app() -> Starlette:
     """The ASGI app of one uvicorn worker (uvicorn calls this in every worker)."""
     channels = build_channels(os.environ[_ENV + "REDIS"], os.environ[_ENV + "PREFIX"])
+    channels_app = ChannelsApp(channels)
     interval = float(os.environ[_ENV + "TICK"])
 
     @contextlib.asynccontextmanager
@@ -100,10 +100,10 @@ def create_app() -> Starlette:
         yield
         if ticker is not None:
             ticker.cancel()
-        shutdown.drain()
-        await channels.aclose()
+        # This app's streams (already drained if a signal stopped uvicorn), then its stores.
+        await channels_app.lifecycle.shut_down(close=[channels.aclose])
 
-    return Starlette(routes=[Mount("/", ChannelsApp(channels))], lifespan=lifespan)
+    return Starlette(routes=[Mount("/", channels_app)], lifespan=lifespan)
 
 
 def run_uvicorn(args: argparse.Namespace) -> None:
@@ -128,7 +128,8 @@ def run_uvicorn(args: argparse.Namespace) -> None:
 
 async def serve_tornado(sockets: list[object], args: argparse.Namespace) -> None:
     channels = build_channels(args.redis, args.prefix)
-    server = HTTPServer(tornado.web.Application(channel_handlers(channels)))
+    application = tornado.web.Application(channel_handlers(channels))
+    server = HTTPServer(application)
     server.add_sockets(sockets)  # type: ignore[arg-type]
     ticks = channels["ticks"].store
     assert isinstance(ticks, RedisStore)
@@ -139,10 +140,13 @@ async def serve_tornado(sockets: list[object], args: argparse.Namespace) -> None
     await stop.wait()
     if ticker is not None:
         ticker.cancel()
-    shutdown.drain()
-    server.stop()
-    await asyncio.wait_for(server.close_all_connections(), 5)
-    await channels.aclose()
+
+    async def stop_server() -> None:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), 5)
+
+    # Drain this server's streams, stop it, then close the stores.
+    await lifecycle_of(application).shut_down(stop=stop_server, close=[channels.aclose])
 
 
 def run_tornado(args: argparse.Namespace) -> None:

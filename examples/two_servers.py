@@ -14,9 +14,11 @@ Run it and watch::
     $ curl -d '{"n": -1, "value": 0.5}' -H 'Content-Type: application/json' \\
           http://127.0.0.1:8001/ticks/publish
 
-Ctrl-C (SIGINT) or SIGTERM stops both servers cleanly: every stream ends (SSE
-responses finish, WebSockets close with 1001, "going away") and the process exits
-with status 0.
+Ctrl-C (SIGINT) or SIGTERM stops both servers cleanly: each drains its own streams
+(SSE responses finish, WebSockets close with 1001, "going away"), both stop, then the
+store is closed, and the process exits with status 0. Each server has a lifecycle of
+its own (``lifecycle_of(application)``, ``ChannelsApp.lifecycle``): stopping one of
+them with ``lifecycle.shut_down(stop=...)`` would leave the other serving.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import pydantic
 import tornado.web
 import uvicorn
 from tornadose.adapters.asgi import ChannelsApp
-from tornadose.adapters.tornado import channel_handlers
+from tornadose.adapters.tornado import channel_handlers, lifecycle_of
 
-from tornadose import shutdown
 from tornadose.http.channels import Channels
+from tornadose.shutdown import shut_down_together
 from tornadose.stores import BaseStore
 
 HOST = "127.0.0.1"
@@ -67,14 +69,17 @@ async def main(tornado_port: int, uvicorn_port: int) -> None:
     channels = Channels()
     channels.add("ticks", schema=Tick, description="A tick every half second")
 
-    tornado_server = tornado.web.Application(channel_handlers(channels)).listen(tornado_port, HOST)
+    application = tornado.web.Application(channel_handlers(channels))
+    tornado_server = application.listen(tornado_port, HOST)
+    asgi_app = ChannelsApp(channels)
     config = uvicorn.Config(
-        ChannelsApp(channels), host=HOST, port=uvicorn_port, log_level="warning"
+        asgi_app, host=HOST, port=uvicorn_port, log_level="warning", lifespan="off"
     )
     uvicorn_server = uvicorn.Server(config)
 
-    # uvicorn takes SIGINT/SIGTERM over while it serves (tornadose chains a drain of
-    # every stream in front of it) and passes the signal on here once it has stopped.
+    # asyncio runs this as soon as SIGINT/SIGTERM arrives, even while uvicorn has its
+    # own handler (tornadose chains a drain in front of it, so uvicorn does not close
+    # the WebSockets with 1012 before they were drained).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -89,13 +94,21 @@ async def main(tornado_port: int, uvicorn_port: int) -> None:
 
     await stop.wait()
     publisher.cancel()
-    shutdown.drain()  # end every stream on both servers: SSE responses finish, WebSockets 1001
-    # Let the streams end before uvicorn stops (it would close open WebSockets 1012).
-    await shutdown.wait_streams_ended(shutdown.DEFAULT_DEADLINE)
-    uvicorn_server.should_exit = True
-    tornado_server.stop()  # accept no new connections
-    await serving  # uvicorn returns once its connections have closed
-    await asyncio.wait_for(tornado_server.close_all_connections(), 5)
+
+    async def stop_uvicorn() -> None:
+        uvicorn_server.should_exit = True
+        await serving  # uvicorn returns once its connections have closed
+
+    async def stop_tornado() -> None:
+        tornado_server.stop()  # accept no new connections
+        await asyncio.wait_for(tornado_server.close_all_connections(), 5)
+
+    # Each server drains its own streams; once all have ended both stop, then the
+    # store they share is closed.
+    await shut_down_together(
+        [(lifecycle_of(application), stop_tornado), (asgi_app.lifecycle, stop_uvicorn)],
+        close=[channels.aclose],
+    )
     print("stopped", flush=True)
 
 
