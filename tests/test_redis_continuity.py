@@ -208,7 +208,7 @@ async def test_resume_waiting_for_its_replay_never_hands_over_live_messages_alon
             resuming = store.subscribe(last_event_id=last_seen)
             live = [await xadd(admin, channel, n) for n in (1, 2, 3)]
             assert [m.id for m in await take(watcher, 3)] == live
-            assert resuming.held, "the resume was not kept waiting: the test proves nothing"
+            assert resuming.take_batch() == [], "the resume was not kept waiting: the test proves nothing"
             assert len(resuming) == 3
             assert await resuming.get_batch(timeout=0.05) == []
             discarded = store.stats.discarded
@@ -232,7 +232,7 @@ async def test_resume_waiting_for_its_replay_never_hands_over_live_messages_alon
                 expected_reason = CloseReason.STORE_CLOSED
             assert store.stats.discarded == discarded + 3
             assert resuming.close_reason is expected_reason
-            assert (resuming.held, len(resuming)) == (False, 0)
+            assert len(resuming) == 0
             await admin.config_set("maxclients", 10000)
             later = await xadd(admin, channel, 4)
             if ending == "subscription_closed":
@@ -275,7 +275,7 @@ async def test_held_subscription_hands_over_nothing_until_released_front_first()
     store, subscription = held_subscription()
     store.submit("a")
     store.submit("b")
-    assert (subscription.held, len(subscription)) == (True, 2)
+    assert (subscription.take_batch(), len(subscription)) == ([], 2)
     assert await subscription.get_batch(timeout=0.05) == []
     reader = asyncio.ensure_future(subscription.get_batch(timeout=TIMEOUT))
     store.submit("c")
@@ -285,7 +285,7 @@ async def test_held_subscription_hands_over_nothing_until_released_front_first()
     subscription.release([CONTROL, replayed])
     batch = await asyncio.wait_for(reader, 1)
     assert [m.data for m in batch] == [CONTROL.data, "r", "a", "b", "c"]
-    assert not subscription.held
+    assert len(subscription) == 0
     assert store.stats.delivered == 5
 
 
@@ -345,7 +345,7 @@ async def test_close_while_held_discards_the_queue_and_counts_it(reason: CloseRe
     assert closed.value.reason is reason
     assert store.stats.discarded == 3
     assert store.stats.disconnects[reason.value] == 1
-    assert (subscription.held, len(subscription), subscription.close_reason) == (False, 0, reason)
+    assert (len(subscription), subscription.close_reason) == (0, reason)
     assert list(store.subscribers) == []
     subscription.put(numbered(4))
     assert len(subscription) == 0

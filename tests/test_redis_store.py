@@ -1260,6 +1260,6 @@ async def test_entry_that_breaks_the_schema_validator_does_not_stop_the_reader(
     finally:
         # Retrieve the dead reader's exception, so that asyncio does not report it
         # ("Task exception was never retrieved") later, during another test.
-        reader = store.connection._reader_task
+        reader = store.connection.reader.task
         if reader is not None and reader.done() and not reader.cancelled():
             reader.exception()

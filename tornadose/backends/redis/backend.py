@@ -1,0 +1,231 @@
+"""``RedisBackend``: a channel kept in a Redis Stream, shared by every process using it.
+
+It implements :class:`~tornadose.core.backend.Backend` over the pieces of this
+package: the process's shared :class:`~tornadose.backends.redis.connection.RedisConnection`
+(one per event loop and connection settings), whose
+:class:`~tornadose.backends.redis.reader.Reader` feeds it while attached and whose
+:class:`~tornadose.backends.redis.writer.Writer` sends what it publishes;
+:func:`~tornadose.backends.redis.resume.plan_resume` answers resumes. Its one
+history is the stream itself (``MAXLEN ~ history``). It reaches its store only
+through the callbacks given to :meth:`RedisBackend.attach`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from tornadose.backends.redis.connection import RedisConnection, connection_for, forget_connection
+from tornadose.backends.redis.health import NETWORK_ERRORS, BackendHealth, Backoff
+from tornadose.backends.redis.layout import FLOOR_SUFFIX, InvalidEntry, decode_entry
+from tornadose.backends.redis.resume import plan_resume
+from tornadose.backends.redis.writer import Submission
+from tornadose.core.backend import Deliver, Lost
+from tornadose.core.errors import StoreUnavailable
+from tornadose.core.history import Resume
+from tornadose.core.message import Message
+from tornadose.core.published import Published
+
+__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "RedisBackend"]
+
+logger = logging.getLogger("tornadose.redis")
+
+#: Seconds ``submit()`` waits for an unreachable Redis before it gives up.
+DEFAULT_PUBLISH_TIMEOUT = 5.0
+
+
+class RedisBackend:
+    """The :class:`~tornadose.core.backend.Backend` of one channel in Redis.
+
+    ``RedisBackend(channel, url=None, *, history, history_max_age=None,
+    publish_timeout=5.0, validate=None, **redis_kwargs)``: ``history`` (at least 1)
+    is the stream's approximate ``MAXLEN`` and the most a resume replays;
+    ``validate`` (the store's schema check) is applied to every entry read, and an
+    entry it refuses is skipped, logged and counted. Nothing connects until it is
+    used from a running event loop.
+    """
+
+    def __init__(
+        self,
+        channel: str = "tornadose",
+        url: str | None = None,
+        *,
+        history: int,
+        history_max_age: float | None = None,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        validate: Callable[[Any], Any] | None = None,
+        **redis_kwargs: Any,
+    ) -> None:
+        if not channel:
+            raise ValueError("channel must not be empty")
+        if channel.endswith(FLOOR_SUFFIX):
+            raise ValueError(f"a channel's name must not end with {FLOOR_SUFFIX!r}: {channel!r}")
+        if history < 1:
+            raise ValueError("a RedisStore needs history >= 1 (it is the stream's MAXLEN)")
+        if publish_timeout < 0:
+            raise ValueError(f"publish_timeout must not be negative, not {publish_timeout}")
+        self.channel = channel
+        self.url = url
+        #: The stream's approximate ``MAXLEN``: the history a resume can reach.
+        self.maxlen = history
+        self.history_max_age = history_max_age
+        self.publish_timeout = publish_timeout
+        self.redis_kwargs = redis_kwargs
+        self.validate: Callable[[Any], Any] = validate if validate is not None else _as_is
+        #: Entries of the stream that were not valid messages (skipped).
+        self.invalid_entries = 0
+        #: Submissions that failed (``StoreUnavailable``).
+        self.publish_failures = 0
+        self._deliver: Deliver | None = None
+        self._lost: Lost | None = None
+        self._connection: RedisConnection | None = None
+        self._connection_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connection(self) -> RedisConnection:
+        """The Redis connection in the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._connection is None or self._connection_loop is not loop:
+            self._connection = connection_for(self.url, self.redis_kwargs)
+            self._connection_loop = loop
+            self._connection.users.add(self)
+        return self._connection
+
+    # -- Backend --------------------------------------------------------------------
+
+    def publish(self, message: Message) -> Published:
+        """Send ``message`` in the background, in submission order; the result
+        completes with the message and its entry id once Redis added it. Needs a
+        running event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "RedisStore.submit() needs a running event loop; call it from a "
+                "coroutine or a callback of the loop"
+            ) from None
+        future: asyncio.Future[Message] = loop.create_future()
+        submission = Submission(self, message, future, loop.time() + self.publish_timeout)
+        self.connection.writer.enqueue(submission)
+        return Published(future)
+
+    def attach(self, deliver: Deliver, lost: Lost) -> None:
+        """Read the channel (this process's reader) and feed every entry to ``deliver``."""
+        self._deliver, self._lost = deliver, lost
+        self.connection.reader.attach(self)
+
+    def detach(self) -> None:
+        """Stop reading the channel for this backend."""
+        self._deliver = self._lost = None
+        if self._connection is not None:
+            self._connection.reader.detach(self)
+
+    def resume(self, last_event_id: str) -> Coroutine[Any, Any, Resume]:
+        """Ask Redis (in a task) for the entries after ``last_event_id``; while Redis
+        cannot be reached, ask again with backoff."""
+        connection = self.connection
+        channel = connection.reader.attach(self)
+
+        async def ask() -> Resume:
+            backoff, attempts = Backoff(), 0
+            while True:
+                try:
+                    return await plan_resume(
+                        connection.commands,
+                        channel,
+                        last_event_id,
+                        history=self.maxlen,
+                        max_age=self.history_max_age,
+                        decode=self._decode_replayed,
+                    )
+                except NETWORK_ERRORS as exc:
+                    connection.health.mark_down()
+                    log = logger.warning if attempts == 0 else logger.debug
+                    log("a resume on channel %r waits for Redis: %s", self.channel, exc)
+                    attempts += 1
+                    await asyncio.sleep(backoff.delay())
+
+        return ask()
+
+    def snapshot(self) -> dict[str, int]:
+        """``backend_up`` (1 while the connection's last round trip succeeded),
+        ``backend_errors``, ``invalid_entries``, ``publish_failures``; the history
+        lives in Redis: ``history_messages`` is 0."""
+        connection = self._connection
+        health = connection.health if connection is not None else BackendHealth()
+        return {
+            "history_messages": 0,
+            "backend_up": int(health.up),
+            "backend_errors": health.errors,
+            "invalid_entries": self.invalid_entries,
+            "publish_failures": self.publish_failures,
+        }
+
+    async def aclose(self) -> None:
+        """Wait for this backend's pending submissions; close the connection once no
+        other backend of the process uses it."""
+        self.detach()
+        connection = self._connection
+        if connection is None:
+            return
+        pending = connection.writer.pending(self)
+        if pending:
+            await asyncio.wait(pending)
+        connection.users.discard(self)
+        if not connection.users:
+            forget_connection(connection)
+            await connection.aclose()
+
+    # -- what the reader and the writer call ----------------------------------------
+
+    def deliver_entry(self, entry_id: Any, fields: Mapping[Any, Any]) -> None:
+        """Decode a stream entry and feed it to the store (skipped if invalid)."""
+        message = self.decode(entry_id, fields)
+        deliver = self._deliver
+        if message is not None and deliver is not None:
+            deliver(message)
+
+    def lost(self, last_id: str | None) -> None:
+        """Entries after ``last_id`` are gone: the store resets its subscribers."""
+        if self._lost is not None:
+            self._lost(last_id)
+
+    def failed(self, error: StoreUnavailable) -> None:
+        """A submission failed: logged and counted in :attr:`publish_failures`."""
+        self.publish_failures += 1
+        logger.warning("message not published to %r: %s", self.channel, error)
+
+    def decode(
+        self, entry_id: Any, fields: Mapping[Any, Any], *, count: bool = True
+    ) -> Message | None:
+        """The message of a stream entry, or ``None`` (logged, and counted in
+        :attr:`invalid_entries` if ``count``) if it is invalid."""
+        try:
+            return decode_entry(entry_id, fields, self.validate)
+        except InvalidEntry as exc:
+            if count:
+                self.invalid_entries += 1
+                logger.warning("skipped an invalid entry of channel %r: %s", self.channel, exc)
+            return None
+        except Exception:
+            # A validator that raises something else: still one bad entry, not a
+            # reason to stop reading.
+            if count:
+                self.invalid_entries += 1
+                logger.exception(
+                    "skipped an entry of channel %r: validating it failed", self.channel
+                )
+            return None
+
+    def _decode_replayed(self, entry_id: Any, fields: Mapping[Any, Any]) -> Message | None:
+        # Counted once, when the reader met it live, not again per replay.
+        return self.decode(entry_id, fields, count=False)
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend channel={self.channel!r}>"
+
+
+def _as_is(payload: Any) -> Any:
+    return payload
