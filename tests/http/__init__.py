@@ -1,0 +1,1 @@
+"""Sans-I/O tests of the HTTP decisions (no server)."""
