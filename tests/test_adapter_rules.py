@@ -288,7 +288,7 @@ async def test_draining_one_tornado_application_leaves_another_serving(
         bases.append((server, f"http://127.0.0.1:{port}/events"))
     try:
         async with (
-            sse_client(bases[0][1]) as (_, drained),
+            sse_client(bases[0][1]) as (_, _drained),
             sse_client(bases[1][1]) as (_, serving),
         ):
             await wait_until(lambda: len(store.subscribers) == 2)
@@ -326,7 +326,7 @@ async def test_a_channels_app_drains_its_own_streams_only(
 
     base = await uvicorn_server(app)
     async with (
-        sse_client(base + "/news/events") as (_, from_hub),
+        sse_client(base + "/news/events") as (_, _from_hub),
         sse_client(base + "/alone") as (_, from_alone),
     ):
         await wait_until(lambda: len(news.store.subscribers) == 2)

@@ -62,7 +62,8 @@ def test_method_handshake_and_origin_are_refused_before_the_hook(
 def test_a_405_names_get_in_allow() -> None:
     """An SSE endpoint refuses other methods with ``Allow: GET``."""
     refusal = subscribe.refuse_early(endpoint(SSE), Request("POST", {}))
-    assert refusal is not None and ("Allow", "GET") in refusal.headers
+    assert refusal is not None
+    assert ("Allow", "GET") in refusal.headers
 
 
 async def test_a_foreign_origin_never_reaches_the_hook() -> None:
@@ -76,7 +77,8 @@ async def test_a_foreign_origin_never_reaches_the_hook() -> None:
     ws = endpoint(WEBSOCKET, authorize=hook, channel="news")
     foreign = Request("GET", {**HANDSHAKE, "origin": "https://evil.test"}, websocket=True)
     refusal = await subscribe.authorize(ws, foreign)
-    assert refusal is not None and refusal.status == 403
+    assert refusal is not None
+    assert refusal.status == 403
     assert seen == []
     assert await subscribe.authorize(ws, Request("GET", HANDSHAKE, websocket=True)) is None
     assert seen == ["news"]
@@ -92,7 +94,8 @@ async def test_the_hook_decides_for_both_transports(kind: subscribe.Kind) -> Non
 
     request = Request("GET", HANDSHAKE, websocket=kind is WEBSOCKET)
     refusal = await subscribe.authorize(endpoint(kind, authorize=hook), request)
-    assert refusal is not None and refusal.status == 401
+    assert refusal is not None
+    assert refusal.status == 401
     assert ("WWW-Authenticate", "Bearer") in refusal.headers
 
 
@@ -188,7 +191,8 @@ def test_the_route_table_gives_both_adapters_the_channel_options() -> None:
     assert table["/api/quiet/ws"].options["allowed_origins"] == ("https://a.test",)
     assert "heartbeat" not in table["/api/quiet/ws"].options
     schema = table["/api/news/schema.json"]
-    assert schema.kind is Kind.ANSWER and schema.options["make_answer"]().status == 200
+    assert schema.kind is Kind.ANSWER
+    assert schema.options["make_answer"]().status == 200
 
 
 def test_documents_answer_get_and_head_only() -> None:
@@ -196,7 +200,8 @@ def test_documents_answer_get_and_head_only() -> None:
     answer = Answer(200, b"{}")
     assert document_answer("HEAD", lambda: answer) is answer
     refused = document_answer("POST", lambda: answer)
-    assert refused.status == 405 and ("Allow", "GET, HEAD") in refused.headers
+    assert refused.status == 405
+    assert ("Allow", "GET, HEAD") in refused.headers
 
 
 def test_response_headers_carry_a_length_unless_bodiless() -> None:
@@ -209,7 +214,10 @@ def test_response_headers_carry_a_length_unless_bodiless() -> None:
 def test_a_body_over_the_limit_is_refused_from_the_chunk_that_crosses_it() -> None:
     """The body is kept while within the limit, dropped as soon as it is not."""
     body = BodyLimit(5)
-    assert body.add(b"ab") and body.add(b"cde")
-    assert body.body == b"abcde" and not body.exceeded
+    assert body.add(b"ab")
+    assert body.add(b"cde")
+    assert body.body == b"abcde"
+    assert not body.exceeded
     assert not body.add(b"f")
-    assert body.exceeded and body.body == b""
+    assert body.exceeded
+    assert body.body == b""
