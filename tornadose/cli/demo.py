@@ -312,10 +312,9 @@ class DemoASGIApp:
 
     def __init__(self, channels: Channels, options: DemoOptions) -> None:
         from tornadose.adapters.asgi import ChannelsApp
-        from tornadose.cli.servers import asgi_lifecycle
 
         self.channels_app = ChannelsApp(channels)
-        self.lifecycle = asgi_lifecycle(self.channels_app)
+        self.lifecycle = self.channels_app.lifecycle
         self.answers: dict[str, Callable[[], Answer]] = {
             "/": lambda: page_answer(options),
             "/demo/config.json": lambda: config_answer(options, "uvicorn"),
@@ -386,12 +385,12 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
     """
     from tornado.httpserver import HTTPServer
 
+    from tornadose.adapters.tornado import lifecycle_of
     from tornadose.cli.servers import (
         raise_failure,
         stop_requested,
         stop_tornado,
         stop_uvicorn,
-        tornado_lifecycle,
         until_stopped,
         uvicorn_server,
     )
@@ -417,7 +416,7 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
             publisher.cancel()
             await shut_down_together(
                 [
-                    (tornado_lifecycle(application), stop_tornado(tornado_server)),
+                    (lifecycle_of(application), stop_tornado(tornado_server)),
                     (asgi_app.lifecycle, stop_uvicorn(uvicorn, serving)),
                 ],
                 close=[channels.aclose],

@@ -19,12 +19,10 @@ from typing import Any
 
 from tornadose.cli.servers import (
     GRACEFUL_TIMEOUT,
-    asgi_lifecycle,
     raise_failure,
     stop_requested,
     stop_tornado,
     stop_uvicorn,
-    tornado_lifecycle,
     until_stopped,
     uvicorn_server,
 )
@@ -125,9 +123,7 @@ async def _serve_uvicorn(channels: Channels, sockets: list[socket.socket]) -> No
     with stop_requested() as stop:
         serving = asyncio.create_task(server.serve(sockets=sockets))
         await until_stopped(stop, serving)
-        await asgi_lifecycle(app).shut_down(
-            stop=stop_uvicorn(server, serving), close=[channels.aclose]
-        )
+        await app.lifecycle.shut_down(stop=stop_uvicorn(server, serving), close=[channels.aclose])
     raise_failure(serving)
 
 
@@ -137,14 +133,14 @@ async def _serve_tornado(channels: Channels, sockets: list[socket.socket]) -> No
     import tornado.web
     from tornado.httpserver import HTTPServer
 
-    from tornadose.adapters.tornado import channel_handlers
+    from tornadose.adapters.tornado import channel_handlers, lifecycle_of
 
     application = tornado.web.Application(channel_handlers(channels))
     server = HTTPServer(application)
     server.add_sockets(sockets)
     with stop_requested() as stop:
         await stop.wait()
-        await tornado_lifecycle(application).shut_down(
+        await lifecycle_of(application).shut_down(
             stop=stop_tornado(server), close=[channels.aclose]
         )
 

@@ -17,7 +17,7 @@ import signal
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tornadose.delivery.lifecycle import PROCESS, Lifecycle, Step
+from tornadose.delivery.lifecycle import Step
 
 if TYPE_CHECKING:
     import uvicorn
@@ -26,13 +26,11 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSE_TIMEOUT",
     "STOP_SIGNALS",
-    "asgi_lifecycle",
     "finish",
     "raise_failure",
     "stop_requested",
     "stop_tornado",
     "stop_uvicorn",
-    "tornado_lifecycle",
     "until_stopped",
     "uvicorn_server",
 ]
@@ -44,24 +42,6 @@ CLOSE_TIMEOUT = 8.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: Seconds uvicorn waits for its last connections (stalled clients) before it cancels them.
 GRACEFUL_TIMEOUT = 3
-
-
-def asgi_lifecycle(app: object) -> Lifecycle:
-    """The lifecycle of an ASGI app of :mod:`tornadose.adapters.asgi` (its
-    ``lifecycle``); the process's for an adapter that has none yet."""
-    lifecycle = getattr(app, "lifecycle", None)
-    return lifecycle if isinstance(lifecycle, Lifecycle) else PROCESS
-
-
-def tornado_lifecycle(application: object) -> Lifecycle:
-    """The lifecycle of a Tornado application's tornadose handlers
-    (``tornadose.adapters.tornado.lifecycle_of``); the process's for an adapter that
-    has none yet."""
-    from tornadose.adapters import tornado as adapter
-
-    lifecycle_of = getattr(adapter, "lifecycle_of", None)
-    lifecycle = None if lifecycle_of is None else lifecycle_of(application)
-    return lifecycle if isinstance(lifecycle, Lifecycle) else PROCESS
 
 
 @contextlib.contextmanager
