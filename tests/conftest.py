@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import tornado.web
 import uvicorn
 from tornado.httpserver import HTTPServer
@@ -18,8 +20,9 @@ from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.programs import Program, StartProgram
+from tornadose.backends.redis.store import RedisStore
 from tornadose.core.subscription import Subscription
-from tornadose.stores import BaseStore, QueueStore
+from tornadose.stores import BaseStore, DataStore, QueueStore
 
 #: Redis fixtures (``redis_url``, ``channel``, ``own_redis``) live in their own module.
 pytest_plugins = ["tests.redis_support"]
@@ -46,6 +49,71 @@ class RecordingQueueStore(QueueStore):
     def on_register(self, subscription: Subscription) -> None:
         super().on_register(subscription)
         self.registered.append(subscription)
+
+
+class RecordingRedisStore(RedisStore):
+    """A RedisStore that keeps every subscription it hands out, in order (as
+    :class:`RecordingQueueStore`)."""
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self.registered: list[Subscription] = []
+
+    def on_register(self, subscription: Subscription) -> None:
+        super().on_register(subscription)
+        self.registered.append(subscription)
+
+
+#: The backends every backend-parametrized test runs over.
+BACKENDS = ["memory", "redis"]
+#: ``store = backend_store(kind, **options)``: see :func:`backend_store`.
+BackendStore = Callable[..., Any]
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[BackendStore]:
+    """``store = backend_store(kind, **store_options)``, once per backend: every test
+    using this runs over memory and over Redis.
+
+    ``kind``: ``"queue"`` (every message; memory: ``QueueStore``), ``"data"`` (latest
+    value, ``KEEP_LATEST``; memory: ``DataStore``) or ``"recording"`` (``"queue"``
+    keeping its subscriptions in ``store.registered``). Over Redis each is a
+    ``RedisStore`` (``RecordingRedisStore``) on a fresh channel of the shared Redis,
+    with the kind's overflow policy unless ``overflow=`` says otherwise; stores are
+    closed and their keys deleted after the test. Redis runs skip, with the reason,
+    when Redis cannot be reached (and fail under ``CI=true``: see ``redis_support``).
+    """
+    backend = request.param
+    if backend == "memory":
+        memory: dict[str, Callable[..., BaseStore]] = {
+            "queue": QueueStore,
+            "data": DataStore,
+            "recording": RecordingQueueStore,
+        }
+        yield lambda kind, **options: memory[kind](**options)
+        return
+    url: str = request.getfixturevalue("redis_url")
+    prefix = f"test-contract-{uuid.uuid4().hex[:12]}"
+    stores: list[RedisStore] = []
+
+    def make(kind: str, **options: Any) -> RedisStore:
+        if kind == "data":
+            options.setdefault("overflow", "keep_latest")
+        store_class = RecordingRedisStore if kind == "recording" else RedisStore
+        store = store_class(f"{prefix}-{len(stores)}", url=url, **options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await asyncio.wait_for(store.aclose(), 10)
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -1,6 +1,7 @@
-"""The delivery contract, end to end, on both adapters (Tornado, and ASGI under uvicorn).
+"""The delivery contract, end to end, on both adapters (Tornado, and ASGI under uvicorn)
+and both backends (memory, and Redis through ``RedisStore``).
 
-Every test runs once per adapter, with real servers and real clients on 127.0.0.1:
+Every test runs once per adapter and backend, with real servers and real clients on 127.0.0.1:
 stalled clients are cut without hurting anyone else, queues are bounded in messages
 and bytes, each overflow policy does what it says and is counted, a drain ends every
 stream, and the metrics endpoint reports exactly what happened.
@@ -9,6 +10,9 @@ Making a client fall behind without timing games: ``store.submit()`` is synchron
 and queues the message for every subscriber before it returns, so a burst of submits
 with no ``await`` in between lands entirely in the subscribers' queues before any
 delivery task runs. A client "N messages behind" is one that was sent a burst of N.
+Over Redis, a burst submitted without an ``await`` in between is one transaction
+(see :mod:`tornadose.backends.redis.writer`), read and delivered at once by the
+reader: the same thing, one round trip later (:func:`burst`, :func:`landed`).
 A *stalled* client is a real one that stops reading: its server-side writes block
 once the kernel buffers between it and the server are full (about 3 MB on Linux
 loopback).
@@ -24,7 +28,7 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -41,17 +45,18 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.clients import TIMEOUT, sse_client
 from tests.conftest import (
+    BackendStore,
     Endpoints,
-    RecordingQueueStore,
     StoreServer,
     TornadoStarter,
     UvicornStarter,
     wait_until,
 )
 from tornadose import shutdown
+from tornadose.core.message import Message
 from tornadose.delivery import lifecycle
 from tornadose.http.channels import Channels
-from tornadose.stores import BaseStore, DataStore, OverflowPolicy, QueueStore
+from tornadose.stores import BaseStore, OverflowPolicy
 
 ADAPTERS = ["tornado", "asgi"]
 TRANSPORTS = ["sse", "websocket"]
@@ -100,6 +105,24 @@ def serve_channels(
         return Endpoints("asgi", await uvicorn_server(ChannelsApp(channels)))
 
     return start
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+async def burst(store: BaseStore, payloads: Iterable[Any]) -> list[Message]:
+    """Submit ``payloads`` with no ``await`` in between, then wait until each was
+    published: in memory they are in the subscribers' queues before the first
+    delivery task runs; over Redis they are one transaction, delivered at once."""
+    published = [store.submit(payload) for payload in payloads]
+    return [await each for each in published]
+
+
+async def landed(store: BaseStore, copies: int) -> None:
+    """Wait until ``copies`` message copies reached the subscribers (queued or already
+    handed to their transports): at once in memory, after the reader's round trip
+    over Redis."""
+    await wait_until(lambda: store.stats.delivered + store.snapshot()["queued_messages"] >= copies)
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -391,7 +414,7 @@ STALL_CASES = {
 class Fanout:
     """100 raw SSE readers, and a publisher that goes as fast as they read."""
 
-    def __init__(self, store: QueueStore) -> None:
+    def __init__(self, store: BaseStore) -> None:
         self.store = store
         self.payload = incompressible(SIZE)
         self.expected: list[bytes] = []
@@ -431,12 +454,12 @@ class Fanout:
     ],
 )
 async def test_a_stalled_client_is_cut_and_100_readers_keep_up(
-    serve: Serve, case: str, transport: str
+    serve: Serve, backend_store: BackendStore, case: str, transport: str
 ) -> None:
     """A client that stops reading is cut; 100 SSE readers get every message, in order,
     about as fast as without it, and the server's queues stay bounded."""
     bound = STALL_CASES[case]
-    store = RecordingQueueStore(**bound.store_options)
+    store = backend_store("recording", **bound.store_options)
     endpoints = await serve(store, write_timeout=bound.write_timeout)
     fanout = Fanout(store)
     try:
@@ -477,11 +500,11 @@ async def test_a_stalled_client_is_cut_and_100_readers_keep_up(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_stalled_client_is_cut_after_the_write_timeout(
-    serve: Serve, transport: str
+    serve: Serve, backend_store: BackendStore, transport: str
 ) -> None:
     """With ``write_timeout=0.5``, a client whose writes stall is cut for that reason
     about 0.5 s later (WebSocket: 4002); readers on SSE and WebSocket go on unaffected."""
-    store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
+    store = backend_store("recording", max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(store, write_timeout=0.5)
     payload = incompressible(64 * 1024)
     loop = asyncio.get_running_loop()
@@ -528,22 +551,21 @@ async def test_a_stalled_client_is_cut_after_the_write_timeout(
 BYTE_BOUND = {"max_queue": 1000, "max_queue_bytes": 100_000}
 
 
-def offsets(items: list[Item]) -> list[int]:
-    """The offsets of the items' ``<epoch>-<offset>`` ids."""
-    return [int(str(item.id).rpartition("-")[2]) for item in items]
+def ids(items: Iterable[Item | Message]) -> list[str | None]:
+    """The ids of received items or published messages."""
+    return [item.id for item in items]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_falling_100_kb_behind_cuts_a_client_far_below_max_queue(
-    serve: Serve, transport: str
+    serve: Serve, backend_store: BackendStore, transport: str
 ) -> None:
     """DISCONNECT with ``max_queue_bytes=100_000``: 20 messages of 10 KB (200 KB) cut the
     client as a slow consumer though ``max_queue`` is 1000; the client sees the cut."""
-    store = QueueStore(**BYTE_BOUND)
+    store = backend_store("queue", **BYTE_BOUND)
     endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
-        for _ in range(20):
-            store.submit(incompressible(10_000))
+        await burst(store, (incompressible(10_000) for _ in range(20)))
         items, ending = await client.rest()
     assert items == []
     assert ending == cut_ending(transport, 4001)
@@ -563,19 +585,21 @@ def newest_within(sizes: list[int], bound: int) -> int:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_drop_oldest_keeps_the_newest_100_kb(serve: Serve, transport: str) -> None:
+async def test_drop_oldest_keeps_the_newest_100_kb(
+    serve: Serve, backend_store: BackendStore, transport: str
+) -> None:
     """DROP_OLDEST with ``max_queue_bytes=100_000``: a client 20 x 10 KB behind gets the
     newest messages that fit in 100 KB, in order; every dropped one is counted."""
-    store = QueueStore(**BYTE_BOUND, overflow="drop_oldest")
+    store = backend_store("queue", **BYTE_BOUND, overflow="drop_oldest")
     endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
-        sizes = [store.submit(incompressible(10_000)).message.size for _ in range(20)]
-        kept = newest_within(sizes, 100_000)
+        published = await burst(store, (incompressible(10_000) for _ in range(20)))
+        kept = newest_within([message.size for message in published], 100_000)
         received = await client.take(kept)
         sentinel = await store.submit("after")
         (after,) = await client.take(1)
     assert kept == 9  # 10 KB each: the newest 9 fit in 100 KB
-    assert offsets(received) == list(range(21 - kept, 21))
+    assert ids(received) == ids(published[-kept:])
     assert after.id == sentinel.id
     assert store.stats.dropped == 20 - kept
     assert store.stats.disconnects["slow_consumer"] == 0
@@ -583,10 +607,10 @@ async def test_drop_oldest_keeps_the_newest_100_kb(serve: Serve, transport: str)
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_message_larger_than_the_byte_bound_is_still_delivered(
-    serve: Serve, transport: str
+    serve: Serve, backend_store: BackendStore, transport: str
 ) -> None:
     """A single 150 KB message (bound: 100 KB) reaches a client whose queue is empty."""
-    store = QueueStore(**BYTE_BOUND)
+    store = backend_store("queue", **BYTE_BOUND)
     endpoints = await serve(store)
     big = incompressible(150_000)
     async with subscribed(transport, endpoints, store) as client:
@@ -603,9 +627,11 @@ async def test_a_message_larger_than_the_byte_bound_is_still_delivered(
 
 @dataclass(frozen=True)
 class PolicyCase:
-    """A store (``max_queue=5``) and what a client 8 messages behind gets from it."""
+    """A store (``max_queue=5``) and what a client 8 messages behind gets from it (the
+    numbers of the messages, from 1)."""
 
-    make_store: Any
+    kind: str
+    options: dict[str, Any]
     policy: OverflowPolicy
     received: list[int]
     dropped: int
@@ -614,41 +640,38 @@ class PolicyCase:
 
 POLICY_CASES = {
     # QueueStore's default: the client is cut, nothing is skipped silently.
-    "disconnect": PolicyCase(
-        lambda: QueueStore(max_queue=5), OverflowPolicy.DISCONNECT, [], 0, True
-    ),
+    "disconnect": PolicyCase("queue", {"max_queue": 5}, OverflowPolicy.DISCONNECT, [], 0, True),
     "drop_oldest": PolicyCase(
-        lambda: QueueStore(max_queue=5, overflow="drop_oldest"),
+        "queue",
+        {"max_queue": 5, "overflow": "drop_oldest"},
         OverflowPolicy.DROP_OLDEST,
         [4, 5, 6, 7, 8],
         3,
     ),
     # DataStore's default: the queue is emptied at 6, then 7 and 8 join it.
-    "keep_latest": PolicyCase(
-        lambda: DataStore(max_queue=5), OverflowPolicy.KEEP_LATEST, [6, 7, 8], 5
-    ),
+    "keep_latest": PolicyCase("data", {"max_queue": 5}, OverflowPolicy.KEEP_LATEST, [6, 7, 8], 5),
 }
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("policy", sorted(POLICY_CASES))
 async def test_each_overflow_policy_over_a_real_connection(
-    serve: Serve, policy: str, transport: str
+    serve: Serve, backend_store: BackendStore, policy: str, transport: str
 ) -> None:
     """A client 8 messages behind (max_queue 5) is cut (DISCONNECT), gets the newest 5
     (DROP_OLDEST) or the newest since its queue was emptied (KEEP_LATEST); all counted."""
     case = POLICY_CASES[policy]
-    store = case.make_store()
+    store = backend_store(case.kind, **case.options)
     assert store.overflow is case.policy
     endpoints = await serve(store)
     async with subscribed(transport, endpoints, store) as client:
-        for n in range(1, 9):
-            store.submit(n)
+        published = await burst(store, range(1, 9))
         if case.cut:
             items, ending = await client.rest()
             assert (items, ending) == ([], cut_ending(transport, 4001))
         else:
-            assert offsets(await client.take(len(case.received))) == case.received
+            received = await client.take(len(case.received))
+            assert ids(received) == [published[n - 1].id for n in case.received]
             sentinel = await store.submit("after")
             assert [item.id for item in await client.take(1)] == [sentinel.id]
     await wait_until(lambda: len(store.subscribers) == 0)
@@ -665,10 +688,12 @@ def is_reconnect_hint(item: Item) -> bool:
     return item.data == "" and item.retry is not None and 1000 <= item.retry <= 5000
 
 
-async def test_drain_ends_every_stream_after_what_was_queued(serve: Serve) -> None:
+async def test_drain_ends_every_stream_after_what_was_queued(
+    serve: Serve, backend_store: BackendStore
+) -> None:
     """``drain()``: SSE clients get what was queued, then a 1-5 s reconnect hint, then a
     clean end; WebSockets get what was queued, then 1001; no subscriber remains."""
-    store = QueueStore()
+    store = backend_store("queue")
     endpoints = await serve(store)
     loop = asyncio.get_running_loop()
     elsewhere = shutdown.open_streams()  # streams of this process outside this test
@@ -678,8 +703,8 @@ async def test_drain_ends_every_stream_after_what_was_queued(serve: Serve) -> No
         subscribed("websocket", endpoints, store) as ws_a,
         subscribed("websocket", endpoints, store) as ws_b,
     ):
-        store.submit("one")
-        store.submit("two")
+        await burst(store, ["one", "two"])
+        await landed(store, 2 * 4)
         assert shutdown.drain() == elsewhere + 4
         drained_at = loop.time()
         endings = await asyncio.gather(*(c.rest() for c in (sse_a, sse_b, ws_a, ws_b)))
@@ -698,9 +723,11 @@ async def test_drain_ends_every_stream_after_what_was_queued(serve: Serve) -> No
     assert not store.closed
 
 
-async def test_streams_opened_while_draining_end_at_once(serve: Serve) -> None:
+async def test_streams_opened_while_draining_end_at_once(
+    serve: Serve, backend_store: BackendStore
+) -> None:
     """After ``drain()``, a new SSE stream gets only the reconnect hint, a new WebSocket 1001."""
-    store = QueueStore()
+    store = backend_store("queue")
     endpoints = await serve(store)
     shutdown.drain()
     async with sse_client(endpoints.events) as (_, events):
@@ -714,12 +741,12 @@ async def test_streams_opened_while_draining_end_at_once(serve: Serve) -> None:
 
 
 async def test_a_stalled_client_cannot_hold_the_drain(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, backend_store: BackendStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client whose writes are stuck is cut at the drain deadline (1 s here); a reading
     client ends cleanly with the reconnect hint; then no stream remains."""
     monkeypatch.setattr(lifecycle, "DEFAULT_DEADLINE", 1.0)
-    store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
+    store = backend_store("recording", max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(store, write_timeout=None)
     payload = incompressible(64 * 1024)
     loop = asyncio.get_running_loop()
@@ -750,16 +777,19 @@ async def test_a_stalled_client_cannot_hold_the_drain(
     assert dict(store.stats.disconnects) == {"server_shutdown": 2}
 
 
-async def test_store_close_ends_streams_and_turns_new_clients_away(serve: Serve) -> None:
+async def test_store_close_ends_streams_and_turns_new_clients_away(
+    serve: Serve, backend_store: BackendStore
+) -> None:
     """``store.close()``: SSE ends cleanly after what was queued, WebSocket closes 1001;
     afterwards SSE requests get 204 and WebSockets 1001."""
-    store = QueueStore()
+    store = backend_store("queue")
     endpoints = await serve(store)
     async with (
         subscribed("sse", endpoints, store) as sse,
         subscribed("websocket", endpoints, store) as ws,
     ):
-        store.submit("last words")
+        await store.submit("last words")
+        await landed(store, 2)
         store.close()
         sse_items, sse_ending = await sse.rest()
         ws_items, ws_ending = await ws.rest()
@@ -788,11 +818,13 @@ def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     }
 
 
-async def test_metrics_count_exactly_what_happened(serve_channels: ServeChannels) -> None:
+async def test_metrics_count_exactly_what_happened(
+    serve_channels: ServeChannels, backend_store: BackendStore
+) -> None:
     """``{prefix}/metrics`` reports, per channel, exactly the traffic that happened, and
     the same numbers as ``store.snapshot()`` / ``store.stats``."""
-    feed = QueueStore(max_queue=4)
-    ticker = DataStore(max_queue=2)
+    feed = backend_store("queue", max_queue=4)
+    ticker = backend_store("data", max_queue=2)
     channels = Channels(prefix="/ch")
     channels.add("feed", feed, heartbeat=0)
     channels.add("ticker", ticker, heartbeat=0)
@@ -803,20 +835,19 @@ async def test_metrics_count_exactly_what_happened(serve_channels: ServeChannels
 
     # feed: 3 messages read live by a client that then leaves...
     async with subscribed("sse", feed_at, feed) as client:
-        ids = [(await feed.submit(n)).id for n in range(1, 4)]
-        assert [item.id for item in await client.take(3)] == ids
+        seen = [await feed.submit(n) for n in range(1, 4)]
+        assert ids(await client.take(3)) == ids(seen)
     await wait_until(lambda: len(feed.subscribers) == 0)
     # ... a client cut as a slow consumer (5 messages behind, max_queue 4) ...
     async with subscribed("sse", feed_at, feed) as client:
-        for n in range(4, 9):
-            feed.submit(n)
+        missed = await burst(feed, range(4, 9))
         assert (await client.rest())[1] == CUT
     await wait_until(lambda: len(feed.subscribers) == 0)
     # ... one resuming after message 3: the "resumed" signal, then messages 4-8 ...
-    async with subscribed("sse", feed_at, feed, **{"Last-Event-ID": ids[-1]}) as client:
+    async with subscribed("sse", feed_at, feed, **{"Last-Event-ID": str(seen[-1].id)}) as client:
         items = await client.take(6)
         assert [item.event for item in items[:1]] == ["tornadose.resumed"]
-        assert offsets(items[1:]) == [4, 5, 6, 7, 8]
+        assert ids(items[1:]) == ids(missed)
     await wait_until(lambda: len(feed.subscribers) == 0)
     # ... one resuming from an id the store never gave: the reset signal.
     async with subscribed("sse", feed_at, feed, **{"Last-Event-ID": "no-such-id"}) as client:
@@ -824,8 +855,7 @@ async def test_metrics_count_exactly_what_happened(serve_channels: ServeChannels
     await wait_until(lambda: len(feed.subscribers) == 0)
     # ticker: a WebSocket client 5 values behind (max_queue 2) gets only the latest.
     async with subscribed("websocket", ticker_at, ticker) as client:
-        for n in range(1, 6):
-            ticker.submit(n)
+        await burst(ticker, range(1, 6))
         assert [item.data for item in await client.take(1)] == [5]
     await wait_until(lambda: len(ticker.subscribers) == 0)
 
@@ -880,8 +910,7 @@ async def test_metrics_count_exactly_what_happened(serve_channels: ServeChannels
         assert reported == disconnects[name], name
         # The same numbers as Python sees, for every field of the snapshot.
         for field, count in snapshots[name].items():
-            suffix = (
-                "" if field in ("subscribers", "queued_messages", "history_messages") else "_total"
-            )
+            gauges = ("subscribers", "queued_messages", "history_messages", "backend_up")
+            suffix = "" if field in gauges else "_total"
             assert value(field + suffix, name) == count, (name, field)
         assert gone[name] == disconnects[name]
