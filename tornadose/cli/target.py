@@ -4,10 +4,10 @@ that turn a bad command line into one line on stderr (:class:`UsageError`)."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 from typing import Any
 
+from tornadose._compat import optional
 from tornadose.http.channels import Channels
 
 __all__ = ["UsageError", "channel_urls", "load_channels", "require"]
@@ -18,10 +18,12 @@ class UsageError(Exception):
 
 
 def require(extra: str, *modules: str) -> None:
-    """:class:`UsageError` naming ``extra`` unless every one of ``modules`` is installed."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"{', '.join(missing)} is not installed: pip install '{extra}'")
+    """:class:`UsageError` naming ``extra`` unless every one of ``modules`` can be
+    imported (:func:`tornadose._compat.optional.require`)."""
+    try:
+        optional.require(extra, *modules, needed_by="this command")
+    except optional.MissingExtra as exc:
+        raise UsageError(str(exc)) from None
 
 
 def load_channels(target: str) -> Channels:
