@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import tornado
 from tornado.web import GZipContentEncoding, RequestHandler
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-__all__ = ["PRIVATE_API", "SUPPORTED", "disable_compression", "frame_writer", "reason_of"]
+__all__ = ["PRIVATE_API", "SUPPORTED", "disable_compression", "reason_of", "send_text_frames"]
 
 #: The Tornado versions whose private attributes below were checked: 6.x.
 SUPPORTED = ((6, 0), (7, 0))
@@ -27,8 +27,6 @@ PRIVATE_API = SUPPORTED[0] <= tuple(tornado.version_info[:2]) < SUPPORTED[1]
 
 #: The WebSocket opcode of a text frame (RFC 6455).
 TEXT_FRAME = 0x1
-
-FrameWriter = Callable[[bytes], "asyncio.Future[None]"]
 
 
 def reason_of(handler: RequestHandler) -> str:
@@ -51,21 +49,33 @@ def disable_compression(handler: RequestHandler) -> None:
         transforms[:] = [t for t in transforms if not isinstance(t, GZipContentEncoding)]
 
 
-def frame_writer(handler: WebSocketHandler) -> FrameWriter | None:
-    """A writer of one uncompressed text frame straight to the connection
-    (``ws_connection._write_frame``), whose futures resolve in order, so a batch
-    awaits only its last one; ``None`` where it does not apply (compression on,
-    another Tornado): the caller then uses the public ``write_message``, which wraps
-    every frame in a task."""
+def send_text_frames(handler: WebSocketHandler, texts: list[str]) -> Awaitable[None] | None:
+    """Send ``texts``, one text frame each; ``None`` once Tornado has them all, else
+    what to await while the socket is backed up. Raises ``WebSocketClosedError`` if
+    the connection is closing.
+
+    Tornado's ``write_message`` wraps every frame in a task, which costs more than
+    the write itself. Its frame writer (``ws_connection._write_frame``) does not, and
+    its futures resolve in order, so only the last one is awaited; used unless
+    compression is on (``_compressor``) or Tornado is not a :data:`SUPPORTED` one.
+    """
     connection: Any = handler.ws_connection
-    if not PRIVATE_API or connection is None:
-        return None
-    write_frame = getattr(connection, "_write_frame", None)
+    if connection is None or connection.is_closing():
+        raise WebSocketClosedError()
+    write_frame = getattr(connection, "_write_frame", None) if PRIVATE_API else None
     if write_frame is None or getattr(connection, "_compressor", None) is not None:
-        return None
+        flushes = [handler.write_message(text) for text in texts]
+        for flush in flushes[:-1]:  # the last one reports a closed connection
+            flush.add_done_callback(_retrieve_exception)
+    else:  # Tornado reads each frame's failure itself
+        flushes = [write_frame(True, TEXT_FRAME, text.encode()) for text in texts]
+    stream = getattr(connection, "stream", None)
+    if flushes and stream is not None and stream.writing():
+        last: Awaitable[None] = flushes[-1]
+        return last
+    return None
 
-    def write_text(payload: bytes) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = write_frame(True, TEXT_FRAME, payload)
-        return future
 
-    return write_text
+def _retrieve_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
-from typing import Any
+from typing import Any, Unpack
 
 from tornadose._compat.eager import start_eagerly
 from tornadose.core.reasons import CloseReason
@@ -41,8 +41,8 @@ from tornadose.http.answer import Answer, response_headers
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import Channels
 from tornadose.http.documents import document_answer, not_found
-from tornadose.http.publish import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
-from tornadose.http.request import BodyLimit, event_from_query, joined_headers
+from tornadose.http.publish import Publishing, PublishOptions
+from tornadose.http.request import joined_headers
 from tornadose.http.routes import Kind, served
 from tornadose.wire import sse
 
@@ -285,48 +285,24 @@ class WebSocketApp(_SubscriberApp):
 class PublishApp:
     """ASGI app publishing the JSON body of a ``POST`` to a store, answered as
     :mod:`tornadose.http.publish` says; ``max_body`` bounds the body (default 1 MiB),
-    which is not read past the limit."""
+    which is not read past the limit. Options as for the Tornado ``PublishHandler``."""
 
-    def __init__(
-        self,
-        store: BaseStore,
-        *,
-        max_body: int = DEFAULT_MAX_BODY,
-        authorize: Authorize | None = None,
-        channel: str = "",
-    ) -> None:
-        self.store, self.max_body, self.authorize, self.channel = (
-            store,
-            max_body,
-            authorize,
-            channel,
-        )
+    def __init__(self, store: BaseStore, **options: Unpack[PublishOptions]) -> None:
+        self.publishing = Publishing(store, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
             return
         request = _request(scope)
-        answer = await refuse_before_body(
-            request.method,
-            request.headers,
-            channel=self.channel,
-            max_body=self.max_body,
-            authorize=self.authorize,
-        )
-        if answer is None:
-            body = BodyLimit(self.max_body)
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # a truncated body is never published, and nobody awaits an answer
-                if not body.add(message.get("body", b"")):
-                    answer = too_large(self.max_body)
-                    break
-                if not message.get("more_body", False):
-                    event = event_from_query(request.query)
-                    answer = await publish_json(self.store, body.body, event=event)
-                    break
+        answer = await self.publishing.refuse(request.method, request.headers)
+        body = self.publishing.body()
+        while answer is None:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # a truncated body is never published, and nobody awaits an answer
+            if not body.add(message.get("body", b"")) or not message.get("more_body", False):
+                answer = await self.publishing.answer(body, request.query)
         await send_answer(send, answer)
 
 

@@ -29,7 +29,8 @@ import asyncio
 import re
 import weakref
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from functools import partial
+from typing import Any, Unpack
 
 from tornado.web import Application, RequestHandler, stream_request_body
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
@@ -55,8 +56,8 @@ from tornadose.http.answer import (
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channels
 from tornadose.http.documents import document_answer, not_found
-from tornadose.http.publish import DEFAULT_MAX_BODY, publish_json, refuse_before_body, too_large
-from tornadose.http.request import BodyLimit, event_from_query, joined_headers
+from tornadose.http.publish import Publishing, PublishOptions, too_large
+from tornadose.http.request import joined_headers
 from tornadose.http.routes import Kind, served
 from tornadose.wire import sse
 
@@ -96,13 +97,6 @@ def send_answer(handler: RequestHandler, answer: Answer) -> None:
     handler.finish(answer.body or None)
 
 
-def _request(handler: RequestHandler, *, websocket: bool = False) -> subscribe.Request:
-    request = handler.request
-    headers = joined_headers(request.headers.get_all())
-    is_websocket = websocket and headers.get("upgrade", "").lower() == "websocket"
-    return subscribe.Request(request.method or "", headers, request.query, is_websocket)
-
-
 class JSONErrorHandler(RequestHandler):
     """A handler whose error responses are JSON (:class:`schemas.ErrorBody`), exactly
     as the ASGI adapter's; a ``405`` lists :attr:`allowed_methods` in ``Allow``."""
@@ -122,18 +116,17 @@ class JSONErrorHandler(RequestHandler):
 class BaseHandler(JSONErrorHandler):
     """Base class of subscriber handlers; subclass it and implement :meth:`publish`.
 
-    On a ``GET`` the handler registers with its store (in :meth:`prepare`) and a
-    delivery task calls :meth:`publish` with each message's payload, in order, until
-    the client disconnects; a subclass overriding :meth:`submit` (the 0.2 style) gets
-    each payload there instead. That loop is the one of every stream
-    (:func:`tornadose.delivery.streams.stream_payloads`): ``period`` and
-    ``write_timeout`` (:attr:`stream_options`) apply, and on an ``EventSource``
-    subclass heartbeats and ``retry`` too.
+    On a ``GET`` the handler registers (in :meth:`prepare`) and :meth:`publish` gets
+    each message's payload, in order, until the client leaves (an overridden
+    :meth:`submit`, the 0.2 style, gets them instead), through the loop of every
+    stream (:func:`~tornadose.delivery.streams.stream_payloads`): the ``period``
+    and ``write_timeout`` of :attr:`stream_options` apply, on an ``EventSource``
+    subclass its heartbeats and ``retry`` too. It is the session's
+    :class:`~tornadose.delivery.session.Transport`.
     """
 
     store: BaseStore
     subscription: Subscription | None
-    #: Whether this handler streams over WebSocket.
     websocket = False
     #: What delivery raises when the client is gone (``StreamClosedError`` is an OSError).
     gone_errors: tuple[type[BaseException], ...] = (OSError, WebSocketClosedError)
@@ -144,10 +137,10 @@ class BaseHandler(JSONErrorHandler):
         """Keep ``store``; registration waits until the stream opens."""
         if not isinstance(store, BaseStore):
             raise TypeError(f"store must be a tornadose store, not {type(store).__name__}")
-        self.store = store
-        self.subscription = None
+        self.store, self.subscription = store, None
         self.stream_options = streams.StreamOptions()
-        #: The hook of :mod:`tornadose.http.auth` and the channel name it is given.
+        #: The hook of :mod:`tornadose.http.auth`, the channel name it is given, the
+        #: origins that may open a WebSocket: subclasses with those options set them.
         self.authorize: Authorize | None = None
         self.channel = ""
         self.allowed_origins: Collection[str] | None = None
@@ -156,51 +149,49 @@ class BaseHandler(JSONErrorHandler):
         self._delivery: asyncio.Future[CloseReason] | None = None
         self._client_gone = False
 
-    def endpoint(self) -> subscribe.Subscribing:
-        """Who may subscribe here (see :mod:`tornadose.http.subscribe`)."""
+    def _admission(self) -> tuple[subscribe.Subscribing, subscribe.Request]:
         kind = subscribe.Kind.WEBSOCKET if self.websocket else subscribe.Kind.SSE
-        return subscribe.Subscribing(
+        endpoint = subscribe.Subscribing(
             self.store, kind, self.authorize, self.channel, self.allowed_origins
         )
+        request = self.request
+        headers = joined_headers(request.headers.get_all())
+        websocket = self.websocket and headers.get("upgrade", "").lower() == "websocket"
+        return endpoint, subscribe.Request(request.method or "", headers, request.query, websocket)
 
     def prepare(self) -> None:
-        """Refuse a request on its method, handshake or origin; a 0.x handler
-        registers on a ``GET`` here."""
-        refusal = subscribe.refuse_early(self.endpoint(), _request(self, websocket=self.websocket))
+        """Refuse on method, handshake or origin; a 0.x handler registers here."""
+        refusal = subscribe.refuse_early(*self._admission())
         if refusal is not None:
             send_answer(self, refusal)
         elif self.registers_in_prepare:
             self.open_subscription()
 
     async def may_subscribe(self) -> bool:
-        """Run the admission checks and the authorize hook; on refusal, answer it."""
-        refusal = await subscribe.authorize(
-            self.endpoint(), _request(self, websocket=self.websocket)
-        )
+        """Run the admission checks and the authorize hook; answer a refusal."""
+        refusal = await subscribe.authorize(*self._admission())
         if refusal is not None:
             send_answer(self, refusal)
         return refusal is None
 
     def open_subscription(self, *, start_delivery: bool = True) -> Subscription | None:
-        """Register with the store and (unless ``start_delivery`` is false: the caller
-        then runs :meth:`run_delivery`) start the delivery task. Idempotent. ``None``
-        if the store is closed (answered as it says) or the client already left."""
+        """Register (once) and, with ``start_delivery``, start delivering in a task.
+        ``None`` if the client left, or the store is closed (then answered)."""
         if self._client_gone or self.subscription is not None:
             return self.subscription
-        outcome = subscribe.register(self.endpoint(), _request(self), self)
+        outcome = subscribe.register(*self._admission(), self)
         if isinstance(outcome, Answer):
             send_answer(self, outcome)
-            return None
-        if isinstance(outcome, CloseReason):
+        elif isinstance(outcome, CloseReason):
             self.close_stream(close_code_for(outcome))
-            return None
-        self.subscription = outcome
-        stream = getattr(self.request.connection, "stream", None)
-        if self.tcp_user_timeout is not None and stream is not None and stream.socket is not None:
-            set_user_timeout(stream.socket, self.tcp_user_timeout)
-        if start_delivery:
-            self._delivery = asyncio.ensure_future(self.run_delivery(outcome))
-        return outcome
+        else:
+            self.subscription = outcome
+            stream = getattr(self.request.connection, "stream", None)
+            if self.tcp_user_timeout is not None and stream is not None and stream.socket:
+                set_user_timeout(stream.socket, self.tcp_user_timeout)
+            if start_delivery:
+                self._delivery = asyncio.ensure_future(self.run_delivery(outcome))
+        return self.subscription
 
     async def run_delivery(self, subscription: Subscription) -> CloseReason:
         """Deliver under :func:`tornadose.delivery.session.serve`, in this task."""
@@ -213,6 +204,11 @@ class BaseHandler(JSONErrorHandler):
     def _target(self) -> Callable[[Any], object]:
         return self.submit if type(self).submit is not BaseHandler.submit else self.publish
 
+    @property
+    def period(self) -> float | None:
+        """The throttling period (the 0.x attribute), from :attr:`stream_options`."""
+        return self.stream_options.period
+
     def _customised(self, base: type[BaseHandler]) -> bool:
         cls = type(self)
         return cls.publish is not base.publish or cls.submit is not base.submit
@@ -222,13 +218,11 @@ class BaseHandler(JSONErrorHandler):
         await self.finish()
 
     def close_stream(self, close: tuple[int, str]) -> None:
-        """End a stream that never started (a WebSocket closes with ``close``)."""
+        """End a WebSocket that cannot stream with ``close``; nothing for HTTP."""
 
     def abort(self) -> None:
         """Drop the connection at once; Tornado then calls :meth:`on_connection_close`."""
-        stream = getattr(self.request.connection, "stream", None)
-        if stream is not None and not stream.closed():
-            stream.close()
+        _close(getattr(self.request.connection, "stream", None))
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Keep the response open until delivery ends."""
@@ -246,17 +240,25 @@ class BaseHandler(JSONErrorHandler):
         """Write one message's payload to the client. Subclasses implement this."""
         raise NotImplementedError("publish must be implemented by subclasses of BaseHandler")
 
-    def on_connection_close(self) -> None:
-        """Deregister at once when the client disconnects."""
+    def _gone(self) -> None:
         self._client_gone = True
         if self.subscription is not None:
             self.subscription.close(CloseReason.CLIENT_GONE)
+
+    def on_connection_close(self) -> None:
+        """Deregister at once when the client disconnects."""
+        self._gone()
         super().on_connection_close()
 
     def on_finish(self) -> None:
         """Deregister when the response is finished, whatever the reason."""
         if self.subscription is not None:
             self.subscription.close(CloseReason.DEREGISTERED)
+
+
+def _close(stream: Any) -> None:
+    if stream is not None and not stream.closed():
+        stream.close()
 
 
 class EventSource(BaseHandler):
@@ -296,11 +298,6 @@ class EventSource(BaseHandler):
         )
         self.authorize, self.channel = authorize, channel
 
-    @property
-    def period(self) -> float | None:
-        """The throttling period (the 0.x attribute)."""
-        return self.stream_options.period
-
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, register, send the SSE headers at once, stream in this task."""
         if not await self.may_subscribe():
@@ -320,18 +317,15 @@ class EventSource(BaseHandler):
     async def deliver(self, subscription: Subscription) -> CloseReason:
         """Stream SSE events; a subclass overriding :meth:`publish`/:meth:`submit`
         gets each payload there, with the same heartbeats, ``retry`` and timing."""
+        write = streams.write_through(self._write_now)
         if self._customised(EventSource):
+            target = self._target()
             return await streams.stream_payloads(
-                subscription, self._target(), self.sse_options, write=self._write
+                subscription, target, self.sse_options, write=write
             )
         return await streams.stream_sse(
-            subscription, self._write, self.sse_options, write_now=self._write_now
+            subscription, write, self.sse_options, write_now=self._write_now
         )
-
-    async def _write(self, chunk: bytes) -> None:
-        pending = self._write_now(chunk)
-        if pending is not None:
-            await pending
 
     def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
         # Tornado sends what it can at once; its future is awaited only while the
@@ -345,7 +339,7 @@ class EventSource(BaseHandler):
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
-        await self._write(Message(message, id=None).sse)
+        await streams.write_through(self._write_now)(Message(message, id=None).sse)
 
 
 class WebSocketSubscriber(BaseHandler, WebSocketHandler):
@@ -375,18 +369,13 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         self.stream_options = streams.StreamOptions(period=period, write_timeout=write_timeout)
         self.authorize, self.channel, self.allowed_origins = authorize, channel, allowed_origins
 
-    @property
-    def period(self) -> float | None:
-        """The throttling period, from :attr:`stream_options`."""
-        return self.stream_options.period
-
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Authorize, then complete the handshake."""
+        """Authorize, then complete the handshake (origins were checked in
+        :meth:`prepare`, hence :meth:`check_origin` allows all)."""
         if await self.may_subscribe():
             await WebSocketHandler.get(self, *args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
-        """Origins were checked in :meth:`prepare` already."""
         return True
 
     def open(self, *args: str, **kwargs: str) -> None:
@@ -398,36 +387,11 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         :meth:`publish`/:meth:`submit` gets each payload there, with the same timing."""
         if self._customised(WebSocketSubscriber):
             return await streams.stream_payloads(subscription, self._target(), self.stream_options)
+        send_now = partial(compat.send_text_frames, self)
+        write = streams.write_through(send_now)
         return await streams.stream_websocket(
-            subscription,
-            self._send_frames,
-            self.stream_options,
-            send_frames_now=self._send_frames_now,
+            subscription, write, self.stream_options, send_frames_now=send_now
         )
-
-    async def _send_frames(self, frames: list[str]) -> None:
-        pending = self._send_frames_now(frames)
-        if pending is not None:
-            await pending
-
-    def _send_frames_now(self, frames: list[str]) -> Awaitable[None] | None:
-        connection = self.ws_connection
-        if connection is None or connection.is_closing():
-            raise WebSocketClosedError()
-        # Tornado's write_message wraps every frame in a task; its own frame writer
-        # does not, and its futures resolve in order: only the last one is awaited,
-        # and only while the socket is backed up.
-        write_text = compat.frame_writer(self)
-        if write_text is None:
-            flushes = [self.write_message(frame) for frame in frames]
-            for flush in flushes[:-1]:
-                flush.add_done_callback(_retrieve_exception)
-        else:  # Tornado reads each frame's failure itself
-            flushes = [write_text(frame.encode()) for frame in frames]
-        stream = getattr(connection, "stream", None)
-        if flushes and stream is not None and stream.writing():
-            return flushes[-1]
-        return None
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         """Close with ``close`` (Tornado aborts if the client does not answer)."""
@@ -440,28 +404,18 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake."""
-        stream = getattr(self.ws_connection, "stream", None)
-        if stream is not None and not stream.closed():
-            stream.close()
+        _close(getattr(self.ws_connection, "stream", None))
 
     def on_message(self, message: str | bytes) -> None:
         """Ignore frames from the client."""
 
     def on_close(self) -> None:
         """Deregister at once when the connection closes."""
-        self._client_gone = True
-        if self.subscription is not None:
-            self.subscription.close(CloseReason.CLIENT_GONE)
+        self._gone()
 
     async def publish(self, message: Any) -> None:
         """Send one message to the client as a ``{"data": ...}`` text frame."""
         await self.write_message(Message(message, id=None).websocket)
-
-
-def _retrieve_exception(future: asyncio.Future[None]) -> None:
-    """Mark a frame's failure as seen: a closed connection is handled by the last."""
-    if not future.cancelled():
-        future.exception()
 
 
 @stream_request_body
@@ -472,46 +426,32 @@ class PublishHandler(JSONErrorHandler):
 
     allowed_methods = ("POST",)
 
-    def initialize(
-        self,
-        store: BaseStore,
-        max_body: int = DEFAULT_MAX_BODY,
-        authorize: Authorize | None = None,
-        channel: str = "",
-    ) -> None:
-        """Keep the store and options."""
-        self.store, self.authorize, self.channel = store, authorize, channel
-        self._body = BodyLimit(max_body)
+    def initialize(self, store: BaseStore, **options: Unpack[PublishOptions]) -> None:
+        """Keep the store and options (see :class:`~tornadose.http.publish.Publishing`)."""
+        self.publishing = Publishing(store, **options)
+        self._body = self.publishing.body()
         self._answered = False
 
-    def _send(self, answer: Answer) -> None:
-        self._answered = True
-        send_answer(self, answer)
+    def _send(self, answer: Answer | None) -> None:
+        if answer is not None and not self._answered:
+            self._answered = True
+            send_answer(self, answer)
 
     async def prepare(self) -> None:
         """Refuse what can be refused before the body arrives (405/401/403/415/413)."""
-        request = _request(self)
-        answer = await refuse_before_body(
-            request.method,
-            request.headers,
-            channel=self.channel,
-            max_body=self._body.limit,
-            authorize=self.authorize,
-        )
-        if answer is not None:
-            self._send(answer)
+        headers = joined_headers(self.request.headers.get_all())
+        self._send(await self.publishing.refuse(self.request.method or "", headers))
 
     def data_received(self, chunk: bytes) -> None:
-        """Keep the body within ``max_body``; past it answer ``413`` at once (Tornado
-        then reads no further and closes the connection)."""
+        """Keep the body; past ``max_body`` answer ``413`` at once (Tornado then
+        reads no further and closes the connection)."""
         if not self._answered and not self._body.add(chunk):
-            self._send(too_large(self._body.limit))
+            self._send(too_large(self.publishing.max_body))
 
     async def post(self) -> None:
-        """Publish the body (see the class docstring)."""
+        """Publish the body."""
         if not self._answered:
-            event = event_from_query(self.request.query)
-            self._send(await publish_json(self.store, self._body.body, event=event))
+            self._send(await self.publishing.answer(self._body, self.request.query))
 
 
 class AnswerHandler(JSONErrorHandler):

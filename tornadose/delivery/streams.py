@@ -52,6 +52,7 @@ __all__ = [
     "stream_payloads",
     "stream_sse",
     "stream_websocket",
+    "write_through",
 ]
 
 #: Seconds of silence after which an SSE stream gets a heartbeat comment.
@@ -111,6 +112,18 @@ class SSEOptions(StreamOptions):
 #: transport, or an awaitable when they are not all written yet (the stream's task
 #: awaits it, under the write timeout). Raising means the client is gone.
 WriteNow = Callable[[T], Awaitable[None] | None]
+
+
+def write_through(write_now: WriteNow[T]) -> Callable[[T], Awaitable[None]]:
+    """The asynchronous write made of a synchronous one: it awaits what
+    ``write_now`` leaves pending. For an adapter whose framework writes at once."""
+
+    async def write(payload: T) -> None:
+        pending = write_now(payload)
+        if pending is not None:
+            await pending
+
+    return write
 
 
 async def stream_sse(

@@ -27,6 +27,8 @@ Nothing is published unless the answer is 202.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypedDict
 
 import pydantic_core
 
@@ -39,11 +41,14 @@ from tornadose.core.errors import (
 from tornadose.core.store import BaseStore
 from tornadose.http.answer import Answer, error_answer, json_answer, method_not_allowed
 from tornadose.http.auth import Action, Authorize, check_access
+from tornadose.http.request import BodyLimit, event_from_query
 from tornadose.schemas.errors import PublishAccepted
 from tornadose.wire.sse import InvalidField
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "PublishOptions",
+    "Publishing",
     "publish_json",
     "refuse_before_body",
     "too_large",
@@ -119,3 +124,41 @@ async def publish_json(store: BaseStore, body: bytes, *, event: str | None = Non
         return error_answer(503, "store_unavailable", str(exc))
     accepted = PublishAccepted(id=published.id or "")
     return json_answer(202, accepted.model_dump_json().encode())
+
+
+class PublishOptions(TypedDict, total=False):
+    """The options of a publish endpoint, as keyword arguments (see :class:`Publishing`)."""
+
+    max_body: int
+    authorize: Authorize | None
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    """One publish endpoint: its store, body limit and authorize hook (with the
+    channel name it is given). Adapters carry out its three steps, in order:
+    :meth:`refuse` before the body, :meth:`body` to read it into, :meth:`answer`
+    once it is complete (or over the limit: the adapter stops reading)."""
+
+    store: BaseStore
+    max_body: int = DEFAULT_MAX_BODY
+    authorize: Authorize | None = None
+    channel: str = ""
+
+    async def refuse(self, method: str, headers: Mapping[str, str]) -> Answer | None:
+        """See :func:`refuse_before_body`."""
+        return await refuse_before_body(
+            method, headers, channel=self.channel, max_body=self.max_body, authorize=self.authorize
+        )
+
+    def body(self) -> BodyLimit:
+        """A body to add the request's chunks to, bounded by ``max_body``."""
+        return BodyLimit(self.max_body)
+
+    async def answer(self, body: BodyLimit, query: str) -> Answer:
+        """``413`` for a body over the limit, else publish it (:func:`publish_json`,
+        with the ``event`` of the query string)."""
+        if body.exceeded:
+            return too_large(self.max_body)
+        return await publish_json(self.store, body.body, event=event_from_query(query))
