@@ -266,12 +266,12 @@ class WebSocketApp(_SubscriberApp):
         self,
         store: BaseStore,
         *,
+        allowed_origins: Collection[str] | None = None,
+        lifecycle: Lifecycle | None = None,
         period: float | None = None,
         write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
         authorize: Authorize | None = None,
         channel: str = "",
-        allowed_origins: Collection[str] | None = None,
-        lifecycle: Lifecycle | None = None,
     ) -> None:
         super().__init__(store, authorize, channel, allowed_origins, lifecycle)
         self.options = self.stream_options = streams.StreamOptions(

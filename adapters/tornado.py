@@ -1,26 +1,17 @@
 """Tornado adapter: request handlers that stream a store's messages to clients.
 
-Mount a handler with its store as the handler's keyword arguments, exactly as in the
-original tornadose::
+Mount a handler with its store as its keyword arguments, as in the original
+tornadose: ``Application([(r"/events", EventSource, {"store": store})])``.
 
-    Application([
-        (r"/events", EventSource, {"store": store}),
-        (r"/socket", WebSocketSubscriber, {"store": store}),
-    ])
-
-A translation only: who is admitted is decided by :mod:`tornadose.http.subscribe`,
-how an open stream is supervised (drain, cut, client gone, errors, last frame) by
-:mod:`tornadose.delivery.session`, what is written by
-:mod:`tornadose.delivery.streams`, as for the ASGI adapter. On top of those:
-
-* a handler registers with its store only once its stream is really open (an SSE
-  ``GET``, or a completed WebSocket handshake), and deregisters as soon as the
-  client disconnects, or the request finishes for any other reason;
-* WebSocket delivery runs in its own task, so client frames (pings, close) are read
-  and answered while messages are sent;
-* every stream counts in the :class:`~tornadose.delivery.lifecycle.Lifecycle` of
-  its ``Application`` (:func:`lifecycle_of`): draining it ends that application's
-  streams only.
+A translation only, the same rules as the ASGI adapter's: admission by
+:mod:`tornadose.http.subscribe`, supervision of an open stream (drain, cut, client
+gone, errors, last frame, signals) by :mod:`tornadose.delivery.session`, what is
+written by :mod:`tornadose.delivery.streams`. A handler registers only once its
+stream is open (an SSE ``GET``, a completed handshake) and deregisters as soon as
+the client leaves; WebSocket delivery runs in its own task, so client frames are
+answered meanwhile; every stream counts in its ``Application``'s
+:class:`~tornadose.delivery.lifecycle.Lifecycle` (:func:`lifecycle_of`). Private
+Tornado API is used only in :mod:`tornadose.adapters._tornado_compat`.
 """
 
 from __future__ import annotations
@@ -45,14 +36,9 @@ from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
+from tornadose.http import answer as answers
 from tornadose.http import subscribe
-from tornadose.http.answer import (
-    Answer,
-    error_answer,
-    error_code_for,
-    method_not_allowed,
-    response_headers,
-)
+from tornadose.http.answer import Answer
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channels
 from tornadose.http.documents import document_answer, not_found
@@ -92,7 +78,7 @@ def send_answer(handler: RequestHandler, answer: Answer) -> None:
     handler.clear()
     handler.clear_header("Content-Type")
     handler.set_status(answer.status)
-    for name, value in response_headers(answer):
+    for name, value in answers.response_headers(answer):
         handler.set_header(name, value)
     handler.finish(answer.body or None)
 
@@ -107,23 +93,20 @@ class JSONErrorHandler(RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Send the error as JSON."""
         if status_code == 405:
-            answer = method_not_allowed(self.request.method or "", *self.allowed_methods)
+            answer = answers.method_not_allowed(self.request.method or "", *self.allowed_methods)
         else:
-            answer = error_answer(status_code, error_code_for(status_code), compat.reason_of(self))
+            code = answers.error_code_for(status_code)
+            answer = answers.error_answer(status_code, code, compat.reason_of(self))
         send_answer(self, answer)
 
 
 class BaseHandler(JSONErrorHandler):
-    """Base class of subscriber handlers; subclass it and implement :meth:`publish`.
-
-    On a ``GET`` the handler registers (in :meth:`prepare`) and :meth:`publish` gets
-    each message's payload, in order, until the client leaves (an overridden
-    :meth:`submit`, the 0.2 style, gets them instead), through the loop of every
-    stream (:func:`~tornadose.delivery.streams.stream_payloads`): the ``period``
-    and ``write_timeout`` of :attr:`stream_options` apply, on an ``EventSource``
-    subclass its heartbeats and ``retry`` too. It is the session's
-    :class:`~tornadose.delivery.session.Transport`.
-    """
+    """Base class of subscriber handlers (and a session
+    :class:`~tornadose.delivery.session.Transport`); subclass it and implement
+    :meth:`publish`, which gets each payload in order (an overridden :meth:`submit`,
+    the 0.2 style, gets them instead) from the loop of every stream
+    (:func:`~tornadose.delivery.streams.stream_payloads`): :attr:`stream_options`
+    apply, and an ``EventSource`` subclass's heartbeats and ``retry``."""
 
     store: BaseStore
     subscription: Subscription | None
@@ -262,20 +245,12 @@ def _close(stream: Any) -> None:
 
 
 class EventSource(BaseHandler):
-    """Server-Sent Events (``text/event-stream``) handler.
-
-    Options (handler kwargs, besides ``store``): ``period`` (seconds between writes,
-    throttling: messages meanwhile are queued and go out together), ``heartbeat``
-    (seconds of silence before a comment; default 15, ``0``/``None``: off),
-    ``retry`` (ms a client waits before reconnecting, sent when the stream opens),
-    ``write_timeout`` (seconds a write may take before the client is cut; default
-    30, ``None``: none), ``tcp_user_timeout`` (see :mod:`tornadose._compat.sockets`),
-    ``authorize``/``channel`` (the hook of :mod:`tornadose.http.auth`).
-
-    A client sending ``Last-Event-ID`` (or ``?last_event_id=``) resumes (see
-    :mod:`tornadose.core.history`). The SSE response headers go out as soon as the
-    stream opens, before any message; the response is never compressed.
-    """
+    """Server-Sent Events handler. Options (besides ``store``): ``period``,
+    ``heartbeat``, ``retry``, ``write_timeout`` (see
+    :class:`~tornadose.delivery.streams.SSEOptions`), ``tcp_user_timeout`` (see
+    :mod:`tornadose._compat.sockets`), ``authorize``/``channel`` (the hook of
+    :mod:`tornadose.http.auth`). ``Last-Event-ID`` resumes. The headers go out as
+    soon as the stream opens; the response is never compressed."""
 
     registers_in_prepare = False
 
@@ -343,14 +318,11 @@ class EventSource(BaseHandler):
 
 
 class WebSocketSubscriber(BaseHandler, WebSocketHandler):
-    """WebSocket handler: each message is one text frame ``{"data": <message>, "id": ...}``.
-
-    Registers once the handshake completes; :meth:`open` returns at once, so Tornado
-    keeps answering pings and closes while messages are sent. Client frames are
-    ignored. Options: ``period``, ``write_timeout``, ``authorize``/``channel`` as for
-    :class:`EventSource`, ``allowed_origins`` (origins besides the page's own; ``["*"]``:
-    any). A stream ends with a close code of :mod:`tornadose.wire.websocket`.
-    """
+    """WebSocket handler: each message is one text frame ``{"data": ..., "id": ...}``;
+    client frames are ignored. Options: ``period``, ``write_timeout``,
+    ``authorize``/``channel`` as for :class:`EventSource`, ``allowed_origins``
+    (origins besides the page's own; ``["*"]``: any). Ends with a close code of
+    :mod:`tornadose.wire.websocket`."""
 
     websocket = True
     registers_in_prepare = False
@@ -489,14 +461,9 @@ _HANDLERS: dict[Kind, type[RequestHandler]] = {
 
 def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler], dict[str, Any]]]:
     """Tornado URL rules serving every channel of ``channels`` at the URLs of
-    :mod:`tornadose.http.routes` (the same as ``ChannelsApp``)::
-
-        Application(channel_handlers(channels) + your_other_rules)
-
-    Unknown channel names get a JSON ``404`` (``unknown_channel``): with a prefix,
-    every other path under it; without one, paths shaped like a channel endpoint
-    (``/{name}/events`` ...). Put your own rules for paths under the prefix first.
-    """
+    :mod:`tornadose.http.routes`, as ``ChannelsApp`` does. Unknown channels get a
+    JSON ``404``: with a prefix, any other path under it; without, paths shaped like
+    a channel endpoint. Put your own rules for paths under the prefix first."""
     rules = [(re.escape(r.path), _HANDLERS[r.kind], r.options) for r in served(channels)]
     if channels.prefix:
         unknown = rf"{re.escape(channels.prefix)}(/.*)?"

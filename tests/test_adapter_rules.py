@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -65,6 +67,16 @@ def logged_errors(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.L
     return [r for r in caplog.records if r.exc_info and text in str(r.exc_info[1])]
 
 
+@asynccontextmanager
+async def streamed(url: str) -> AsyncIterator[httpx.Response]:
+    """A ``GET`` of ``url`` whose body is read as it comes."""
+    async with (
+        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
+        client.stream("GET", url) as response,
+    ):
+        yield response
+
+
 async def read_to_end(response: httpx.Response) -> bytes:
     """The rest of a streamed body; raises if the server drops the connection."""
     body = b""
@@ -83,10 +95,7 @@ async def test_an_error_in_sse_delivery_is_logged_and_the_response_completes(
     """The error is logged with its traceback; the response ends as a complete one."""
     store = RecordingQueueStore()
     endpoints = await serve_store(store, sse={"heartbeat": 0})
-    async with (
-        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
-        client.stream("GET", endpoints.events) as response,
-    ):
+    async with streamed(endpoints.events) as response:
         await wait_until(lambda: len(store.subscribers) == 1)
         store.registered[-1].put(Unencodable("boom", id=None))
         await read_to_end(response)  # a dropped connection would raise here
@@ -136,18 +145,21 @@ class StuckWebSocket(WebSocketSubscriber):
         await asyncio.Event().wait()
 
 
+async def serve_handler(
+    tornado_server: TornadoStarter, handler: type[Any], store: QueueStore, **options: Any
+) -> str:
+    """Serve ``handler`` for ``store`` at ``/path``; its URL (``http://``)."""
+    base = await tornado_server([(r"/path", handler, {"store": store, **options})])
+    return base + "/path"
+
+
 @pytest.mark.parametrize("handler", [EventSource, ShoutingEventSource])
 async def test_an_overriding_subclass_gets_retry_and_heartbeats_as_a_plain_event_source(
     tornado_server: TornadoStarter, handler: type[EventSource]
 ) -> None:
     """``retry`` is sent first and a silent stream gets heartbeat comments."""
-    store = QueueStore()
-    options = {"store": store, "heartbeat": 0.2, "retry": 1500}
-    base = await tornado_server([(r"/events", handler, options)])
-    async with (
-        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
-        client.stream("GET", base + "/events") as response,
-    ):
+    url = await serve_handler(tornado_server, handler, QueueStore(), heartbeat=0.2, retry=1500)
+    async with streamed(url) as response:
         received = b""
         async with asyncio.timeout(TIMEOUT):
             async for chunk in response.aiter_bytes():
@@ -163,10 +175,9 @@ async def test_an_overriding_subclass_is_throttled_by_period_as_a_plain_event_so
 ) -> None:
     """With ``period``, a message right after another waits out the period."""
     store = QueueStore()
-    options = {"store": store, "heartbeat": 0, "period": 0.5}
-    base = await tornado_server([(r"/events", handler, options)])
+    url = await serve_handler(tornado_server, handler, store, heartbeat=0, period=0.5)
     loop = asyncio.get_running_loop()
-    async with sse_client(base + "/events") as (_, events):
+    async with sse_client(url) as (_, events):
         await wait_until(lambda: len(store.subscribers) == 1)
         store.submit("a")
         await take(events, 1)
@@ -183,12 +194,8 @@ async def test_an_overriding_sse_subclass_is_cut_at_the_write_timeout(
     """A ``publish`` stuck past ``write_timeout`` closes the subscription
     (``WRITE_TIMEOUT``) and the connection is dropped, as for a stalled write."""
     store = RecordingQueueStore()
-    options = {"store": store, "heartbeat": 0, "write_timeout": 0.3}
-    base = await tornado_server([(r"/events", StuckEventSource, options)])
-    async with (
-        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
-        client.stream("GET", base + "/events") as response,
-    ):
+    url = await serve_handler(tornado_server, StuckEventSource, store, write_timeout=0.3)
+    async with streamed(url) as response:
         await wait_until(lambda: len(store.subscribers) == 1)
         store.submit("never written")
         with pytest.raises(httpx.RemoteProtocolError):
@@ -201,9 +208,10 @@ async def test_an_overriding_websocket_subclass_is_cut_at_the_write_timeout(
 ) -> None:
     """The same over WebSocket: closed with ``4002``."""
     store = RecordingQueueStore()
-    base = await tornado_server([(r"/ws", StuckWebSocket, {"store": store, "write_timeout": 0.3})])
-    url = base.replace("http://", "ws://", 1) + "/ws"
-    async with connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+    url = await serve_handler(tornado_server, StuckWebSocket, store, write_timeout=0.3)
+    async with connect(
+        url.replace("http://", "ws://", 1), open_timeout=TIMEOUT, close_timeout=TIMEOUT
+    ) as ws:
         await wait_until(lambda: len(store.subscribers) == 1)
         store.submit("never sent")
         with pytest.raises(ConnectionClosed):
@@ -225,10 +233,7 @@ async def test_a_sigterm_drains_the_streams_then_reaches_the_previous_handler(
     try:
         store = QueueStore()
         endpoints = await serve_store(store, sse={"heartbeat": 0})
-        async with (
-            httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
-            client.stream("GET", endpoints.events) as response,
-        ):
+        async with streamed(endpoints.events) as response:
             await wait_until(lambda: len(store.subscribers) == 1)
             signal.raise_signal(signal.SIGTERM)
             body = await read_to_end(response)
