@@ -96,7 +96,7 @@ async def _refuse(scope: Scope, send: Send, answer: Answer) -> None:
 
 def _request(scope: Scope) -> subscribe.Request:
     headers = joined_headers(
-        (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
     )
     query = scope.get("query_string", b"").decode("latin-1")
     return subscribe.Request(
