@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, KeysView
@@ -148,7 +147,7 @@ class BaseStore:
         self._backend: Backend | None = None
         self._attached = False
         self._subscriptions: dict[object, Subscription] = {}
-        self._resumes: set[asyncio.Task[None]] = set()
+        self._resumes: set[asyncio.Future[Resume]] = set()
         self._closed = False
         self.initialize(*args, **kwargs)
 
@@ -255,22 +254,28 @@ class BaseStore:
         """Hold ``subscription`` until the backend's answer comes, then release it with
         the control message and the replay ahead of the live messages it kept."""
         subscription.hold()
+        pending = asyncio.ensure_future(answer)
+        self._resumes.add(pending)
 
-        async def resume() -> None:
-            try:
-                started = self.adjust_resume(await answer)
-            except Exception:
+        def answered(future: asyncio.Future[Resume]) -> None:
+            self._resumes.discard(future)
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
                 # Never leave it held for ever: closed, the client resumes again.
-                logger.exception("resuming a subscriber of %r failed", self)
+                logger.error("resuming a subscriber of %r failed", self, exc_info=error)
                 subscription.close(CloseReason.DEREGISTERED)
                 return
-            subscription.resume = started
-            subscription.release(self.resume_messages(started), skip=started.skip)
+            resume = self.adjust_resume(future.result())
+            subscription.resume = resume
+            subscription.release(self.resume_messages(resume), skip=resume.skip)
 
-        task = asyncio.get_running_loop().create_task(resume())
-        self._resumes.add(task)
-        task.add_done_callback(self._resumes.discard)
-        subscription.add_close_callback(lambda _: task.cancel())
+        def abandon(_: Subscription) -> None:
+            pending.cancel()
+
+        pending.add_done_callback(answered)
+        subscription.add_close_callback(abandon)
 
     def adjust_resume(self, resume: Resume) -> Resume:
         """Hook: how a subscription starts, given the backend's answer (as is here;
@@ -420,8 +425,8 @@ class BaseStore:
         abandoned (their subscriptions are closed too). Idempotent.
         """
         self._closed = True
-        for task in list(self._resumes):
-            task.cancel()
+        for pending in list(self._resumes):
+            pending.cancel()
         for subscription in list(self._subscriptions.values()):
             subscription.close(CloseReason.STORE_CLOSED)
         if self._attached:
