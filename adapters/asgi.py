@@ -192,6 +192,8 @@ class _SubscriberApp:
         self.lifecycle = lifecycle or Lifecycle(type(self).__name__)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return  # lifespan: nothing to start or stop (served alone, uvicorn goes on)
         request = _request(scope)
         if scope["type"] == "websocket" and (await receive())["type"] != "websocket.connect":
             return
