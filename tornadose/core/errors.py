@@ -24,7 +24,16 @@ __all__ = [
 
 
 class TornadoseError(Exception):
-    """Base class of every exception tornadose raises on purpose."""
+    """Base class of the exceptions the core and the layers above it raise on purpose.
+
+    Two ``ValueError`` subclasses come from below the core and are not
+    ``TornadoseError``\ s: :class:`tornadose.wire.sse.InvalidField` (an ``event`` or
+    ``id`` with CR, LF or NUL, raised by ``submit(event=...)``: the wire layer
+    imports nothing of tornadose) and
+    :class:`tornadose.backends.redis.layout.InvalidEntry` (a Redis stream entry that is
+    not a message, which is skipped and logged, never raised to a caller). Catch
+    ``ValueError`` around ``submit()`` to catch every bad-input error.
+    """
 
 
 class MessageValidationError(TornadoseError, ValueError):
