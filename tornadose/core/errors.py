@@ -27,7 +27,7 @@ class TornadoseError(Exception):
     """Base class of the exceptions the core and the layers above it raise on purpose.
 
     Two ``ValueError`` subclasses come from below the core and are not
-    ``TornadoseError``\ s: :class:`tornadose.wire.sse.InvalidField` (an ``event`` or
+    ``TornadoseError``: :class:`tornadose.wire.sse.InvalidField` (an ``event`` or
     ``id`` with CR, LF or NUL, raised by ``submit(event=...)``: the wire layer
     imports nothing of tornadose) and
     :class:`tornadose.backends.redis.layout.InvalidEntry` (a Redis stream entry that is
