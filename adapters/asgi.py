@@ -25,10 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
-from tornadose._compat.eager import start_eagerly
+from tornadose._compat.asyncio_tasks import start_eagerly
 from tornadose.core.reasons import CloseReason
 from tornadose.core.store import BaseStore
 from tornadose.core.subscription import Subscription
@@ -36,20 +36,18 @@ from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
-from tornadose.http import subscribe
-from tornadose.http.answer import Answer, response_headers
-from tornadose.http.auth import Authorize
+from tornadose.http import routes, subscribe
+from tornadose.http.answer import Answer, raw_headers, response_headers
 from tornadose.http.channels import Channels
 from tornadose.http.documents import document_answer, not_found
 from tornadose.http.publish import Publishing, PublishOptions
 from tornadose.http.request import joined_headers
-from tornadose.http.routes import Kind, served
 from tornadose.wire import sse
 
 __all__ = ["AnswerApp", "ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
 
 #: The SSE response headers, encoded once for every stream.
-_SSE_HEADERS = [(k.lower().encode(), v.encode()) for k, v in sse.RESPONSE_HEADERS]
+_SSE_HEADERS = raw_headers(sse.RESPONSE_HEADERS)
 
 logger = logging.getLogger("tornadose.asgi")
 
@@ -64,15 +62,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 CLOSE_POLICY_VIOLATION = 1008
 
 
-def _encoded(answer: Answer) -> list[tuple[bytes, bytes]]:
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response_headers(answer)]
-
-
 async def send_answer(send: Send, answer: Answer) -> None:
     """Send a complete :class:`~tornadose.http.answer.Answer` as the HTTP response."""
-    await send(
-        {"type": "http.response.start", "status": answer.status, "headers": _encoded(answer)}
-    )
+    headers = raw_headers(response_headers(answer))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 
 
@@ -80,8 +73,9 @@ async def refuse_websocket(scope: Scope, send: Send, answer: Answer) -> None:
     """Refuse a WebSocket handshake: with the HTTP answer where the server supports
     it, else by closing with ``1008`` before accepting."""
     if "websocket.http.response" in scope.get("extensions", {}):
+        headers = raw_headers(response_headers(answer))
         start = {"type": "websocket.http.response.start", "status": answer.status}
-        await send({**start, "headers": _encoded(answer)})
+        await send({**start, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": answer.body})
     else:
         await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
@@ -95,13 +89,11 @@ async def _refuse(scope: Scope, send: Send, answer: Answer) -> None:
 
 
 def _request(scope: Scope) -> subscribe.Request:
-    headers = joined_headers(
-        (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())
-    )
+    pairs = scope.get("headers", ())
+    headers = joined_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs)
     query = scope.get("query_string", b"").decode("latin-1")
-    return subscribe.Request(
-        scope.get("method", "GET"), headers, query, scope["type"] == "websocket"
-    )
+    websocket = scope["type"] == "websocket"
+    return subscribe.Request(scope.get("method", "GET"), headers, query, websocket)
 
 
 class _Stream:
@@ -113,7 +105,7 @@ class _Stream:
 
     def __init__(self, app: _SubscriberApp, send: Send, receive: Receive) -> None:
         self.app, self.send, self.receive = app, send, receive
-        self.websocket = app.kind is subscribe.Kind.WEBSOCKET
+        self.websocket = app.endpoint.kind is subscribe.Kind.WEBSOCKET
 
     async def run(self, subscription: Subscription) -> None:
         watcher = asyncio.ensure_future(self._wait_disconnect())
@@ -137,16 +129,13 @@ class _Stream:
         subscription.close(CloseReason.CLIENT_GONE)
 
     def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
-        if self.websocket:
-            return streams.stream_websocket(
-                subscription,
-                self.send_frames,
-                self.app.options,
-                send_frames_now=self.send_frames_now,
-            )
         options = self.app.options
-        assert isinstance(options, streams.SSEOptions)
-        return streams.stream_sse(subscription, self.write, options, write_now=self.write_now)
+        if isinstance(options, streams.SSEOptions):
+            return streams.stream_sse(subscription, self.write, options, write_now=self.write_now)
+        send_now = self.send_frames_now
+        return streams.stream_websocket(
+            subscription, self.send_frames, options, send_frames_now=send_now
+        )
 
     async def write(self, chunk: bytes) -> None:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -174,21 +163,16 @@ class _Stream:
 
 
 class _SubscriberApp:
-    """An ASGI app admitting subscribers of ``kind`` and streaming to them."""
-
-    kind: subscribe.Kind
-    options: streams.StreamOptions
+    """An ASGI app admitting subscribers at ``endpoint`` and streaming to them with
+    ``options``, counted in ``lifecycle``."""
 
     def __init__(
         self,
-        store: BaseStore,
-        authorize: Authorize | None,
-        channel: str,
-        allowed_origins: Collection[str] | None,
+        endpoint: subscribe.Subscribing,
+        options: streams.StreamOptions,
         lifecycle: Lifecycle | None,
     ) -> None:
-        self.endpoint = subscribe.Subscribing(store, self.kind, authorize, channel, allowed_origins)
-        self.store = store
+        self.endpoint, self.options, self.store = endpoint, options, endpoint.store
         self.lifecycle = lifecycle or Lifecycle(type(self).__name__)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -221,31 +205,19 @@ class _SubscriberApp:
 
 
 class EventSourceApp(_SubscriberApp):
-    """ASGI app streaming a store as Server-Sent Events.
-
-    Options are those of the Tornado ``EventSource`` (``heartbeat``, ``period``,
-    ``retry``, ``write_timeout``, ``authorize``, ``channel``), plus ``lifecycle``.
-    ``GET`` only: other methods get ``405``; a closed store answers ``204``.
-    """
-
-    kind = subscribe.Kind.SSE
+    """ASGI app streaming a store as Server-Sent Events; options as the Tornado
+    ``EventSource``'s (:class:`~tornadose.http.routes.EventsOptions`), plus
+    ``lifecycle``. ``GET`` only: other methods get ``405``; a closed store answers
+    ``204``."""
 
     def __init__(
         self,
         store: BaseStore,
         *,
-        heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
-        period: float | None = None,
-        retry: int | None = None,
-        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
-        authorize: Authorize | None = None,
-        channel: str = "",
         lifecycle: Lifecycle | None = None,
+        **options: Unpack[routes.EventsOptions],
     ) -> None:
-        super().__init__(store, authorize, channel, None, lifecycle)
-        self.options = self.sse_options = streams.SSEOptions(
-            heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
-        )
+        super().__init__(*routes.sse_endpoint(store, options), lifecycle)
 
     async def started(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -254,47 +226,43 @@ class EventSourceApp(_SubscriberApp):
 
 
 class WebSocketApp(_SubscriberApp):
-    """ASGI app sending a store's messages over WebSocket, one text frame each.
-
-    Frames and close codes are those of the Tornado ``WebSocketSubscriber``; frames
-    from the client are ignored. ``allowed_origins``: origins besides the page's own
-    that may connect (``["*"]``: any); others are refused (``403``). Options as for
-    :class:`EventSourceApp`. A plain HTTP request gets ``400``.
-    """
-
-    kind = subscribe.Kind.WEBSOCKET
+    """ASGI app sending a store's messages over WebSocket, one text frame each, as the
+    Tornado ``WebSocketSubscriber`` does, with its options
+    (:class:`~tornadose.http.routes.WebSocketOptions`), plus ``lifecycle``. Frames
+    from the client are ignored; a foreign origin gets ``403``, a plain HTTP request
+    ``400``."""
 
     def __init__(
         self,
         store: BaseStore,
         *,
-        allowed_origins: Collection[str] | None = None,
         lifecycle: Lifecycle | None = None,
-        period: float | None = None,
-        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
-        authorize: Authorize | None = None,
-        channel: str = "",
+        **options: Unpack[routes.WebSocketOptions],
     ) -> None:
-        super().__init__(store, authorize, channel, allowed_origins, lifecycle)
-        self.options = self.stream_options = streams.StreamOptions(
-            period=period, write_timeout=write_timeout
-        )
+        super().__init__(*routes.websocket_endpoint(store, options), lifecycle)
 
     async def open(self, send: Send) -> None:
         await send({"type": "websocket.accept"})
 
 
+async def _http_only(scope: Scope, send: Send) -> bool:
+    """Whether ``scope`` is an HTTP request; a WebSocket is closed with ``1008``."""
+    http: bool = scope["type"] == "http"
+    if not http:
+        await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+    return http
+
+
 class PublishApp:
     """ASGI app publishing the JSON body of a ``POST`` to a store, answered as
-    :mod:`tornadose.http.publish` says; ``max_body`` bounds the body (default 1 MiB),
-    which is not read past the limit. Options as for the Tornado ``PublishHandler``."""
+    :mod:`tornadose.http.publish` says; options as the Tornado ``PublishHandler``'s
+    (the body is not read past ``max_body``)."""
 
     def __init__(self, store: BaseStore, **options: Unpack[PublishOptions]) -> None:
         self.publishing = Publishing(store, **options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+        if not await _http_only(scope, send):
             return
         request = _request(scope)
         answer = await self.publishing.refuse(request.method, request.headers)
@@ -316,18 +284,17 @@ class AnswerApp:
         self.make_answer = make_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
-        else:
+        if await _http_only(scope, send):
             await send_answer(send, document_answer(scope["method"], self.make_answer))
 
 
-_APPS: dict[Kind, Callable[..., ASGIApp]] = {
-    Kind.EVENTS: EventSourceApp,
-    Kind.WEBSOCKET: WebSocketApp,
-    Kind.PUBLISH: PublishApp,
-    Kind.ANSWER: AnswerApp,
+_APPS: dict[routes.Kind, Callable[..., ASGIApp]] = {
+    routes.Kind.EVENTS: EventSourceApp,
+    routes.Kind.WEBSOCKET: WebSocketApp,
+    routes.Kind.PUBLISH: PublishApp,
+    routes.Kind.ANSWER: AnswerApp,
 }
+_STREAMS = frozenset({routes.Kind.EVENTS, routes.Kind.WEBSOCKET})
 
 
 class ChannelsApp:
@@ -348,7 +315,7 @@ class ChannelsApp:
         streaming = {"lifecycle": self.lifecycle}
         self._apps: dict[str, ASGIApp] = {
             r.path: _APPS[r.kind](**r.options, **(streaming if r.kind in _STREAMS else {}))
-            for r in served(channels)
+            for r in routes.served(channels)
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -373,9 +340,6 @@ class ChannelsApp:
                 await self.lifecycle.shut_down(close=[self.channels.aclose])
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-_STREAMS = frozenset({Kind.EVENTS, Kind.WEBSOCKET})
 
 
 def route_path(scope: Scope) -> str:

@@ -3,15 +3,15 @@
 Mount a handler with its store as its keyword arguments, as in the original
 tornadose: ``Application([(r"/events", EventSource, {"store": store})])``.
 
-A translation only, the same rules as the ASGI adapter's: admission by
-:mod:`tornadose.http.subscribe`, supervision of an open stream (drain, cut, client
-gone, errors, last frame, signals) by :mod:`tornadose.delivery.session`, what is
-written by :mod:`tornadose.delivery.streams`. A handler registers only once its
-stream is open (an SSE ``GET``, a completed handshake) and deregisters as soon as
-the client leaves; WebSocket delivery runs in its own task, so client frames are
-answered meanwhile; every stream counts in its ``Application``'s
-:class:`~tornadose.delivery.lifecycle.Lifecycle` (:func:`lifecycle_of`). Private
-Tornado API is used only in :mod:`tornadose.adapters._tornado_compat`.
+A translation only, with the ASGI adapter's rules: options read by
+:mod:`tornadose.http.routes`, admission by :mod:`tornadose.http.subscribe` (a
+handler registers only once its stream is open), supervision by
+:mod:`tornadose.delivery.session`, writing by :mod:`tornadose.delivery.streams`. A
+handler deregisters as soon as its client leaves; WebSocket delivery runs in a task
+of its own, so client frames are read meanwhile; every stream counts in its
+``Application``'s :class:`~tornadose.delivery.lifecycle.Lifecycle`
+(:func:`lifecycle_of`). Private Tornado API is used only in
+:mod:`tornadose.adapters._tornado_compat`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Unpack
 
@@ -36,15 +36,12 @@ from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
-from tornadose.http import answer as answers
-from tornadose.http import subscribe
-from tornadose.http.answer import Answer
-from tornadose.http.auth import Authorize
-from tornadose.http.channels import CHANNEL_ENDPOINTS, Channels
+from tornadose.http import routes, subscribe
+from tornadose.http.answer import Answer, response_headers, status_answer
+from tornadose.http.channels import Channels
 from tornadose.http.documents import document_answer, not_found
 from tornadose.http.publish import Publishing, PublishOptions, too_large
 from tornadose.http.request import joined_headers
-from tornadose.http.routes import Kind, served
 from tornadose.wire import sse
 
 __all__ = [
@@ -78,35 +75,29 @@ def send_answer(handler: RequestHandler, answer: Answer) -> None:
     handler.clear()
     handler.clear_header("Content-Type")
     handler.set_status(answer.status)
-    for name, value in answers.response_headers(answer):
+    for name, value in response_headers(answer):
         handler.set_header(name, value)
     handler.finish(answer.body or None)
 
 
 class JSONErrorHandler(RequestHandler):
-    """A handler whose error responses are JSON (:class:`schemas.ErrorBody`), exactly
-    as the ASGI adapter's; a ``405`` lists :attr:`allowed_methods` in ``Allow``."""
+    """A handler whose error responses are JSON, as the ASGI adapter's
+    (:func:`~tornadose.http.answer.status_answer`)."""
 
     #: The methods a ``405`` answer names in ``Allow``.
     allowed_methods: tuple[str, ...] = ("GET",)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Send the error as JSON."""
-        if status_code == 405:
-            answer = answers.method_not_allowed(self.request.method or "", *self.allowed_methods)
-        else:
-            code = answers.error_code_for(status_code)
-            answer = answers.error_answer(status_code, code, compat.reason_of(self))
-        send_answer(self, answer)
+        method, reason = self.request.method or "", compat.reason_of(self)
+        send_answer(self, status_answer(status_code, reason, method, self.allowed_methods))
 
 
 class BaseHandler(JSONErrorHandler):
-    """Base class of subscriber handlers (and a session
-    :class:`~tornadose.delivery.session.Transport`); subclass it and implement
-    :meth:`publish`, which gets each payload in order (an overridden :meth:`submit`,
-    the 0.2 style, gets them instead) from the loop of every stream
-    (:func:`~tornadose.delivery.streams.stream_payloads`): :attr:`stream_options`
-    apply, and an ``EventSource`` subclass's heartbeats and ``retry``."""
+    """Base class of subscriber handlers (each the session
+    :class:`~tornadose.delivery.session.Transport` of its stream); subclass it and
+    implement :meth:`publish`, or override :meth:`submit` (the 0.2 style): either gets
+    each payload in order (see :meth:`deliver`)."""
 
     store: BaseStore
     subscription: Subscription | None
@@ -115,36 +106,27 @@ class BaseHandler(JSONErrorHandler):
     gone_errors: tuple[type[BaseException], ...] = (OSError, WebSocketClosedError)
     #: Whether :meth:`prepare` registers (the 0.x handlers); else :meth:`get` does.
     registers_in_prepare = True
+    #: ``TCP_USER_TIMEOUT`` (seconds) for the connection once the stream opens.
+    tcp_user_timeout: float | None = None
 
     def initialize(self, store: BaseStore) -> None:
-        """Keep ``store``; registration waits until the stream opens."""
-        if not isinstance(store, BaseStore):
-            raise TypeError(f"store must be a tornadose store, not {type(store).__name__}")
-        self.store, self.subscription = store, None
+        """Keep ``store`` (``TypeError`` if it is not a tornadose store)."""
+        #: Who may subscribe (:mod:`tornadose.http.subscribe`), how the stream is written.
+        self.endpoint = subscribe.Subscribing(store, subscribe.Kind.SSE)
         self.stream_options = streams.StreamOptions()
-        #: The hook of :mod:`tornadose.http.auth`, the channel name it is given, the
-        #: origins that may open a WebSocket: subclasses with those options set them.
-        self.authorize: Authorize | None = None
-        self.channel = ""
-        self.allowed_origins: Collection[str] | None = None
-        #: ``TCP_USER_TIMEOUT`` (seconds) for the connection once the stream opens.
-        self.tcp_user_timeout: float | None = None
+        self.store, self.subscription = store, None
         self._delivery: asyncio.Future[CloseReason] | None = None
         self._client_gone = False
 
-    def _admission(self) -> tuple[subscribe.Subscribing, subscribe.Request]:
-        kind = subscribe.Kind.WEBSOCKET if self.websocket else subscribe.Kind.SSE
-        endpoint = subscribe.Subscribing(
-            self.store, kind, self.authorize, self.channel, self.allowed_origins
-        )
+    def _request(self) -> subscribe.Request:
         request = self.request
         headers = joined_headers(request.headers.get_all())
         websocket = self.websocket and headers.get("upgrade", "").lower() == "websocket"
-        return endpoint, subscribe.Request(request.method or "", headers, request.query, websocket)
+        return subscribe.Request(request.method or "", headers, request.query, websocket)
 
     def prepare(self) -> None:
         """Refuse on method, handshake or origin; a 0.x handler registers here."""
-        refusal = subscribe.refuse_early(*self._admission())
+        refusal = subscribe.refuse_early(self.endpoint, self._request())
         if refusal is not None:
             send_answer(self, refusal)
         elif self.registers_in_prepare:
@@ -152,7 +134,7 @@ class BaseHandler(JSONErrorHandler):
 
     async def may_subscribe(self) -> bool:
         """Run the admission checks and the authorize hook; answer a refusal."""
-        refusal = await subscribe.authorize(*self._admission())
+        refusal = await subscribe.authorize(self.endpoint, self._request())
         if refusal is not None:
             send_answer(self, refusal)
         return refusal is None
@@ -162,7 +144,7 @@ class BaseHandler(JSONErrorHandler):
         ``None`` if the client left, or the store is closed (then answered)."""
         if self._client_gone or self.subscription is not None:
             return self.subscription
-        outcome = subscribe.register(*self._admission(), self)
+        outcome = subscribe.register(self.endpoint, self._request(), self)
         if isinstance(outcome, Answer):
             send_answer(self, outcome)
         elif isinstance(outcome, CloseReason):
@@ -181,20 +163,31 @@ class BaseHandler(JSONErrorHandler):
         return await serve(subscription, self, lifecycle_of(self.application))
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Hand each payload to :meth:`publish` (or an overridden :meth:`submit`)."""
-        return await streams.stream_payloads(subscription, self._target(), self.stream_options)
+        """Hand each payload to :meth:`publish` (or an overridden :meth:`submit`) from
+        :func:`~tornadose.delivery.streams.stream_payloads`: :attr:`stream_options`
+        apply, and an SSE stream's heartbeats and ``retry``."""
+        target = self.submit if type(self).submit is not BaseHandler.submit else self.publish
+        write = streams.write_through(self._write_now)
+        return await streams.stream_payloads(subscription, target, self.stream_options, write=write)
 
-    def _target(self) -> Callable[[Any], object]:
-        return self.submit if type(self).submit is not BaseHandler.submit else self.publish
+    def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
+        # Tornado sends what it can at once; its future is awaited only while the
+        # socket is backed up. A done future with an error means the client left.
+        self.write(chunk)
+        flushed = self.flush()
+        if flushed.done():
+            flushed.result()
+            return None
+        return flushed
+
+    def _customised(self, base: type[BaseHandler]) -> bool:
+        cls = type(self)
+        return cls.publish is not base.publish or cls.submit is not base.submit
 
     @property
     def period(self) -> float | None:
         """The throttling period (the 0.x attribute), from :attr:`stream_options`."""
         return self.stream_options.period
-
-    def _customised(self, base: type[BaseHandler]) -> bool:
-        cls = type(self)
-        return cls.publish is not base.publish or cls.submit is not base.submit
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         """End the response."""
@@ -245,33 +238,25 @@ def _close(stream: Any) -> None:
 
 
 class EventSource(BaseHandler):
-    """Server-Sent Events handler. Options (besides ``store``): ``period``,
-    ``heartbeat``, ``retry``, ``write_timeout`` (see
-    :class:`~tornadose.delivery.streams.SSEOptions`), ``tcp_user_timeout`` (see
-    :mod:`tornadose._compat.sockets`), ``authorize``/``channel`` (the hook of
-    :mod:`tornadose.http.auth`). ``Last-Event-ID`` resumes. The headers go out as
-    soon as the stream opens; the response is never compressed."""
+    """Server-Sent Events handler. Options: those of
+    :class:`~tornadose.http.routes.EventsOptions`, and ``tcp_user_timeout`` (see
+    :mod:`tornadose._compat.sockets`). The headers go out as soon as the stream
+    opens; the response is never compressed."""
 
     registers_in_prepare = False
 
     def initialize(
         self,
         store: BaseStore,
-        period: float | None = None,
-        heartbeat: float | None = streams.DEFAULT_HEARTBEAT,
-        retry: int | None = None,
-        authorize: Authorize | None = None,
-        channel: str = "",
-        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
+        *,
         tcp_user_timeout: float | None = None,
+        **options: Unpack[routes.EventsOptions],
     ) -> None:
-        """Keep the options (see the class docstring)."""
+        """Keep the store and options (see the class docstring)."""
         super().initialize(store)
         self.tcp_user_timeout = tcp_user_timeout
-        self.stream_options = self.sse_options = streams.SSEOptions(
-            heartbeat=heartbeat, period=period, retry=retry, write_timeout=write_timeout
-        )
-        self.authorize, self.channel = authorize, channel
+        self.endpoint, self.sse_options = routes.sse_endpoint(store, options)
+        self.stream_options = self.sse_options
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, register, send the SSE headers at once, stream in this task."""
@@ -284,33 +269,15 @@ class EventSource(BaseHandler):
             self.set_header(name, value)
         compat.disable_compression(self)
         self.flush()
-        if self._delivery is not None:  # a subclass opened it earlier
-            await self._delivery
-        else:
-            await self.run_delivery(subscription)
+        await (self._delivery or self.run_delivery(subscription))  # a subclass may have begun
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Stream SSE events; a subclass overriding :meth:`publish`/:meth:`submit`
-        gets each payload there, with the same heartbeats, ``retry`` and timing."""
-        write = streams.write_through(self._write_now)
+        """Stream SSE events (customised in a subclass: see :meth:`BaseHandler.deliver`)."""
         if self._customised(EventSource):
-            target = self._target()
-            return await streams.stream_payloads(
-                subscription, target, self.sse_options, write=write
-            )
-        return await streams.stream_sse(
-            subscription, write, self.sse_options, write_now=self._write_now
-        )
-
-    def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
-        # Tornado sends what it can at once; its future is awaited only while the
-        # socket is backed up. A done future with an error means the client left.
-        self.write(chunk)
-        flushed = self.flush()
-        if flushed.done():
-            flushed.result()
-            return None
-        return flushed
+            return await super().deliver(subscription)
+        write = streams.write_through(self._write_now)
+        options = self.sse_options
+        return await streams.stream_sse(subscription, write, options, write_now=self._write_now)
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
@@ -319,27 +286,17 @@ class EventSource(BaseHandler):
 
 class WebSocketSubscriber(BaseHandler, WebSocketHandler):
     """WebSocket handler: each message is one text frame ``{"data": ..., "id": ...}``;
-    client frames are ignored. Options: ``period``, ``write_timeout``,
-    ``authorize``/``channel`` as for :class:`EventSource`, ``allowed_origins``
-    (origins besides the page's own; ``["*"]``: any). Ends with a close code of
+    client frames are ignored. Options: those of
+    :class:`~tornadose.http.routes.WebSocketOptions`. Ends with a close code of
     :mod:`tornadose.wire.websocket`."""
 
     websocket = True
     registers_in_prepare = False
 
-    def initialize(
-        self,
-        store: BaseStore,
-        period: float | None = None,
-        authorize: Authorize | None = None,
-        channel: str = "",
-        allowed_origins: Collection[str] | None = None,
-        write_timeout: float | None = streams.DEFAULT_WRITE_TIMEOUT,
-    ) -> None:
+    def initialize(self, store: BaseStore, **options: Unpack[routes.WebSocketOptions]) -> None:
         """Keep the store and options (see the class docstring)."""
         super().initialize(store)
-        self.stream_options = streams.StreamOptions(period=period, write_timeout=write_timeout)
-        self.authorize, self.channel, self.allowed_origins = authorize, channel, allowed_origins
+        self.endpoint, self.stream_options = routes.websocket_endpoint(store, options)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, then complete the handshake (origins were checked in
@@ -355,15 +312,14 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         self.open_subscription()
 
     async def deliver(self, subscription: Subscription) -> CloseReason:
-        """Send each message as one text frame; a subclass overriding
-        :meth:`publish`/:meth:`submit` gets each payload there, with the same timing."""
+        """Send each message as one text frame (customised in a subclass: see
+        :meth:`BaseHandler.deliver`)."""
         if self._customised(WebSocketSubscriber):
-            return await streams.stream_payloads(subscription, self._target(), self.stream_options)
+            return await super().deliver(subscription)
         send_now = partial(compat.send_text_frames, self)
-        write = streams.write_through(send_now)
-        return await streams.stream_websocket(
-            subscription, write, self.stream_options, send_frames_now=send_now
-        )
+        send = streams.write_through(send_now)
+        options = self.stream_options
+        return await streams.stream_websocket(subscription, send, options, send_frames_now=send_now)
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         """Close with ``close`` (Tornado aborts if the client does not answer)."""
@@ -393,13 +349,14 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
 @stream_request_body
 class PublishHandler(JSONErrorHandler):
     """``POST`` a JSON message to publish it to ``store``, answered as
-    :mod:`tornadose.http.publish` says. Options: ``max_body`` (bytes, default 1 MiB;
-    a longer body is not kept), ``authorize``/``channel`` (:mod:`tornadose.http.auth`)."""
+    :mod:`tornadose.http.publish` says. Options: those of
+    :class:`~tornadose.http.publish.PublishOptions`; a body over ``max_body`` is not
+    kept."""
 
     allowed_methods = ("POST",)
 
     def initialize(self, store: BaseStore, **options: Unpack[PublishOptions]) -> None:
-        """Keep the store and options (see :class:`~tornadose.http.publish.Publishing`)."""
+        """Keep the store and options."""
         self.publishing = Publishing(store, **options)
         self._body = self.publishing.body()
         self._answered = False
@@ -440,35 +397,31 @@ class AnswerHandler(JSONErrorHandler):
 
 
 class UnknownChannelHandler(JSONErrorHandler):
-    """Answers every request for an undeclared channel with a JSON ``404``."""
+    """Answers every request, whatever the method, with the JSON ``404`` of an
+    undeclared channel (``unknown_channel``)."""
 
     def initialize(self, channels: Channels) -> None:
         """Keep the channels (kept for the 0.x signature)."""
         self.channels = channels
 
     def prepare(self) -> None:
-        """Answer ``404 unknown_channel``, whatever the method."""
+        """Answer ``404``."""
         send_answer(self, not_found(self.request.path))
 
 
-_HANDLERS: dict[Kind, type[RequestHandler]] = {
-    Kind.EVENTS: EventSource,
-    Kind.WEBSOCKET: WebSocketSubscriber,
-    Kind.PUBLISH: PublishHandler,
-    Kind.ANSWER: AnswerHandler,
+_HANDLERS: dict[routes.Kind, type[RequestHandler]] = {
+    routes.Kind.EVENTS: EventSource,
+    routes.Kind.WEBSOCKET: WebSocketSubscriber,
+    routes.Kind.PUBLISH: PublishHandler,
+    routes.Kind.ANSWER: AnswerHandler,
 }
 
 
 def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler], dict[str, Any]]]:
     """Tornado URL rules serving every channel of ``channels`` at the URLs of
-    :mod:`tornadose.http.routes`, as ``ChannelsApp`` does. Unknown channels get a
-    JSON ``404``: with a prefix, any other path under it; without, paths shaped like
-    a channel endpoint. Put your own rules for paths under the prefix first."""
-    rules = [(re.escape(r.path), _HANDLERS[r.kind], r.options) for r in served(channels)]
-    if channels.prefix:
-        unknown = rf"{re.escape(channels.prefix)}(/.*)?"
-    else:  # without a prefix, catch only channel-shaped paths, not the whole app
-        endpoints = "|".join(re.escape(e.value) for e in CHANNEL_ENDPOINTS)
-        unknown = rf"/[^/]+/(?:{endpoints})"
-    rules.append((unknown, UnknownChannelHandler, {"channels": channels}))
-    return rules
+    :mod:`tornadose.http.routes`, as ``ChannelsApp`` does, then the JSON ``404`` for
+    :func:`~tornadose.http.routes.unknown_channel_pattern`. Put your own rules for
+    paths under the prefix first."""
+    rules = [(re.escape(r.path), _HANDLERS[r.kind], r.options) for r in routes.served(channels)]
+    unknown = routes.unknown_channel_pattern(channels)
+    return [*rules, (unknown, UnknownChannelHandler, {"channels": channels})]

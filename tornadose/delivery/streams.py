@@ -33,7 +33,7 @@ import random
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from tornadose._compat.asyncio_tasks import run_in_task
 from tornadose.core.errors import SubscriptionClosed
@@ -47,7 +47,9 @@ __all__ = [
     "DEFAULT_HEARTBEAT",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_WRITE_TIMEOUT",
+    "SSEKeywords",
     "SSEOptions",
+    "StreamKeywords",
     "StreamOptions",
     "stream_payloads",
     "stream_sse",
@@ -106,6 +108,21 @@ class SSEOptions(StreamOptions):
             raise ValueError(f"heartbeat must not be negative, not {self.heartbeat}")
         if self.retry is not None:
             sse.encode_retry(self.retry)
+
+
+class StreamKeywords(TypedDict, total=False):
+    """:class:`StreamOptions` as the keyword options of a subscriber handler or app
+    (an option left out keeps the field's default)."""
+
+    period: float | None
+    write_timeout: float | None
+
+
+class SSEKeywords(StreamKeywords, total=False):
+    """:class:`SSEOptions` as the keyword options of an SSE handler or app."""
+
+    heartbeat: float | None
+    retry: int | None
 
 
 #: A synchronous write: it returns ``None`` once the bytes are handed to the

@@ -7,6 +7,7 @@ framework's response object.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,9 @@ __all__ = [
     "error_code_for",
     "json_answer",
     "method_not_allowed",
+    "raw_headers",
     "response_headers",
+    "status_answer",
 ]
 
 JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
@@ -76,6 +79,16 @@ def method_not_allowed(method: str, *allowed: str) -> Answer:
     )
 
 
+def status_answer(status: int, reason: str, method: str, allowed: Sequence[str]) -> Answer:
+    """The JSON answer for an error a framework raised with only a ``status`` and its
+    ``reason`` phrase: for ``405``, :func:`method_not_allowed` (``method``, with
+    ``Allow`` listing ``allowed``); else :func:`error_answer` with the code of
+    :func:`error_code_for` and the reason as ``detail``."""
+    if status == 405:
+        return method_not_allowed(method, *allowed)
+    return error_answer(status, error_code_for(status), reason)
+
+
 #: Statuses whose responses carry no body, hence no ``Content-Length`` either.
 BODILESS_STATUSES = frozenset({204, 304})
 
@@ -86,3 +99,9 @@ def response_headers(answer: Answer) -> tuple[tuple[str, str], ...]:
     if answer.status in BODILESS_STATUSES:
         return answer.headers
     return (*answer.headers, ("Content-Length", str(len(answer.body))))
+
+
+def raw_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` as a server sends them (the ASGI form): lower-case names and values
+    as ``latin-1`` bytes."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]

@@ -7,19 +7,41 @@ takes, the same on both: a Tornado rule is ``(path, handler_for[kind], options)`
 an ASGI app ``app_for[kind](**options)``. A channel's stream options come from
 :meth:`~tornadose.http.channels.Channel.sse_options`, so a channel is served with
 the same options by every adapter.
+
+The keyword options of the subscriber handlers and apps are declared here once
+(:class:`EventsOptions`, :class:`WebSocketOptions`) and read once
+(:func:`sse_endpoint`, :func:`websocket_endpoint`), so both adapters take the same
+options with the same defaults; :func:`unknown_channel_pattern` says which other
+paths get the ``404`` of an unknown channel.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from tornadose.core.store import BaseStore
+from tornadose.delivery.streams import SSEKeywords, SSEOptions, StreamKeywords, StreamOptions
 from tornadose.http import documents
-from tornadose.http.channels import Channel, Channels, Endpoint
+from tornadose.http.auth import Authorize
+from tornadose.http.channels import CHANNEL_ENDPOINTS, Channel, Channels, Endpoint
+from tornadose.http.subscribe import Kind as Transport
+from tornadose.http.subscribe import Subscribing
 
-__all__ = ["Kind", "Served", "served"]
+__all__ = [
+    "EventsOptions",
+    "Kind",
+    "Served",
+    "WebSocketOptions",
+    "served",
+    "sse_endpoint",
+    "unknown_channel_pattern",
+    "websocket_endpoint",
+]
 
 
 class Kind(enum.Enum):
@@ -77,3 +99,65 @@ def _channel_route(channels: Channels, channel: Channel, endpoint: Endpoint, pat
     return Served(
         path, Kind.WEBSOCKET, {**common, **stream, "allowed_origins": channel.allowed_origins}
     )
+
+
+def unknown_channel_pattern(channels: Channels) -> str:
+    """The regular expression of the paths, besides :func:`served`'s, that get the
+    ``404`` of an unknown channel: with a prefix, any other path under it; without,
+    only paths shaped like a channel endpoint (``/{name}/events``...), not the whole
+    application."""
+    if channels.prefix:
+        return rf"{re.escape(channels.prefix)}(/.*)?"
+    endpoints = "|".join(re.escape(endpoint.value) for endpoint in CHANNEL_ENDPOINTS)
+    return rf"/[^/]+/(?:{endpoints})"
+
+
+class EventsOptions(SSEKeywords, total=False):
+    """The keyword options of an SSE endpoint (``EventSource``, ``EventSourceApp``):
+    how its stream is written (:class:`~tornadose.delivery.streams.SSEKeywords`) and
+    who may subscribe (the authorize hook of :mod:`tornadose.http.auth`, with the
+    channel name it is given)."""
+
+    authorize: Authorize | None
+    channel: str
+
+
+class WebSocketOptions(StreamKeywords, total=False):
+    """The keyword options of a WebSocket endpoint (``WebSocketSubscriber``,
+    ``WebSocketApp``): as :class:`EventsOptions` without the SSE ones, plus
+    ``allowed_origins``, the origins besides the page's own that may connect
+    (``["*"]``: any)."""
+
+    authorize: Authorize | None
+    channel: str
+    allowed_origins: Collection[str] | None
+
+
+def sse_endpoint(store: BaseStore, options: EventsOptions) -> tuple[Subscribing, SSEOptions]:
+    """Who may subscribe at an SSE endpoint made with ``options``, and how its
+    stream is written. A store that is not a tornadose store, an unknown option or a
+    bad value raises (``TypeError``, ``ValueError``) here, when the endpoint is made."""
+    endpoint, stream = _split(store, Transport.SSE, options)
+    return endpoint, SSEOptions(**stream)
+
+
+def websocket_endpoint(
+    store: BaseStore, options: WebSocketOptions
+) -> tuple[Subscribing, StreamOptions]:
+    """As :func:`sse_endpoint`, for a WebSocket endpoint."""
+    endpoint, stream = _split(store, Transport.WEBSOCKET, options)
+    return endpoint, StreamOptions(**stream)
+
+
+_ACCESS_OPTIONS = {
+    Transport.SSE: ("authorize", "channel"),
+    Transport.WEBSOCKET: ("authorize", "channel", "allowed_origins"),
+}
+
+
+def _split(
+    store: BaseStore, transport: Transport, options: Mapping[str, Any]
+) -> tuple[Subscribing, dict[str, Any]]:
+    stream = dict(options)
+    access = {name: stream.pop(name) for name in _ACCESS_OPTIONS[transport] if name in stream}
+    return Subscribing(store, transport, **access), stream
