@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 import tornado.web
 import uvicorn
 from tornado.httpserver import HTTPServer
@@ -20,6 +19,7 @@ from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.programs import Program, StartProgram
+from tests.redis_support import close_and_clear
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.subscription import Subscription
 from tornadose.stores import BaseStore, DataStore, QueueStore
@@ -105,15 +105,7 @@ async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Backend
         return store
 
     yield make
-    for store in stores:
-        await asyncio.wait_for(store.aclose(), 10)
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await close_and_clear(url, prefix, stores)
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:

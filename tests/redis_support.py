@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +95,22 @@ async def make_store(redis_url: str, channel: str) -> AsyncIterator[MakeStore]:
         return store
 
     yield make
+    await close_and_clear(redis_url, channel, stores)
+
+
+async def close_and_clear(url: str, prefix: str, made: Iterable[Any]) -> None:
+    """After a test: close every store or backend in ``made`` (``aclose()``, within
+    10 s each; all are closed even if one fails, and the first error is raised last),
+    then delete every key of the Redis at ``url`` that starts with ``prefix``."""
     errors: list[BaseException] = []
-    for store in stores:
+    for each in made:
         try:
-            await asyncio.wait_for(store.aclose(), 10)
+            await asyncio.wait_for(each.aclose(), 10)
         except Exception as exc:  # close the others anyway
             errors.append(exc)
-    client = aioredis.Redis.from_url(redis_url)
+    client = aioredis.Redis.from_url(url)
     try:
-        keys = [key async for key in client.scan_iter(match=f"{channel}*")]
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
         if keys:
             await client.delete(*keys)
     finally:

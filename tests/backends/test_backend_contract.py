@@ -14,9 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from tests.conftest import BACKENDS, wait_until
+from tests.redis_support import close_and_clear
 from tornadose.backends.base import Backend
 from tornadose.backends.memory import MemoryBackend
 from tornadose.backends.redis.backend import RedisBackend
@@ -48,15 +48,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
         return made[-1]
 
     yield make_redis
-    for each in made:
-        await asyncio.wait_for(each.aclose(), 10)
-    client = aioredis.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await close_and_clear(url, prefix, made)
 
 
 class Feed:

@@ -386,40 +386,33 @@ async def run(options: DemoOptions, *, announce: Callable[[str], None] = print) 
     from tornado.httpserver import HTTPServer
 
     from tornadose.adapters.tornado import lifecycle_of
-    from tornadose.cli.servers import (
-        raise_failure,
-        stop_requested,
-        stop_tornado,
-        stop_uvicorn,
-        until_stopped,
-        uvicorn_server,
-    )
+    from tornadose.cli import servers
     from tornadose.delivery.lifecycle import shut_down_together
 
     if options.redis_url is not None:
         await _check_redis(options.redis_url)
     channels = build_channels(options)
-    with _listening(options) as (tornado_sockets, uvicorn_socket), stop_requested() as stop:
+    with _listening(options) as (tornado_sockets, uvicorn_socket), servers.stop_requested() as stop:
         application = tornado_application(channels, options)
         tornado_server = HTTPServer(application)
         tornado_server.add_sockets(tornado_sockets)
         asgi_app = DemoASGIApp(channels, options)
-        uvicorn = uvicorn_server(asgi_app)
+        uvicorn = servers.uvicorn_server(asgi_app)
         serving = asyncio.create_task(uvicorn.serve(sockets=[uvicorn_socket]))
         sensor = channels["sensor"].store
         publisher = asyncio.create_task(publish_readings(sensor, options.interval))
         try:
             # The sockets already listen: connections wait in their backlog meanwhile.
             announce(describe(options))
-            await until_stopped(stop, serving)
+            await servers.until_stopped(stop, serving)
         finally:
             publisher.cancel()
             await shut_down_together(
                 [
-                    (lifecycle_of(application), stop_tornado(tornado_server)),
-                    (asgi_app.lifecycle, stop_uvicorn(uvicorn, serving)),
+                    (lifecycle_of(application), servers.stop_tornado(tornado_server)),
+                    (asgi_app.lifecycle, servers.stop_uvicorn(uvicorn, serving)),
                 ],
                 close=[channels.aclose],
             )
             await asyncio.wait({publisher})
-    raise_failure(serving)  # uvicorn failed: it was not stopped by a signal
+    servers.raise_failure(serving)  # uvicorn failed: it was not stopped by a signal
