@@ -10,14 +10,13 @@ FastAPI as they are::
         Mount("/channels", ChannelsApp(channels)),
     ]
 
-A translation only: who is admitted is decided by :mod:`tornadose.http.subscribe`,
-how an open stream is supervised (drain, cut, client gone, errors, last frame) by
-:mod:`tornadose.delivery.session`, what is written by
-:mod:`tornadose.delivery.streams`, exactly as for Tornado. Every stream counts in
-its app's :class:`~tornadose.delivery.lifecycle.Lifecycle` (``lifecycle=``, else
-one of its own, ``app.lifecycle``); a :class:`ChannelsApp` gives its own to the
-apps it builds and, served with lifespan, shuts it down (drain, then close the
-stores), leaving other servers of the process serving.
+A translation only, with the Tornado adapter's rules: options read by
+:mod:`tornadose.http.routes`, admission by :mod:`tornadose.http.subscribe`,
+supervision by :mod:`tornadose.delivery.session`, writing by
+:mod:`tornadose.delivery.streams`. Every stream counts in its app's
+:class:`~tornadose.delivery.lifecycle.Lifecycle` (``app.lifecycle``: the one given,
+else its own); a :class:`ChannelsApp` gives its own to the apps it builds and,
+served with lifespan, shuts it down, leaving other servers of the process serving.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Unpack
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
+from typing import Any, TypeVar, Unpack
 
 from tornadose._compat.asyncio_tasks import start_eagerly
 from tornadose.core.reasons import CloseReason
@@ -44,12 +43,21 @@ from tornadose.http.publish import Publishing, PublishOptions
 from tornadose.http.request import joined_headers
 from tornadose.wire import sse
 
-__all__ = ["AnswerApp", "ChannelsApp", "EventSourceApp", "PublishApp", "WebSocketApp"]
+__all__ = [
+    "AnswerApp",
+    "ChannelsApp",
+    "EventSourceApp",
+    "EventSourceAppOptions",
+    "PublishApp",
+    "WebSocketApp",
+    "WebSocketAppOptions",
+]
 
 #: The SSE response headers, encoded once for every stream.
 _SSE_HEADERS = raw_headers(sse.RESPONSE_HEADERS)
 
 logger = logging.getLogger("tornadose.asgi")
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -96,6 +104,12 @@ def _request(scope: Scope) -> subscribe.Request:
     return subscribe.Request(scope.get("method", "GET"), headers, query, websocket)
 
 
+def _eager(send: Callable[[T], Coroutine[Any, Any, None]]) -> streams.WriteNow[T]:
+    """The synchronous form of ``send`` (for direct delivery): it starts the coroutine
+    at once, see :func:`~tornadose._compat.asyncio_tasks.start_eagerly`."""
+    return lambda item: start_eagerly(send(item))
+
+
 class _Stream:
     """One open ASGI stream: the :class:`~tornadose.delivery.session.Transport`
     of :func:`~tornadose.delivery.session.serve`, and the watcher of the client's
@@ -108,6 +122,10 @@ class _Stream:
         self.websocket = app.endpoint.kind is subscribe.Kind.WEBSOCKET
 
     async def run(self, subscription: Subscription) -> None:
+        if not self.websocket:
+            start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS}
+            await self.send(start)
+            await self.write(b"")  # an empty chunk: the server sends the headers now
         watcher = asyncio.ensure_future(self._wait_disconnect())
         watcher.add_done_callback(lambda done: self._disconnected(subscription, done))
         try:
@@ -129,26 +147,18 @@ class _Stream:
         subscription.close(CloseReason.CLIENT_GONE)
 
     def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
-        options = self.app.options
+        options, write, send = self.app.options, self.write, self.send_frames
         if isinstance(options, streams.SSEOptions):
-            return streams.stream_sse(subscription, self.write, options, write_now=self.write_now)
-        send_now = self.send_frames_now
-        return streams.stream_websocket(
-            subscription, self.send_frames, options, send_frames_now=send_now
-        )
+            return streams.stream_sse(subscription, write, options, write_now=_eager(write))
+        send_now = _eager(send)
+        return streams.stream_websocket(subscription, send, options, send_frames_now=send_now)
 
     async def write(self, chunk: bytes) -> None:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    def write_now(self, chunk: bytes) -> Awaitable[None] | None:
-        return start_eagerly(self.write(chunk))
-
     async def send_frames(self, frames: list[str]) -> None:
         for text in frames:
             await self.send({"type": "websocket.send", "text": text})
-
-    def send_frames_now(self, frames: list[str]) -> Awaitable[None] | None:
-        return start_eagerly(self.send_frames(frames))
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         if not self.websocket:
@@ -162,31 +172,44 @@ class _Stream:
         incomplete (SSE) or closes the WebSocket."""
 
 
-class _SubscriberApp:
-    """An ASGI app admitting subscribers at ``endpoint`` and streaming to them with
-    ``options``, counted in ``lifecycle``."""
+class EventSourceAppOptions(routes.EventsOptions, total=False):
+    """The options of :class:`EventSourceApp`: the Tornado ``EventSource``'s
+    (:class:`~tornadose.http.routes.EventsOptions`), and the app's ``lifecycle``."""
 
-    def __init__(
-        self,
-        endpoint: subscribe.Subscribing,
-        options: streams.StreamOptions,
-        lifecycle: Lifecycle | None,
-    ) -> None:
-        self.endpoint, self.options, self.store = endpoint, options, endpoint.store
-        self.lifecycle = lifecycle or Lifecycle(type(self).__name__)
+    lifecycle: Lifecycle | None
+
+
+class WebSocketAppOptions(routes.WebSocketOptions, total=False):
+    """The options of :class:`WebSocketApp`: the Tornado ``WebSocketSubscriber``'s
+    (:class:`~tornadose.http.routes.WebSocketOptions`), and the app's ``lifecycle``."""
+
+    lifecycle: Lifecycle | None
+
+
+class _SubscriberApp:
+    """An ASGI app admitting subscribers and streaming to them, with the options
+    ``read`` makes of its keyword options; its streams count in :attr:`lifecycle`
+    (the one given, else one of its own)."""
+
+    def __init__(self, store: BaseStore, read: _Read, options: Mapping[str, Any]) -> None:
+        options = dict(options)
+        self.lifecycle = options.pop("lifecycle", None) or Lifecycle(type(self).__name__)
+        self.endpoint, self.options = read(store, options)
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return  # lifespan: nothing to start or stop (served alone, uvicorn goes on)
         request = _request(scope)
-        if scope["type"] == "websocket" and (await receive())["type"] != "websocket.connect":
+        if request.websocket and (await receive())["type"] != "websocket.connect":
             return
         refusal = await subscribe.authorize(self.endpoint, request)
         if refusal is not None:
             await _refuse(scope, send, refusal)
             return
         stream = _Stream(self, send, receive)
-        await self.open(send)
+        if stream.websocket:  # accepted before registering: a closed store closes it
+            await send({"type": "websocket.accept"})
         outcome = subscribe.register(self.endpoint, request, stream)
         if isinstance(outcome, Answer):
             await send_answer(send, outcome)
@@ -194,55 +217,29 @@ class _SubscriberApp:
             code, text = close_code_for(outcome)
             await send({"type": "websocket.close", "code": code, "reason": text})
         else:
-            await self.started(send)
             await stream.run(outcome)
 
-    async def open(self, send: Send) -> None:
-        """Open the stream before registering (accept the handshake)."""
 
-    async def started(self, send: Send) -> None:
-        """The stream is registered: send what precedes the first message."""
+_Read = Callable[[BaseStore, Any], tuple[subscribe.Subscribing, streams.StreamOptions]]
 
 
 class EventSourceApp(_SubscriberApp):
-    """ASGI app streaming a store as Server-Sent Events; options as the Tornado
-    ``EventSource``'s (:class:`~tornadose.http.routes.EventsOptions`), plus
-    ``lifecycle``. ``GET`` only: other methods get ``405``; a closed store answers
-    ``204``."""
+    """ASGI app streaming a store as Server-Sent Events (options:
+    :class:`EventSourceAppOptions`). ``GET`` only: other methods get ``405``; a
+    closed store answers ``204``."""
 
-    def __init__(
-        self,
-        store: BaseStore,
-        *,
-        lifecycle: Lifecycle | None = None,
-        **options: Unpack[routes.EventsOptions],
-    ) -> None:
-        super().__init__(*routes.sse_endpoint(store, options), lifecycle)
-
-    async def started(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        # An empty chunk makes the server send the headers now, before any event.
-        await send({"type": "http.response.body", "body": b"", "more_body": True})
+    def __init__(self, store: BaseStore, **options: Unpack[EventSourceAppOptions]) -> None:
+        super().__init__(store, routes.sse_endpoint, options)
 
 
 class WebSocketApp(_SubscriberApp):
     """ASGI app sending a store's messages over WebSocket, one text frame each, as the
-    Tornado ``WebSocketSubscriber`` does, with its options
-    (:class:`~tornadose.http.routes.WebSocketOptions`), plus ``lifecycle``. Frames
-    from the client are ignored; a foreign origin gets ``403``, a plain HTTP request
-    ``400``."""
+    Tornado ``WebSocketSubscriber`` does (options: :class:`WebSocketAppOptions`).
+    Frames from the client are ignored; a foreign origin gets ``403``, a plain HTTP
+    request ``400``."""
 
-    def __init__(
-        self,
-        store: BaseStore,
-        *,
-        lifecycle: Lifecycle | None = None,
-        **options: Unpack[routes.WebSocketOptions],
-    ) -> None:
-        super().__init__(*routes.websocket_endpoint(store, options), lifecycle)
-
-    async def open(self, send: Send) -> None:
-        await send({"type": "websocket.accept"})
+    def __init__(self, store: BaseStore, **options: Unpack[WebSocketAppOptions]) -> None:
+        super().__init__(store, routes.websocket_endpoint, options)
 
 
 async def _http_only(scope: Scope, send: Send) -> bool:

@@ -19,7 +19,6 @@ from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.programs import Program, StartProgram
-from tests.redis_support import close_and_clear
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.subscription import Subscription
 from tornadose.stores import BaseStore, DataStore, QueueStore
@@ -105,6 +104,8 @@ async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Backend
         return store
 
     yield make
+    from tests.redis_support import close_and_clear  # a plugin: imported once pytest rewrites it
+
     await close_and_clear(url, prefix, stores)
 
 
