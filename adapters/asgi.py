@@ -303,11 +303,13 @@ class ChannelsApp:
     It owns a :class:`~tornadose.delivery.lifecycle.Lifecycle` (:attr:`lifecycle`,
     or the one given) shared by its streams. Served directly by an ASGI server it
     also handles lifespan: shutdown drains that lifecycle (not the process), waits
-    for its streams to end, then closes the stores.
+    for its streams to end, then closes the stores unless another server still serves
+    them (see :meth:`~tornadose.http.channels.Channels.stop_serving_from`).
     """
 
     def __init__(self, channels: Channels, *, lifecycle: Lifecycle | None = None) -> None:
         self.channels = channels
+        channels.serve_from(self)
         self.lifecycle = lifecycle or Lifecycle("ChannelsApp")
         streaming = {"lifecycle": self.lifecycle}
         self._apps: dict[str, ASGIApp] = {
@@ -334,7 +336,8 @@ class ChannelsApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.lifecycle.shut_down(close=[self.channels.aclose])
+                last = self.channels.stop_serving_from(self)
+                await self.lifecycle.shut_down(close=[self.channels.aclose] if last else [])
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -421,7 +421,9 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
     """Tornado URL rules serving every channel of ``channels`` at the URLs of
     :mod:`tornadose.http.routes`, as ``ChannelsApp`` does, then the JSON ``404`` for
     :func:`~tornadose.http.routes.unknown_channel_pattern`. Put your own rules for
-    paths under the prefix first."""
+    paths under the prefix first. The channels count as served from then on (see
+    :meth:`~tornadose.http.channels.Channels.stop_serving_from`)."""
+    channels.serve_from(object())
     rules = [(re.escape(r.path), _HANDLERS[r.kind], r.options) for r in routes.served(channels)]
     unknown = routes.unknown_channel_pattern(channels)
     return [*rules, (unknown, UnknownChannelHandler, {"channels": channels})]

@@ -273,6 +273,33 @@ async def test_a_channels_app_stopped_by_uvicorn_closes_its_own_channels_only(
         await assert_all_receive(staying + newcomers, kept_store, "welcome")
 
 
+async def test_uvicorn_stopping_by_itself_leaves_shared_channels_open_for_tornado(
+    start_server: StartServer,
+) -> None:
+    """One ``Channels`` on uvicorn (lifespan on) and on Tornado: uvicorn stopping by
+    itself drains its own streams but does not close the stores Tornado still serves;
+    Tornado's subscribers keep receiving, and publishing there is still accepted."""
+    store = QueueStore()
+    channels = Channels()
+    channels.add("ticks", store)
+    stopped = await start_server("uvicorn", channels, lifespan="on")
+    kept = await start_server("tornado", channels)
+
+    async with AsyncExitStack() as stack:
+        staying = await subscribe(stack, kept, "/ticks", store)
+        assert stopped.uvicorn is not None
+        assert stopped.serving is not None
+        stopped.uvicorn.should_exit = True
+        await asyncio.wait_for(stopped.serving, 10)
+        assert not store.closed
+        await assert_all_receive(staying, store, "still open")
+        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+            answer = await client.post(kept.url("/ticks/publish"), json={"text": "posted"})
+        assert answer.status_code == 202, answer.text
+        for subscriber in staying:
+            assert await subscriber.next_data() == (answer.json()["id"], {"text": "posted"})
+
+
 async def test_apps_given_a_lifecycle_belong_to_it(start_server: StartServer) -> None:
     """``EventSourceApp(store, lifecycle=...)`` and ``WebSocketApp(store, lifecycle=...)``
     in two Starlette apps with a lifecycle each: shutting one down leaves the other's

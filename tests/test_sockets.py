@@ -11,8 +11,8 @@ from tornadose.adapters.asgi import EventSourceApp
 
 from tests.clients import sse_client, take
 from tests.conftest import TornadoStarter, wait_until
-from tornadose._compat.sockets import listening_socket
 from tornadose.handlers import BaseHandler, EventSource
+from tornadose.sockets import listening_socket
 from tornadose.stores import QueueStore
 
 pytestmark = pytest.mark.skipif(

@@ -24,6 +24,10 @@ from tornadose.delivery.lifecycle import process_draining as draining
 from tornadose.delivery.lifecycle import reset_process as reset
 from tornadose.delivery.lifecycle import wait_process_streams_ended as wait_streams_ended
 
+#: Count a stream in the process's lifecycle (``shutdown.streaming(subscription, cut)``,
+#: as before lifecycles): :meth:`Lifecycle.streaming` of :data:`PROCESS`.
+streaming = PROCESS.streaming
+
 __all__ = [
     "DEFAULT_DEADLINE",
     "PROCESS",
@@ -35,5 +39,6 @@ __all__ = [
     "open_streams",
     "reset",
     "shut_down_together",
+    "streaming",
     "wait_streams_ended",
 ]

@@ -9,12 +9,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tornadose.core.reasons import OverflowPolicy
-from tornadose.core.store import BaseStore, DataStore, Published, QueueStore
+from tornadose.core.store import (
+    DEFAULT_HISTORY,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_BYTES,
+    BaseStore,
+    DataStore,
+    Published,
+    QueueStore,
+)
 
 if TYPE_CHECKING:
     from tornadose.backends.redis.store import RedisStore
 
-__all__ = ["BaseStore", "DataStore", "OverflowPolicy", "Published", "QueueStore", "RedisStore"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "BaseStore",
+    "DataStore",
+    "OverflowPolicy",
+    "Published",
+    "QueueStore",
+    "RedisStore",
+]
 
 
 def __getattr__(name: str) -> Any:

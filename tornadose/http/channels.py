@@ -138,6 +138,8 @@ class Channels:
         self.version = version
         self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
         self._channels: dict[str, Channel] = {}
+        #: The servers (apps, sets of handlers) serving these channels: see :meth:`serve_from`.
+        self._servers: set[object] = set()
 
     def add(
         self,
@@ -199,6 +201,25 @@ class Channels:
                 if endpoint is not Endpoint.PUBLISH or channel.publishable:
                     table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
         return table
+
+    # -- who serves them ----------------------------------------------------------------
+
+    def serve_from(self, server: object) -> None:
+        """Note that ``server`` serves these channels (adapters call it: a
+        ``ChannelsApp`` for itself, ``channel_handlers`` for the handlers it makes)."""
+        self._servers.add(server)
+
+    def stop_serving_from(self, server: object) -> bool:
+        """``server`` stops serving these channels; whether no other server still does.
+
+        A server shutting down closes the stores only if it was the last one
+        (``ChannelsApp``'s lifespan does so): one ``Channels`` mounted on uvicorn and on
+        Tornado in one process keeps its stores open while Tornado serves them. Tornado
+        handlers never stop serving by themselves (Tornado has no lifespan): close
+        their channels when you stop their server (:meth:`aclose`).
+        """
+        self._servers.discard(server)
+        return not self._servers
 
     def close(self) -> None:
         """Close every channel's store (ending its streams)."""
