@@ -25,9 +25,9 @@ from typing import Any, Unpack
 
 from tornado.web import Application, RequestHandler, stream_request_body
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
-from tornadose.adapters import _tornado_compat as compat
 
 from tornadose._compat.sockets import set_user_timeout
+from tornadose.adapters import _tornado_compat as compat
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason
 from tornadose.core.store import BaseStore, Published

@@ -31,8 +31,8 @@ import argparse
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
-from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
 
+from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
 from tornadose.stores import QueueStore
 
 # Created at module level, before any event loop runs: stores need no loop.

@@ -42,9 +42,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from tornado.httpserver import HTTPServer
+
 from tornadose.adapters.asgi import ChannelsApp
 from tornadose.adapters.tornado import channel_handlers, lifecycle_of
-
 from tornadose.backends.redis.store import RedisStore
 from tornadose.http.channels import Channels
 

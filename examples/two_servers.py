@@ -32,9 +32,9 @@ import signal
 import pydantic
 import tornado.web
 import uvicorn
+
 from tornadose.adapters.asgi import ChannelsApp
 from tornadose.adapters.tornado import channel_handlers, lifecycle_of
-
 from tornadose.http.channels import Channels
 from tornadose.shutdown import shut_down_together
 from tornadose.stores import BaseStore

@@ -14,11 +14,11 @@ import httpx
 import pydantic
 from httpx_sse import EventSource as SSEStream
 from httpx_sse import ServerSentEvent, aconnect_sse
-from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import wait_until
+from tornadose.schemas import Envelope
 from tornadose.stores import BaseStore
 
 #: Seconds any single client operation may take.

@@ -15,10 +15,10 @@ import pytest
 import tornado.web
 import uvicorn
 from tornado.httpserver import HTTPServer
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.programs import Program, StartProgram
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.subscription import Subscription
 from tornadose.stores import BaseStore, DataStore, QueueStore

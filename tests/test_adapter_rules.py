@@ -23,8 +23,6 @@ from typing import Any
 import httpx
 import pytest
 import tornado.web
-from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, WebSocketApp
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber, lifecycle_of
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -36,6 +34,8 @@ from tests.conftest import (
     UvicornStarter,
     wait_until,
 )
+from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber, lifecycle_of
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason
 from tornadose.core.subscription import Subscription

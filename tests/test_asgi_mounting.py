@@ -32,10 +32,10 @@ import pytest
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
-from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, PublishApp, WebSocketApp
 
 from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
 from tests.conftest import UvicornStarter, wait_until
+from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, PublishApp, WebSocketApp
 from tornadose.http.channels import Channels
 from tornadose.stores import BaseStore, QueueStore
 

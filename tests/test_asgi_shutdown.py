@@ -42,13 +42,13 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.clients import TIMEOUT, expect_close, recv, sse_client, take, ws_subscribed
 from tests.conftest import UvicornStarter, free_port, wait_until
 from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 from tornadose import shutdown
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.stores import QueueStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,15 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
-from tornadose.adapters.tornado import EventSource, PublishHandler, WebSocketSubscriber
-from tornadose.schemas import ErrorBody, PublishAccepted
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
+from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, PublishHandler, WebSocketSubscriber
 from tornadose.auth import Action, Forbidden, Unauthorized
+from tornadose.schemas import ErrorBody, PublishAccepted
 from tornadose.stores import BaseStore, QueueStore
 
 CHANNEL = "sensors"

@@ -20,13 +20,13 @@ import pydantic
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from tornadose.adapters.asgi import ChannelsApp
-from tornadose.adapters.tornado import channel_handlers
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.clients import TIMEOUT, recv, sse_client, take
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
 from tornadose.http.channels import Channels
 from tornadose.stores import DataStore, QueueStore
 

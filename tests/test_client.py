@@ -31,12 +31,12 @@ import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tornado.httpserver import HTTPServer
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp, refuse_websocket, send_answer
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.conftest import StoreServer, free_port, wait_until
 from tests.sse_parser import parse_stream as oracle_parse
 from tornadose import MessageValidationError
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp, refuse_websocket, send_answer
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from tornadose.auth import Unauthorized
 from tornadose.client import (
     ClientError,

@@ -37,9 +37,6 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent
 from prometheus_client.parser import text_string_to_metric_families
-from tornadose.adapters.asgi import ChannelsApp
-from tornadose.adapters.tornado import channel_handlers
-from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -53,9 +50,12 @@ from tests.conftest import (
     wait_until,
 )
 from tornadose import shutdown
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
 from tornadose.core.message import Message
 from tornadose.delivery import lifecycle
 from tornadose.http.channels import Channels
+from tornadose.schemas import Envelope
 from tornadose.stores import BaseStore, OverflowPolicy
 
 ADAPTERS = ["tornado", "asgi"]

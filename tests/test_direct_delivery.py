@@ -57,8 +57,6 @@ from httpx_sse import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
-from tornadose.adapters.asgi import EventSourceApp
-from tornadose.schemas import Envelope
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.clients import TIMEOUT, sse_client
@@ -70,11 +68,13 @@ from tests.conftest import (
     wait_until,
 )
 from tornadose._compat.asyncio_tasks import run_in_task, start_eagerly
+from tornadose.adapters.asgi import EventSourceApp
 from tornadose.core.history import RESUMED_EVENT
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason
 from tornadose.delivery import streams
 from tornadose.delivery.streams import SSEOptions, stream_sse
+from tornadose.schemas import Envelope
 from tornadose.stores import QueueStore
 from tornadose.wire import sse
 

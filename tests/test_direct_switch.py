@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from tests.clients import TIMEOUT, sse_client, take, ws_subscribed
 from tests.conftest import TornadoStarter, UvicornStarter, by_path, wait_until
 from tornadose._compat import asyncio_tasks
 from tornadose._compat.asyncio_tasks import KNOWN_GOOD, unsupported_because
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from tornadose.delivery import direct, streams
 from tornadose.stores import QueueStore
 

@@ -13,15 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from tornadose.adapters.asgi import PublishApp
-from tornadose.adapters.tornado import PublishHandler
-from tornadose.schemas import ErrorBody, PublishAccepted
 
 from tests.clients import TIMEOUT, Reading
 from tests.conftest import TornadoStarter, UvicornStarter
+from tornadose.adapters.asgi import PublishApp
+from tornadose.adapters.tornado import PublishHandler
 from tornadose.core.message import Message
 from tornadose.core.subscription import Subscription
 from tornadose.errors import SubscriptionClosed
+from tornadose.schemas import ErrorBody, PublishAccepted
 from tornadose.stores import BaseStore, QueueStore
 
 #: The ``max_body`` every server in this file is started with.

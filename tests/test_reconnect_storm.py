@@ -25,13 +25,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from httpx_sse import SSEError, aconnect_sse
-from tornadose.adapters.asgi import EventSourceApp, Receive, Scope, Send, WebSocketApp
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from tests.clients import TIMEOUT, offset
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
+from tornadose.adapters.asgi import EventSourceApp, Receive, Scope, Send, WebSocketApp
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.core.store import DEFAULT_HISTORY
 from tornadose.stores import QueueStore

@@ -19,13 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from tornadose.schemas import Envelope
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.clients import TIMEOUT, Inbox, sse_client
 from tests.conftest import StoreServer, wait_until
 from tornadose.core.history import MAX_ID_LENGTH, RESET_EVENT, RESUMED_EVENT
+from tornadose.schemas import Envelope
 from tornadose.stores import BaseStore, DataStore, QueueStore
 
 #: The longest id uvicorn's WebSocket handshake lets through: ``websockets`` refuses a

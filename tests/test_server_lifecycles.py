@@ -29,13 +29,13 @@ import uvicorn
 from httpx_sse import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
-from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, WebSocketApp
-from tornadose.adapters.tornado import channel_handlers, lifecycle_of
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.clients import TIMEOUT, expect_close, recv, sse_client, take
 from tests.conftest import wait_until
 from tornadose import shutdown
+from tornadose.adapters.asgi import ChannelsApp, EventSourceApp, WebSocketApp
+from tornadose.adapters.tornado import channel_handlers, lifecycle_of
 from tornadose.cli.servers import stop_tornado, stop_uvicorn
 from tornadose.delivery.lifecycle import Lifecycle, Step
 from tornadose.http.channels import Channels

@@ -7,10 +7,10 @@ import socket
 
 import pytest
 import uvicorn
-from tornadose.adapters.asgi import EventSourceApp
 
 from tests.clients import sse_client, take
 from tests.conftest import TornadoStarter, wait_until
+from tornadose.adapters.asgi import EventSourceApp
 from tornadose.handlers import BaseHandler, EventSource
 from tornadose.sockets import listening_socket
 from tornadose.stores import QueueStore

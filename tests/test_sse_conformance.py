@@ -32,12 +32,12 @@ from httpx_sse import EventSource as HttpxSSEEventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.middleware.gzip import GZipMiddleware
-from tornadose.adapters.asgi import EventSourceApp
-from tornadose.adapters.tornado import EventSource
 
 from tests.conftest import TornadoStarter, UvicornStarter, wait_until
 from tests.sse_parser import ParsedEvent, ParseResult, SSEParser, parse_stream
 from tornadose import Message, QueueStore, UnencodableMessage
+from tornadose.adapters.asgi import EventSourceApp
+from tornadose.adapters.tornado import EventSource
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.delivery.streams import SSEOptions
 from tornadose.wire.sse import (

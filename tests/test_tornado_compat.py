@@ -8,11 +8,11 @@ import httpx
 import pytest
 import tornado
 import tornado.web
-from tornadose.adapters import _tornado_compat as compat
-from tornadose.adapters.tornado import JSONErrorHandler, WebSocketSubscriber
 
 from tests.clients import TIMEOUT, recv, ws_subscribed
 from tests.conftest import TornadoStarter
+from tornadose.adapters import _tornado_compat as compat
+from tornadose.adapters.tornado import JSONErrorHandler, WebSocketSubscriber
 from tornadose.stores import QueueStore
 
 

@@ -20,12 +20,12 @@ import pytest
 from httpx_sse import ServerSentEvent
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.clients import TIMEOUT, offset, recv, sse_client
 from tests.conftest import TornadoStarter, UvicornStarter, free_port, wait_until
 from tests.programs import StartProgram, wait_for_exit, wait_for_port
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.handlers import EventSource, WebSocketSubscriber
 from tornadose.stores import QueueStore
 

@@ -11,9 +11,9 @@ import tornado
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
-from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 
 from benchmarks.servers.base import arguments, run, serve_control, tornadose_contender
+from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
 from tornadose.core.store import DEFAULT_MAX_QUEUE
 from tornadose.stores import QueueStore
 

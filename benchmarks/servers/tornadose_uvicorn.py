@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
-
 from benchmarks.servers.base import (
     arguments,
     run,
@@ -18,6 +16,7 @@ from benchmarks.servers.base import (
     start_uvicorn,
     tornadose_contender,
 )
+from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
 from tornadose.core.store import DEFAULT_MAX_QUEUE
 from tornadose.stores import QueueStore
 
