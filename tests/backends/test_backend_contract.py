@@ -17,10 +17,10 @@ import pytest
 
 from tests.conftest import BACKENDS, wait_until
 from tests.redis_support import close_and_clear
-from tornadose.backends.base import Backend
-from tornadose.backends.memory import MemoryBackend
 from tornadose.backends.redis.backend import RedisBackend
+from tornadose.core.backend import Backend
 from tornadose.core.history import History, Resume
+from tornadose.core.memory import MemoryBackend
 from tornadose.core.message import Message
 from tornadose.core.reasons import ResetReason, ResumeStatus
 
