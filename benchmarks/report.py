@@ -283,21 +283,35 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 # -- profiles ---------------------------------------------------------------------------
 
 
+#: The repository's folder: a frame of its files is shown from there.
+_REPOSITORY = f"{Path(__file__).resolve().parent.parent}/"
+#: Folders whose frames keep their whole path: tornadose's (``adapters/`` and
+#: ``schemas/`` in a checkout), whose modules live in layer folders, and this harness.
+_OURS = {"tornadose", "adapters", "schemas", "benchmarks"}
+
+
 def _short(frame: str) -> str:
-    """``name (path/to/file.py:12)`` -> ``name (file.py)``, with package context."""
+    """``name (path/to/file.py:12)`` -> ``name (folder/file.py)``; the frames of
+    tornadose and of the harness keep their path (``tornadose/delivery/streams.py``)."""
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", _REPOSITORY):
         if marker in path:
             path = path.split(marker, 1)[1]
     parts = path.split("/")
+    if parts[0] in _OURS:
+        return f"{name} ({path})"
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
 #: Where a function's code lives, by path fragment, for the per-package breakdown.
+#: The adapters are ``adapters/`` in a checkout (editable install) and
+#: ``tornadose/adapters/`` once installed: both come before the rest of tornadose.
 PACKAGES = (
-    ("tornadose/", "tornadose core"),
+    ("tornadose/adapters/", "tornadose adapters"),
     ("adapters/", "tornadose adapters"),
+    ("schemas/", "tornadose core"),
+    ("tornadose/", "tornadose core"),
     ("tornado/", "tornado"),
     ("uvicorn/", "uvicorn"),
     ("h11/", "h11"),

@@ -1,6 +1,6 @@
 """Tornado request handlers, at the import path of the original tornadose.
 
-This is :mod:`adapters.tornado` under its historical name; it needs Tornado
+This is :mod:`tornadose.adapters.tornado` under its historical name; it needs Tornado
 (``pip install 'tornadose[tornado]'``).
 """
 
