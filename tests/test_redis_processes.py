@@ -38,7 +38,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from httpx_sse import aconnect_sse
-from tornadose.schemas import Envelope
 from websockets.asyncio.client import connect
 
 from tests.clients import real_events
@@ -47,6 +46,7 @@ from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 from tests.redis_support import RedisServer
 from tornadose.backends.redis.store import RedisStore
 from tornadose.errors import StoreUnavailable
+from tornadose.schemas import Envelope
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "redis_hub.py"

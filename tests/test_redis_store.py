@@ -31,9 +31,6 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from tornadose.adapters.asgi import PublishApp
-from tornadose.adapters.tornado import PublishHandler
-from tornadose.schemas import Envelope, ErrorBody, PublishAccepted
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -48,6 +45,8 @@ from tests.conftest import (
 )
 from tests.redis_support import MakeStore, RedisServer
 from tests.sse_parser import ParsedEvent, SSEParser
+from tornadose.adapters.asgi import PublishApp
+from tornadose.adapters.tornado import PublishHandler
 from tornadose.backends.redis.layout import ENSURE_FLOOR, StreamId
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
@@ -60,6 +59,7 @@ from tornadose.errors import (
     UnencodableMessage,
 )
 from tornadose.http.metrics import registry_for
+from tornadose.schemas import Envelope, ErrorBody, PublishAccepted
 from tornadose.wire.sse import InvalidField
 
 #: Seconds a client waits to make sure that nothing more arrives.
@@ -442,6 +442,24 @@ def test_bad_options_are_refused_when_the_store_is_made(options: dict[str, Any],
     timeout raise ValueError at construction."""
     with pytest.raises(ValueError, match=says):
         RedisStore(**{"channel": "x", "url": unused_url(), **options})
+
+
+def test_history_and_epoch_say_where_a_redis_store_keeps_them() -> None:
+    """A RedisStore has no in-process history and no epoch: reading either raises
+    AttributeError saying why (the stream holds the history, ids are entry ids) and
+    what to use instead; the history settings stay readable. Nothing connects."""
+    store = RedisStore("ticks", url=unused_url(), history=50, history_max_age=60)
+    with pytest.raises(AttributeError, match="Redis Stream 'ticks'") as history:
+        store.history  # noqa: B018
+    for hint in ("XRANGE ticks", "last_event_id=", "history_limit (50)", "history_max_age (60)"):
+        assert hint in str(history.value)
+    with pytest.raises(AttributeError, match="entry ids of the Redis Stream 'ticks'") as epoch:
+        store.epoch  # noqa: B018
+    assert "'ticks:floor'" in str(epoch.value)
+    assert not hasattr(store, "history")
+    assert not hasattr(store, "epoch")
+    assert (store.history_limit, store.history_max_age) == (50, 60)
+    asyncio.run(store.aclose())
 
 
 async def test_0x_style_keywords_and_lazy_import(make_store: MakeStore, redis_url: str) -> None:

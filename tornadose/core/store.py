@@ -178,20 +178,36 @@ class BaseStore:
 
     @property
     def epoch(self) -> str:
-        """The random part of an in-memory store's ids (``AttributeError`` for a store
-        over another backend)."""
+        """The random part of an in-memory store's ids.
+
+        Only a store over a :class:`MemoryBackend` has one: over another backend this
+        raises ``AttributeError`` saying so (its ids come from that backend; a
+        ``RedisStore``'s are its stream's entry ids)."""
         backend = self.backend
         if not isinstance(backend, MemoryBackend):
-            raise AttributeError(f"{type(self).__name__} ids have no epoch")
+            raise AttributeError(
+                f"{type(self).__name__} has no epoch: its ids are given by its backend "
+                f"{type(backend).__name__}, not by an in-memory epoch and offset"
+            )
         return backend.epoch
 
     @property
     def history(self) -> History:
-        """An in-memory store's history (``AttributeError`` for a store over another
-        backend, which keeps its history itself)."""
+        """An in-memory store's history (the messages kept for resuming clients).
+
+        Only a store over a :class:`MemoryBackend` has one in the process: over
+        another backend this raises ``AttributeError`` saying so (that backend keeps
+        the history, answers resumes with :meth:`Backend.resume
+        <tornadose.core.backend.Backend.resume>`; :attr:`history_limit` and
+        :attr:`history_max_age` are the settings)."""
         backend = self.backend
         if not isinstance(backend, MemoryBackend):
-            raise AttributeError(f"{type(self).__name__} keeps its history in its backend")
+            raise AttributeError(
+                f"{type(self).__name__} has no in-process history: its backend "
+                f"{type(backend).__name__} keeps it and answers resumes (subscribe with "
+                f"last_event_id= to be replayed from it); store.history_limit and "
+                f"store.history_max_age are its settings"
+            )
         return backend.history
 
     # -- subscribers ----------------------------------------------------------------

@@ -54,7 +54,9 @@ from typing import Any, ClassVar
 from tornadose.backends.redis.backend import DEFAULT_PUBLISH_TIMEOUT, RedisBackend
 from tornadose.backends.redis.connection import RedisConnection
 from tornadose.backends.redis.health import BackendHealth
+from tornadose.backends.redis.layout import FLOOR_SUFFIX
 from tornadose.core.backend import Backend
+from tornadose.core.history import History
 from tornadose.core.published import Published
 from tornadose.core.reasons import OverflowPolicy
 from tornadose.core.store import BaseStore
@@ -131,6 +133,33 @@ class RedisStore(BaseStore):
     def redis_kwargs(self) -> dict[str, Any]:
         """The connection options given to the constructor."""
         return self._redis.redis_kwargs
+
+    @property
+    def history(self) -> History:
+        """Not in the process: a ``RedisStore`` keeps its history in the Redis Stream.
+
+        Raises ``AttributeError`` saying so, and what to use instead: ``XRANGE`` on
+        the stream to read it, ``subscribe(last_event_id=...)`` to be replayed from
+        it, :attr:`history_limit` (the stream's approximate ``MAXLEN``) and
+        :attr:`history_max_age` for the settings."""
+        raise AttributeError(
+            f"a RedisStore keeps its history in the Redis Stream {self.channel!r}, not in "
+            f"the process: read it with XRANGE {self.channel}, or subscribe with "
+            f"last_event_id= to be replayed from it; store.history_limit "
+            f"({self.history_limit}) is the stream's approximate MAXLEN and "
+            f"store.history_max_age ({self.history_max_age}) the age limit of a replay"
+        )
+
+    @property
+    def epoch(self) -> str:
+        """None: a ``RedisStore``'s ids are its stream's entry ids. Raises
+        ``AttributeError`` saying so (the floor key marks the stream's generation)."""
+        raise AttributeError(
+            f"a RedisStore has no epoch: its ids are the entry ids of the Redis Stream "
+            f"{self.channel!r} ('<milliseconds>-<sequence>'); the key "
+            f"{self.channel + FLOOR_SUFFIX!r} marks the stream's generation (a resume from "
+            f"an id below it gets a reset)"
+        )
 
     @property
     def invalid_entries(self) -> int:
