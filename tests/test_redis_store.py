@@ -554,6 +554,67 @@ async def test_message_redis_refuses_raises_store_unavailable(
     assert stream_id(await fine.submit(2)) > StreamId(0, 0)
 
 
+async def test_a_batch_is_one_transaction_per_channel_never_one_spanning_channels(
+    make_store: MakeStore, own_redis: OwnRedis, channel: str
+) -> None:
+    """Submissions to two channels made without an await in between go in one batch,
+    sent as one MULTI/EXEC per channel (a transaction over several channels' keys
+    fails with CROSSSLOT on Redis Cluster), each channel's entries in submission
+    order, and each channel's subscriber gets its own, in order."""
+    server = own_redis()
+    names = [f"{channel}-a", f"{channel}-b"]
+    stores = [make_store(name, url=server.url) for name in names]
+    monitor_client = aioredis.Redis.from_url(server.url)
+    probe = aioredis.Redis.from_url(server.url)
+    commands: list[tuple[str, str]] = []  # (client, command) as MONITOR reports them
+
+    async def watch() -> None:
+        async with monitor_client.monitor() as monitor:
+            async for command in monitor.listen():
+                client = f"{command['client_address']}:{command['client_port']}"
+                commands.append((client, command["command"]))
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        async with stores[0].subscribe() as first, stores[1].subscribe() as second:
+            for store, subscription in zip(stores, (first, second), strict=True):
+                await ready(store, subscription)
+            while not any(text == "ECHO monitoring" for _, text in commands):
+                await probe.echo("monitoring")
+                await asyncio.sleep(0.01)
+            commands.clear()
+            sent = [stores[n % 2].submit(n) for n in range(8)]  # a, b, a, b...
+            published = [await each for each in sent]
+            batches = [await first.get_batch(), await second.get_batch()]
+            await probe.echo("done")
+            await wait_until(lambda: any(text == "ECHO done" for _, text in commands))
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await monitor_client.aclose()
+        await probe.aclose()
+    transactions: dict[str, list[list[str]]] = {}
+    for client, text in commands:
+        if client.startswith("lua"):
+            continue  # the floor script's own commands
+        if text == "MULTI":
+            transactions.setdefault(client, []).append([])
+        elif text == "EXEC":
+            continue
+        elif transactions.get(client) and text.startswith(("XADD", "EVAL")):
+            transactions[client][-1].append(text)
+    spans = [
+        {name for name in names if any(f" {name} " in f"{text} " for text in each)}
+        for per_client in transactions.values()
+        for each in per_client
+        if any(text.startswith("XADD") for text in each)
+    ]
+    assert sorted(map(sorted, spans)) == [[names[0]], [names[1]]]
+    for offset, batch in enumerate(batches):
+        assert seen(batch) == seen(published[offset::2])
+        assert sorted(batch, key=stream_id) == batch
+
+
 # -- over the wire: SSE, WebSocket, HTTP publishing -------------------------------------
 
 

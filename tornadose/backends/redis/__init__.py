@@ -3,7 +3,8 @@
 * :mod:`~tornadose.backends.redis.layout`: keys, Lua, entry ids, continuity (pure);
 * :mod:`~tornadose.backends.redis.health`: connection health and backoff;
 * :mod:`~tornadose.backends.redis.reader`: the reading loop of a process;
-* :mod:`~tornadose.backends.redis.writer`: the ordered, transactional publishing;
+* :mod:`~tornadose.backends.redis.writer`: the ordered publishing (one isolated
+  transaction per channel);
 * :mod:`~tornadose.backends.redis.resume`: the replay query;
 * :mod:`~tornadose.backends.redis.connection`: a process's connections, per event loop;
 * :mod:`~tornadose.backends.redis.backend`: ``RedisBackend``, the interface over them;

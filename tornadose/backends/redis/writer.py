@@ -2,12 +2,24 @@
 
 Guarantees:
 
-* **Order**: submissions of a process are added to their streams in the order they
-  were made, in batches of up to :data:`WRITE_BATCH`.
-* **All or none**: a batch (the submissions made while the previous one was on its
-  way) is one ``MULTI``/``EXEC``: every reader, in every process, sees all of its
-  entries at once, so a burst submitted without an ``await`` in between reaches
-  subscribers in one delivery, as it does in memory.
+* **Order**: submissions of a process are added to each stream in the order they
+  were made. There is no order between channels.
+* **Batches**: the writer takes the submissions queued while the previous batch was
+  on its way, up to :data:`WRITE_BATCH`, stopping before one whose channel's reader
+  is still starting (see *After the reader*).
+* **Isolated, per channel**: a batch's entries of one channel are sent as one
+  ``MULTI``/``EXEC`` holding only that channel's keys. No other client's entry
+  interleaves with them, and they become visible to every reader, in every process,
+  at once: a reader less than ``READ_COUNT - WRITE_BATCH`` entries behind delivers
+  them in one go. So a burst submitted to a channel without an ``await`` in between
+  reaches that channel's subscribers in one delivery, as it does in memory, as long
+  as it fits in one batch. It is not all or none: Redis never rolls a transaction
+  back, so each entry succeeds or fails on its own (a refused ``XADD`` fails its own
+  submission; the others are added).
+* **One channel per transaction**: the channels of a batch get one transaction each,
+  sent concurrently; none spans channels, whose keys Redis Cluster spreads over hash
+  slots (a transaction over several slots fails with ``CROSSSLOT``; a channel's own
+  two keys share one only if its name has a hash tag, such as ``{ticks}``).
 * **Answered**: every submission's future completes with the message and its entry id,
   or fails with :class:`~tornadose.core.errors.StoreUnavailable` (within its
   ``publish_timeout`` if Redis cannot be reached; ``maybe_published=True`` if the
@@ -36,7 +48,7 @@ __all__ = ["WRITE_BATCH", "Submission", "Submitter", "Writer"]
 
 logger = logging.getLogger("tornadose.redis")
 
-#: Submissions sent in one transaction, at most.
+#: Submissions taken in one batch (sent as one transaction per channel), at most.
 WRITE_BATCH = 256
 
 
@@ -149,50 +161,70 @@ class Writer:
         return batch
 
     async def _send(self, batch: list[Submission]) -> None:
-        # One transaction: the floor of each channel first (so no entry is ever added
-        # without one, even right after Redis restarted), then the entries in order.
-        pipe = self.commands.pipeline(transaction=True)
-        channels = sorted({submission.submitter.channel for submission in batch})
-        for name in channels:
-            pipe.eval(ENSURE_FLOOR, 2, name, name + FLOOR_SUFFIX)
+        """Send ``batch``: one transaction per channel, concurrently (each channel's
+        submissions keep their order), and answer every submission."""
+        by_channel: dict[str, list[Submission]] = {}
         for submission in batch:
-            submitter = submission.submitter
+            by_channel.setdefault(submission.submitter.channel, []).append(submission)
+        reached = await asyncio.gather(
+            *(self._send_channel(name, group) for name, group in by_channel.items())
+        )
+        if all(reached):
+            self.health.mark_up()
+        else:
+            self.health.mark_down()
+
+    async def _send_channel(self, name: str, group: list[Submission]) -> bool:
+        """One ``MULTI``/``EXEC`` for the submissions ``group`` of channel ``name``: its
+        floor first (so no entry is ever added without one, even right after Redis
+        restarted), then its entries in order. Answers every submission of ``group``;
+        returns whether Redis answered (``False``: the connection failed)."""
+        pipe = self.commands.pipeline(transaction=True)
+        pipe.eval(ENSURE_FLOOR, 2, name, name + FLOOR_SUFFIX)
+        for submission in group:
             pipe.execute_command(
                 "XADD",
-                submitter.channel,
+                name,
                 "MAXLEN",
                 "~",
-                submitter.maxlen,
+                submission.submitter.maxlen,
                 "*",
                 *entry_fields(submission.message),
             )
-        deadline = max(s.deadline for s in batch)
+        deadline = max(s.deadline for s in group)
         try:
             async with asyncio.timeout(max(deadline - asyncio.get_running_loop().time(), 1.0)):
-                results = await pipe.execute(raise_on_error=False)
+                floor, *results = await pipe.execute(raise_on_error=False)
         except (*NETWORK_ERRORS, TimeoutError) as exc:
-            self.health.mark_down()
-            for submission in batch:
+            for submission in group:
                 error = StoreUnavailable(
-                    f"the connection to Redis broke while publishing to "
-                    f"{submission.submitter.channel!r}; the message may have been "
-                    f"published: {exc}",
+                    f"the connection to Redis broke while publishing to {name!r}; the "
+                    f"message may have been published: {exc}",
                     maybe_published=True,
                 )
                 self._fail(submission, error)
-            return
-        self.health.mark_up()
-        for name, floor in zip(channels, results, strict=False):
-            if isinstance(floor, Exception):
-                logger.error("could not set the floor of channel %r: %s", name, floor)
-        for submission, result in zip(batch, results[len(channels) :], strict=True):
+            return False
+        except Exception as exc:
+            # Never leave a submission unanswered: whoever awaits it would hang.
+            logger.exception("publishing to channel %r failed", name)
+            for submission in group:
+                error = StoreUnavailable(f"publishing failed: {exc}", maybe_published=True)
+                self._fail(submission, error)
+            return True
+        if isinstance(floor, Exception):
+            logger.error("could not set the floor of channel %r: %s", name, floor)
+        for submission, result in zip(group, results, strict=True):
             if isinstance(result, Exception):
                 self._fail(submission, StoreUnavailable(f"Redis refused the message: {result}"))
             elif not submission.future.done():
                 submission.future.set_result(submission.message.with_id(result.decode()))
+        return True
 
     def _fail(self, submission: Submission, error: StoreUnavailable) -> None:
+        future = submission.future
+        if future.done() and not future.cancelled():
+            return  # answered already: each submission is answered (and counted) once
         submission.submitter.failed(error)
-        if not submission.future.done():
-            submission.future.set_exception(error)
-            submission.future.exception()  # logged by failed(): no "never retrieved" warning
+        if not future.done():
+            future.set_exception(error)
+            future.exception()  # logged by failed(): no "never retrieved" warning
