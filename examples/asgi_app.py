@@ -1,6 +1,6 @@
 """Publish over Server-Sent Events and WebSocket from a Starlette app, served by uvicorn.
 
-One store, three routes, each a plain ASGI app from :mod:`adapters.asgi`:
+One store, three routes, each a plain ASGI app from :mod:`tornadose.adapters.asgi`:
 
 * ``GET /events``: Server-Sent Events, one event per message (``data: {...}``);
 * ``WS /ws``: WebSocket, one text frame per message (``{"data": {...}, "id": ...}``);
