@@ -1,8 +1,8 @@
 """Framework adapters: thin translations of the tornadose core to each web framework.
 
-* :mod:`adapters.tornado`: Tornado request handlers (``EventSource``,
+* :mod:`tornadose.adapters.tornado`: Tornado request handlers (``EventSource``,
   ``WebSocketSubscriber``, ``BaseHandler``, ``PublishHandler``, ``channel_handlers``),
-  also importable as ``tornadose.adapters.tornado``;
-* :mod:`adapters.asgi`: plain ASGI apps (``EventSourceApp``, ``WebSocketApp``,
+  also importable as ``tornadose.handlers`` (the 0.x path);
+* :mod:`tornadose.adapters.asgi`: plain ASGI apps (``EventSourceApp``, ``WebSocketApp``,
   ``PublishApp``, ``ChannelsApp``) for uvicorn, Starlette, FastAPI.
 """

@@ -49,7 +49,7 @@ def error_answer(
     *extra_headers: tuple[str, str],
     errors: list[dict[str, Any]] | None = None,
 ) -> Answer:
-    """A JSON :class:`~schemas.ErrorBody` answer."""
+    """A JSON :class:`~tornadose.schemas.ErrorBody` answer."""
     body = ErrorBody(error=error, detail=detail, errors=errors)
     return json_answer(status, body.model_dump_json(exclude_none=True).encode(), *extra_headers)
 
