@@ -6,6 +6,7 @@
 * :mod:`~tornadose.backends.redis.writer`: the ordered publishing (one isolated
   transaction per channel);
 * :mod:`~tornadose.backends.redis.resume`: the replay query;
+* :mod:`~tornadose.backends.redis.recent`: the entries judged last, shared by replays;
 * :mod:`~tornadose.backends.redis.connection`: a process's connections, per event loop;
 * :mod:`~tornadose.backends.redis.backend`: ``RedisBackend``, the interface over them;
 * :mod:`~tornadose.backends.redis.store`: ``RedisStore``, a store over ``RedisBackend``.

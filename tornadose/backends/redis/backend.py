@@ -6,13 +6,17 @@ package: the process's shared :class:`~tornadose.backends.redis.connection.Redis
 :class:`~tornadose.backends.redis.reader.Reader` feeds it while attached and whose
 :class:`~tornadose.backends.redis.writer.Writer` sends what it publishes;
 :func:`~tornadose.backends.redis.resume.plan_resume` answers resumes. Its one
-history is the stream itself (``MAXLEN ~ history``). It reaches its store only
-through the callbacks given to :meth:`RedisBackend.attach`.
+history is the stream itself (``MAXLEN ~ history``); the entries it judged last are
+cached (:class:`~tornadose.backends.redis.recent.RecentEntries`), so that replays hand
+out the messages already decoded, each entry validated once, not once per resuming
+client. It reaches its store only through the callbacks given to
+:meth:`RedisBackend.attach`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -20,6 +24,8 @@ from typing import Any
 from tornadose.backends.redis.connection import RedisConnection, connection_for, forget_connection
 from tornadose.backends.redis.health import NETWORK_ERRORS, BackendHealth, Backoff
 from tornadose.backends.redis.layout import FLOOR_SUFFIX, InvalidEntry, decode_entry
+from tornadose.backends.redis.reader import Channel
+from tornadose.backends.redis.recent import RECENT_LIMIT, RecentEntries
 from tornadose.backends.redis.resume import plan_resume
 from tornadose.backends.redis.writer import Submission
 from tornadose.core.backend import Deliver, Lost
@@ -45,6 +51,12 @@ class RedisBackend:
     ``validate`` (the store's schema check) is applied to every entry read, and an
     entry it refuses is skipped, logged and counted. Nothing connects until it is
     used from a running event loop.
+
+    Each entry is judged (decoded and validated) once while it stays among the
+    :attr:`recent` ones (the last ``min(history, RECENT_LIMIT)`` judged): a replay
+    hands out the very :class:`Message` objects delivered live or replayed before,
+    and an invalid entry is counted in :attr:`invalid_entries` and logged as a
+    warning once, the first time this backend meets it, live or in a replay.
     """
 
     def __init__(
@@ -78,6 +90,10 @@ class RedisBackend:
         self.invalid_entries = 0
         #: Submissions that failed (``StoreUnavailable``).
         self.publish_failures = 0
+        #: The entries judged last, shared by replays (see :mod:`.recent`).
+        self.recent = RecentEntries(min(history, RECENT_LIMIT))
+        #: The reader's channel the cache follows (``None``: not reading).
+        self._channel: Channel | None = None
         self._deliver: Deliver | None = None
         self._lost: Lost | None = None
         self._connection: RedisConnection | None = None
@@ -114,23 +130,36 @@ class RedisBackend:
     def attach(self, deliver: Deliver, lost: Lost) -> None:
         """Read the channel (this process's reader) and feed every entry to ``deliver``."""
         self._deliver, self._lost = deliver, lost
-        self.connection.reader.attach(self)
+        self._follow(self.connection.reader.attach(self))
 
     def detach(self) -> None:
-        """Stop reading the channel for this backend."""
+        """Stop reading the channel for this backend (and forget the entries judged:
+        what happens to the stream meanwhile is not watched)."""
         self._deliver = self._lost = None
+        self._follow(None)
         if self._connection is not None:
             self._connection.reader.detach(self)
+
+    def _follow(self, channel: Channel | None) -> None:
+        """The reader reads ``channel`` for this backend now: a channel other than the
+        one the cache was filled from (a new reading, or none) empties it."""
+        if channel is not self._channel:
+            self.recent.invalidate()
+            self._channel = channel
 
     def resume(self, last_event_id: str) -> Coroutine[Any, Any, Resume]:
         """Ask Redis (in a task) for the entries after ``last_event_id``; while Redis
         cannot be reached, ask again with backoff."""
         connection = self.connection
         channel = connection.reader.attach(self)
+        self._follow(channel)
 
         async def ask() -> Resume:
             backoff, attempts = Backoff(), 0
             while True:
+                # Entries read by this query may be judged from the cache only if
+                # nothing invalidated it since the query was sent.
+                decode = functools.partial(self._replayed, generation=self.recent.generation)
                 try:
                     return await plan_resume(
                         connection.commands,
@@ -138,7 +167,7 @@ class RedisBackend:
                         last_event_id,
                         history=self.maxlen,
                         max_age=self.history_max_age,
-                        decode=self._decode_replayed,
+                        decode=decode,
                     )
                 except NETWORK_ERRORS as exc:
                     connection.health.mark_down()
@@ -181,14 +210,20 @@ class RedisBackend:
     # -- what the reader and the writer call ----------------------------------------
 
     def deliver_entry(self, entry_id: Any, fields: Mapping[Any, Any]) -> None:
-        """Decode a stream entry and feed it to the store (skipped if invalid)."""
-        message = self.decode(entry_id, fields)
+        """Decode a stream entry and feed it to the store (skipped if invalid); the
+        verdict is kept in :attr:`recent` for replays."""
+        text_id = _text_id(entry_id)
+        message = self.decode(text_id, fields)
+        self.recent.remember(text_id, fields, message)
         deliver = self._deliver
         if message is not None and deliver is not None:
             deliver(message)
 
     def lost(self, last_id: str | None) -> None:
-        """Entries after ``last_id`` are gone: the store resets its subscribers."""
+        """Entries after ``last_id`` are gone (the stream was trimmed past them,
+        deleted, or lost its tail): the cache is emptied, and the store resets its
+        subscribers."""
+        self.recent.invalidate()
         if self._lost is not None:
             self._lost(last_id)
 
@@ -198,30 +233,51 @@ class RedisBackend:
         logger.warning("message not published to %r: %s", self.channel, error)
 
     def decode(
-        self, entry_id: Any, fields: Mapping[Any, Any], *, count: bool = True
+        self, entry_id: Any, fields: Mapping[Any, Any], *, where: str = ""
     ) -> Message | None:
-        """The message of a stream entry, or ``None`` (logged, and counted in
-        :attr:`invalid_entries` if ``count``) if it is invalid."""
+        """The message of a stream entry, or ``None`` if it is invalid: then counted in
+        :attr:`invalid_entries` and logged as a warning (``where`` says where it was
+        met, for the log). The cache is neither read nor filled."""
         try:
             return decode_entry(entry_id, fields, self.validate)
         except InvalidEntry as exc:
-            if count:
-                self.invalid_entries += 1
-                logger.warning("skipped an invalid entry of channel %r: %s", self.channel, exc)
+            self.invalid_entries += 1
+            logger.warning("skipped an invalid entry of channel %r%s: %s", self.channel, where, exc)
             return None
         except Exception:
             # A validator that raises something else: still one bad entry, not a
             # reason to stop reading.
-            if count:
-                self.invalid_entries += 1
-                logger.exception(
-                    "skipped an entry of channel %r: validating it failed", self.channel
-                )
+            self.invalid_entries += 1
+            logger.exception(
+                "skipped an entry of channel %r%s: validating it failed", self.channel, where
+            )
             return None
 
-    def _decode_replayed(self, entry_id: Any, fields: Mapping[Any, Any]) -> Message | None:
-        # Counted once, when the reader met it live, not again per replay.
-        return self.decode(entry_id, fields, count=False)
+    def _replayed(
+        self, entry_id: Any, fields: Mapping[Any, Any], *, generation: int
+    ) -> Message | None:
+        """The message of an entry a replay read, from the cache when it holds that
+        entry with these fields and was not invalidated since the replay's query
+        (``generation``); otherwise decoded (an invalid one counted and logged now:
+        this process may never have met it live) and kept."""
+        text_id = _text_id(entry_id)
+        recent = self.recent
+        current = generation == recent.generation
+        if current:
+            known = recent.lookup(text_id, fields)
+            if known is not None:
+                if known.message is None:
+                    logger.debug(
+                        "skipped invalid entry %s of channel %r in a replay (counted "
+                        "when first met)",
+                        text_id,
+                        self.channel,
+                    )
+                return known.message
+        message = self.decode(text_id, fields, where=" in a replay")
+        if current:
+            recent.remember(text_id, fields, message)
+        return message
 
     def __repr__(self) -> str:
         return f"<RedisBackend channel={self.channel!r}>"
@@ -229,3 +285,7 @@ class RedisBackend:
 
 def _as_is(payload: Any) -> Any:
     return payload
+
+
+def _text_id(entry_id: Any) -> str:
+    return entry_id.decode("ascii") if isinstance(entry_id, bytes) else str(entry_id)

@@ -53,6 +53,7 @@ __all__ = [
     "StreamId",
     "continuity",
     "decode_entry",
+    "entry_content",
     "entry_fields",
     "live_gap",
     "replay_gap",
@@ -162,6 +163,12 @@ class InvalidEntry(ValueError):
 def _field(fields: Mapping[Any, Any], name: str) -> Any:
     value = fields.get(name.encode())
     return fields.get(name) if value is None else value
+
+
+def entry_content(fields: Mapping[Any, Any]) -> tuple[Any, Any]:
+    """The raw ``data`` and ``event`` fields of an entry (``None`` where missing): all
+    that :func:`decode_entry` reads besides the id."""
+    return _field(fields, "data"), _field(fields, "event")
 
 
 def decode_entry(

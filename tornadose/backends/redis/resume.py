@@ -23,7 +23,8 @@ from tornadose.core.reasons import ResetReason, ResumeStatus
 
 __all__ = ["plan_resume", "through"]
 
-#: ``decode(entry_id, fields)``: the message of an entry, ``None`` if it is invalid.
+#: ``decode(entry_id, fields)``: the message of an entry, ``None`` if it is invalid
+#: (the backend's: it hands out the message it already has for that entry, if any).
 Decode = Callable[[Any, Any], Message | None]
 
 
