@@ -38,6 +38,7 @@ from tornadose.delivery.session import serve
 from tornadose.http import routes, subscribe
 from tornadose.http.answer import Answer, raw_headers, response_headers
 from tornadose.http.channels import Channels
+from tornadose.http.cors import CrossOrigin
 from tornadose.http.documents import document_answer, not_found
 from tornadose.http.publish import Publishing, PublishOptions
 from tornadose.http.request import joined_headers
@@ -51,6 +52,7 @@ __all__ = [
     "PublishApp",
     "WebSocketApp",
     "WebSocketAppOptions",
+    "with_cors",
 ]
 
 #: The SSE response headers, encoded once for every stream.
@@ -285,6 +287,43 @@ class AnswerApp:
             await send_answer(send, document_answer(scope["method"], self.make_answer))
 
 
+def with_cors(app: ASGIApp, cors: CrossOrigin | None) -> ASGIApp:
+    """``app`` under the CORS rules ``cors`` (:mod:`tornadose.http.cors`, as the Tornado
+    handlers follow them): a preflight is answered here, every other HTTP answer
+    gets the CORS headers; WebSocket scopes pass through (their origin check applies).
+    ``app`` itself without rules."""
+    if cors is None:
+        return app
+
+    async def cross_origin(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = _request(scope)
+            preflight = cors.preflight(request.method, request.headers)
+            if preflight is not None:
+                await send_answer(send, preflight)
+                return
+            send = _adding_cors(scope, send, cors)
+        await app(scope, receive, send)
+
+    return cross_origin
+
+
+def _adding_cors(scope: Scope, send: Send, cors: CrossOrigin | None) -> Send:
+    """``send``, adding the CORS headers of ``cors`` for the request of ``scope`` to
+    the response's start."""
+    request = _request(scope)
+    headers = raw_headers(cors.headers(request.method, request.headers)) if cors else []
+    if not headers:
+        return send
+
+    async def sending(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return sending
+
+
 _APPS: dict[routes.Kind, Callable[..., ASGIApp]] = {
     routes.Kind.EVENTS: EventSourceApp,
     routes.Kind.WEBSOCKET: WebSocketApp,
@@ -313,7 +352,10 @@ class ChannelsApp:
         self.lifecycle = lifecycle or Lifecycle("ChannelsApp")
         streaming = {"lifecycle": self.lifecycle}
         self._apps: dict[str, ASGIApp] = {
-            r.path: _APPS[r.kind](**r.options, **(streaming if r.kind in _STREAMS else {}))
+            r.path: with_cors(
+                _APPS[r.kind](**r.options, **(streaming if r.kind in _STREAMS else {})),
+                routes.cross_origin(channels, r.kind),
+            )
             for r in routes.served(channels)
         }
 
@@ -328,6 +370,8 @@ class ChannelsApp:
             return
         if scope["type"] == "websocket":
             await receive()
+        else:
+            send = _adding_cors(scope, send, routes.cross_origin(self.channels, None))
         await _refuse(scope, send, not_found(path))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

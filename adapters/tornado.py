@@ -39,6 +39,7 @@ from tornadose.delivery.session import serve
 from tornadose.http import routes, subscribe
 from tornadose.http.answer import Answer, response_headers, status_answer
 from tornadose.http.channels import Channels
+from tornadose.http.cors import CrossOrigin
 from tornadose.http.documents import document_answer, not_found
 from tornadose.http.publish import Publishing, PublishOptions, too_large
 from tornadose.http.request import joined_headers
@@ -86,6 +87,32 @@ class JSONErrorHandler(RequestHandler):
 
     #: The methods a ``405`` answer names in ``Allow``.
     allowed_methods: tuple[str, ...] = ("GET",)
+    #: The endpoint's CORS rules (the ``cors`` option, which ``channel_handlers`` sets
+    #: from ``Channels(cors_origins=...)``; see :mod:`tornadose.http.cors`).
+    cors: CrossOrigin | None = None
+
+    def use_cors(self, cors: CrossOrigin | None) -> None:
+        """Follow ``cors``: its headers go on every answer, kept when Tornado clears
+        the headers for an error (:meth:`set_default_headers`)."""
+        self.cors = cors
+        self.set_default_headers()
+
+    def set_default_headers(self) -> None:
+        """The CORS headers of :attr:`cors` for this request, if any."""
+        if self.cors is not None:
+            headers = joined_headers(self.request.headers.get_all())
+            for name, value in self.cors.headers(self.request.method or "", headers):
+                self.set_header(name, value)
+
+    def answer_preflight(self) -> bool:
+        """Answer a CORS preflight as :attr:`cors` says (``True``); ``False``: not one."""
+        if self.cors is None:
+            return False
+        headers = joined_headers(self.request.headers.get_all())
+        answer = self.cors.preflight(self.request.method or "", headers)
+        if answer is not None:
+            send_answer(self, answer)
+        return answer is not None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Send the error as JSON."""
@@ -125,7 +152,10 @@ class BaseHandler(JSONErrorHandler):
         return subscribe.Request(request.method or "", headers, request.query, websocket)
 
     def prepare(self) -> None:
-        """Refuse on method, handshake or origin; a 0.x handler registers here."""
+        """Answer a CORS preflight; refuse on method, handshake or origin; a 0.x
+        handler registers here."""
+        if self.answer_preflight():
+            return
         refusal = subscribe.refuse_early(self.endpoint, self._request())
         if refusal is not None:
             send_answer(self, refusal)
@@ -239,9 +269,9 @@ def _close(stream: Any) -> None:
 
 class EventSource(BaseHandler):
     """Server-Sent Events handler. Options: those of
-    :class:`~tornadose.http.routes.EventsOptions`, and ``tcp_user_timeout`` (see
-    :mod:`tornadose._compat.sockets`). The headers go out as soon as the stream
-    opens; the response is never compressed."""
+    :class:`~tornadose.http.routes.EventsOptions`, ``tcp_user_timeout`` (see
+    :mod:`tornadose._compat.sockets`) and ``cors`` (:attr:`JSONErrorHandler.cors`).
+    The headers go out as soon as the stream opens; the response is never compressed."""
 
     registers_in_prepare = False
 
@@ -250,10 +280,12 @@ class EventSource(BaseHandler):
         store: BaseStore,
         *,
         tcp_user_timeout: float | None = None,
+        cors: CrossOrigin | None = None,
         **options: Unpack[routes.EventsOptions],
     ) -> None:
         """Keep the store and options (see the class docstring)."""
         super().initialize(store)
+        self.use_cors(cors)
         self.tcp_user_timeout = tcp_user_timeout
         self.endpoint, self.sse_options = routes.sse_endpoint(store, options)
         self.stream_options = self.sse_options
@@ -355,8 +387,15 @@ class PublishHandler(JSONErrorHandler):
 
     allowed_methods = ("POST",)
 
-    def initialize(self, store: BaseStore, **options: Unpack[PublishOptions]) -> None:
-        """Keep the store and options."""
+    def initialize(
+        self,
+        store: BaseStore,
+        *,
+        cors: CrossOrigin | None = None,
+        **options: Unpack[PublishOptions],
+    ) -> None:
+        """Keep the store and options (and ``cors``: :attr:`JSONErrorHandler.cors`)."""
+        self.use_cors(cors)
         self.publishing = Publishing(store, **options)
         self._body = self.publishing.body()
         self._answered = False
@@ -367,7 +406,11 @@ class PublishHandler(JSONErrorHandler):
             send_answer(self, answer)
 
     async def prepare(self) -> None:
-        """Refuse what can be refused before the body arrives (405/401/403/415/413)."""
+        """Answer a CORS preflight; refuse what can be refused before the body
+        arrives (405/401/403/415/413)."""
+        if self.answer_preflight():
+            self._answered = True
+            return
         headers = joined_headers(self.request.headers.get_all())
         self._send(await self.publishing.refuse(self.request.method or "", headers))
 
@@ -387,12 +430,20 @@ class AnswerHandler(JSONErrorHandler):
     """Answers with a computed :class:`~tornadose.http.answer.Answer` (documents,
     schemas), as :func:`tornadose.http.documents.document_answer` says."""
 
-    def initialize(self, make_answer: Callable[[], Answer]) -> None:
-        """``make_answer`` builds the answer for each request."""
+    allowed_methods = routes.METHODS[routes.Kind.ANSWER]
+
+    def initialize(
+        self, make_answer: Callable[[], Answer], cors: CrossOrigin | None = None
+    ) -> None:
+        """``make_answer`` builds the answer for each request (``cors``:
+        :attr:`JSONErrorHandler.cors`)."""
+        self.use_cors(cors)
         self.make_answer = make_answer
 
     def prepare(self) -> None:
-        """Send the answer, whatever the method."""
+        """Answer a CORS preflight, else send the answer, whatever the method."""
+        if self.answer_preflight():
+            return
         send_answer(self, document_answer(self.request.method or "", self.make_answer))
 
 
@@ -401,8 +452,10 @@ class UnknownChannelHandler(JSONErrorHandler):
     undeclared channel (``unknown_channel``)."""
 
     def initialize(self, channels: Channels) -> None:
-        """Keep the channels (kept for the 0.x signature)."""
+        """Keep the channels (kept for the 0.x signature); the ``404`` carries their
+        CORS headers."""
         self.channels = channels
+        self.use_cors(routes.cross_origin(channels, None))
 
     def prepare(self) -> None:
         """Answer ``404``."""
@@ -424,6 +477,15 @@ def channel_handlers(channels: Channels) -> list[tuple[str, type[RequestHandler]
     paths under the prefix first. The channels count as served from then on (see
     :meth:`~tornadose.http.channels.Channels.stop_serving_from`)."""
     channels.serve_from(object())
-    rules = [(re.escape(r.path), _HANDLERS[r.kind], r.options) for r in routes.served(channels)]
+    rules = [
+        (re.escape(r.path), _HANDLERS[r.kind], _options(channels, r))
+        for r in routes.served(channels)
+    ]
     unknown = routes.unknown_channel_pattern(channels)
     return [*rules, (unknown, UnknownChannelHandler, {"channels": channels})]
+
+
+def _options(channels: Channels, row: routes.Served) -> dict[str, Any]:
+    """A route's handler options, with its CORS rules when the channels have any."""
+    cors = routes.cross_origin(channels, row.kind)
+    return row.options if cors is None else {**row.options, "cors": cors}

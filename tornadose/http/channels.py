@@ -28,13 +28,14 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from tornadose.core.store import BaseStore, QueueStore
 from tornadose.delivery import streams
 from tornadose.http.auth import Authorize
+from tornadose.http.cors import CORSPolicy
 from tornadose.http.publish import DEFAULT_MAX_BODY
 
 __all__ = ["CHANNEL_ENDPOINTS", "REDIS_URL_VARIABLE", "Channel", "Channels", "Endpoint", "Route"]
@@ -119,6 +120,14 @@ class Channels:
     deployment can switch without code changes) makes the stores that :meth:`add`
     creates ``RedisStore`` channels named after the channel, shared by every process
     on that Redis, instead of in-memory ``QueueStore`` ones.
+
+    ``cors_origins`` lets pages from those origins (``scheme://host[:port]``, or
+    ``"*"``: any) subscribe over SSE, read the documents and publish, on every adapter;
+    ``cors_credentials`` lets them send cookies and HTTP authentication (listed
+    origins only); ``cors_headers`` are request headers they may send besides
+    ``Content-Type``, ``Authorization`` and ``Last-Event-ID``. They make
+    :attr:`cors` (see :mod:`tornadose.http.cors`, which also says how the WebSocket's
+    ``allowed_origins`` relate to them). Without ``cors_origins``: same-origin only.
     """
 
     def __init__(
@@ -129,6 +138,9 @@ class Channels:
         title: str = "tornadose channels",
         version: str = "1.0.0",
         redis_url: str | None = None,
+        cors_origins: Iterable[str] | None = None,
+        cors_credentials: bool = False,
+        cors_headers: Iterable[str] = (),
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
@@ -137,6 +149,8 @@ class Channels:
         self.title = title
         self.version = version
         self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
+        #: Which other origins' pages may use these channels (``None``: none).
+        self.cors = CORSPolicy.of(cors_origins, credentials=cors_credentials, headers=cors_headers)
         self._channels: dict[str, Channel] = {}
         #: The servers (apps, sets of handlers) serving these channels: see :meth:`serve_from`.
         self._servers: set[object] = set()

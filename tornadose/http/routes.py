@@ -13,6 +13,10 @@ The keyword options of the subscriber handlers and apps are declared here once
 (:func:`sse_endpoint`, :func:`websocket_endpoint`), so both adapters take the same
 options with the same defaults; :func:`unknown_channel_pattern` says which other
 paths get the ``404`` of an unknown channel.
+
+Cross-origin requests (:mod:`tornadose.http.cors`): :data:`METHODS` says what each
+kind of endpoint serves, hence what a preflight may ask for, and
+:func:`cross_origin` gives both adapters each endpoint's rules.
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ from tornadose.delivery.streams import SSEKeywords, SSEOptions, StreamKeywords, 
 from tornadose.http import documents
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channel, Channels, Endpoint
+from tornadose.http.cors import CrossOrigin, websocket_origins
 from tornadose.http.subscribe import Kind as Transport
 from tornadose.http.subscribe import Subscribing
 
 __all__ = [
+    "METHODS",
     "EventsOptions",
     "Kind",
     "Served",
     "WebSocketOptions",
+    "cross_origin",
     "served",
     "sse_endpoint",
     "unknown_channel_pattern",
@@ -55,6 +62,25 @@ class Kind(enum.Enum):
     PUBLISH = "publish"
     #: A computed document (``AnswerHandler``, ``AnswerApp``): ``make_answer``.
     ANSWER = "answer"
+
+
+#: The HTTP methods each kind of endpoint serves (a WebSocket: its handshake).
+METHODS: dict[Kind, tuple[str, ...]] = {
+    Kind.EVENTS: ("GET",),
+    Kind.WEBSOCKET: ("GET",),
+    Kind.PUBLISH: ("POST",),
+    Kind.ANSWER: documents.DOCUMENT_METHODS,
+}
+
+
+def cross_origin(channels: Channels, kind: Kind | None) -> CrossOrigin | None:
+    """The CORS rules of an endpoint of ``channels`` of ``kind`` (``None``: a path
+    that serves nothing, the ``404`` of an unknown channel), or ``None`` when the
+    channels have no :attr:`~tornadose.http.channels.Channels.cors` policy or the
+    endpoint is a WebSocket (no CORS: its origin check applies)."""
+    if channels.cors is None or kind is Kind.WEBSOCKET:
+        return None
+    return CrossOrigin(channels.cors, METHODS[kind] if kind is not None else ())
 
 
 @dataclass(frozen=True)
@@ -96,9 +122,8 @@ def _channel_route(channels: Channels, channel: Channel, endpoint: Endpoint, pat
     if endpoint is Endpoint.EVENTS:
         sse = {"heartbeat": options.heartbeat, "retry": options.retry}
         return Served(path, Kind.EVENTS, {**common, **stream, **sse})
-    return Served(
-        path, Kind.WEBSOCKET, {**common, **stream, "allowed_origins": channel.allowed_origins}
-    )
+    origins = websocket_origins(channel.allowed_origins, channels.cors)
+    return Served(path, Kind.WEBSOCKET, {**common, **stream, "allowed_origins": origins})
 
 
 def unknown_channel_pattern(channels: Channels) -> str:
