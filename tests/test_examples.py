@@ -165,3 +165,27 @@ async def test_modern_example_both_transports_and_clean_shutdown(
     returncode = await wait_for_exit(example, asyncio.get_running_loop().time(), 5)
     assert returncode == 0, example.describe()
     assert_no_traceback(example)
+
+
+# -- examples/client.py -------------------------------------------------------------
+
+
+async def test_client_example_reads_then_resumes_exactly(start_program: StartProgram) -> None:
+    # The example serves its own channel, reads 3 ticks, disconnects, and resumes from
+    # the last id: the resumed event, then the very next ticks, none skipped or repeated.
+    port = free_port()
+    example = start_program(
+        [sys.executable, str(EXAMPLES / "client.py"), "--port", str(port), "--count", "3"]
+    )
+    returncode = await wait_for_exit(example, asyncio.get_running_loop().time(), 15)
+    assert returncode == 0, example.describe()
+    assert_no_traceback(example)
+    lines = example.stdout_text().splitlines()
+    assert len(lines) == 8, example.describe()
+    first = [line.split() for line in lines[:3]]
+    assert [n for _, n in first] == ["n=0", "n=1", "n=2"], lines
+    assert lines[3] == f"reconnecting after {first[2][0]}", lines
+    resumed = lines[4]
+    assert resumed.startswith(f"tornadose.resumed {{'after': '{first[2][0]}', 'replayed': "), lines
+    after = [line.split()[1] for line in lines[5:]]
+    assert after == ["n=3", "n=4", "n=5"], lines
