@@ -351,12 +351,14 @@ async def test_demo_stops_cleanly_on_a_signal(demo: Demo, signum: signal.Signals
 
 
 def test_demo_says_when_redis_cannot_be_reached(tmp_path: Path) -> None:
-    """``--redis`` with nothing listening: one line naming the URL, exit 1, at once."""
+    """``--redis`` with nothing listening: one line naming the URL, exit 2 (a bad
+    command line, as for ``serve``), at once, before anything listens."""
     url = f"redis://127.0.0.1:{free_port_pair()}/0"
     result = run_cli(tmp_path, "demo", "--port", str(free_port_pair()), "--redis", url)
-    assert result.returncode == 1, result
-    assert f"cannot reach Redis at {url}" in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2, result
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"--redis: cannot reach Redis at {url}" in result.stderr, result.stderr
+    assert result.stdout == ""
 
 
 def test_demo_says_which_port_is_taken(tmp_path: Path) -> None:
@@ -444,7 +446,28 @@ no_channels = Channels()
 
 def needs_argument(name: str) -> Channels:
     return make_channels()
+
+
+def raises() -> Channels:
+    raise RuntimeError("no database\\nat all")
 '''
+
+#: Modules that fail while they are imported, and what the one line says about each.
+FAILING_MODULES = {
+    "raising_module": (
+        "settings = {}\nDATABASE = settings['database']\n",
+        "importing raising_module raised KeyError: 'database' (at raising_module.py:2)",
+    ),
+    "missing_dependency": (
+        "import no_such_dependency_xyz\n",
+        "importing missing_dependency raised ModuleNotFoundError: "
+        "No module named 'no_such_dependency_xyz' (at missing_dependency.py:1)",
+    ),
+    "bad_syntax": (
+        "def broken(:\n    pass\n",
+        "importing bad_syntax raised SyntaxError: invalid syntax (bad_syntax.py, line 1)",
+    ),
+}
 
 
 def write_channels_module(directory: Path, name: str = "notes") -> str:
@@ -645,6 +668,142 @@ def test_serve_refuses_what_is_not_channels(tmp_path: Path, target: str, message
     assert lines[0].startswith("tornadose: error: "), result.stderr
     assert message in lines[0], result.stderr
     assert result.stdout == ""
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:
+    """Exit status 2, nothing on stdout, and one line on stderr, ``tornadose: error: ``
+    followed by a message holding every one of ``parts``."""
+    assert result.returncode == 2, result
+    assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tornadose: error: "), result.stderr
+    for part in parts:
+        assert part in lines[0], (part, result.stderr)
+
+
+@pytest.mark.parametrize("module", sorted(FAILING_MODULES))
+@pytest.mark.parametrize("server", ["tornado", "uvicorn"])
+def test_serve_says_in_one_line_why_a_target_failed_to_import(
+    tmp_path: Path, module: str, server: str
+) -> None:
+    """A target module that raises while it is imported (any exception, a missing
+    dependency of its own, a syntax error): one line naming the target, the exception
+    and where it was raised, exit 2, no traceback, nothing served."""
+    source, message = FAILING_MODULES[module]
+    (tmp_path / f"{module}.py").write_text(source)
+    target = f"{module}:channels"
+    port = free_port()
+    result = run_cli(tmp_path, "serve", target, "--server", server, "--port", str(port))
+    assert_one_line_error(result, f"{target}: {message}")
+    with socket.socket() as probe:  # nothing was left listening
+        probe.bind(("127.0.0.1", port))
+
+
+def test_serve_says_in_one_line_why_a_target_function_failed(tmp_path: Path) -> None:
+    """A factory function that raises: one line naming the target and the exception (its
+    message on one line), exit 2."""
+    write_channels_module(tmp_path)
+    result = run_cli(tmp_path, "serve", "live_channels:raises", "--port", str(free_port()))
+    assert_one_line_error(
+        result,
+        "live_channels:raises: calling raises() raised RuntimeError: no database at all",
+        "(at live_channels.py:",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "--redis: not a Redis URL: 'notaurl'"),
+        ("http://127.0.0.1:6379/0", "--redis: not a Redis URL: 'http://127.0.0.1:6379/0'"),
+        ("unreachable", "--redis: cannot reach Redis at redis://127.0.0.1:{port}/0"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_bad_or_unreachable_redis_is_refused_at_startup(
+    tmp_path: Path, url: str, message: str, command: str
+) -> None:
+    """``--redis`` that is not a Redis URL, or whose Redis does not answer: one line
+    naming the option and the URL, exit 2, before anything listens (no address is
+    announced: nothing is served that would answer every request 500)."""
+    write_channels_module(tmp_path)
+    if url == "unreachable":
+        port = free_port()
+        url = f"redis://127.0.0.1:{port}/0"
+        message = message.format(port=port)
+    arguments = ["serve", "live_channels:channels"] if command == "serve" else ["demo"]
+    port = free_port_pair()
+    result = run_cli(tmp_path, *arguments, "--port", str(port), "--redis", url)
+    assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "option"),
+    [
+        (["serve", "live_channels:channels", "--port", "abc"], "--port"),
+        (["serve", "live_channels:channels", "--port", "0"], "--port"),
+        (["serve", "live_channels:channels", "--workers", "many"], "--workers"),
+        (["serve", "live_channels:channels", "--server", "gunicorn"], "--server"),
+        (["demo", "--port", "abc"], "--port"),
+    ],
+)
+def test_option_errors_name_the_option(tmp_path: Path, arguments: list[str], option: str) -> None:
+    """A bad option value: exit 2, the error line names the option and the value
+    (argparse's usage line before it), never an internal name like ``_port``."""
+    write_channels_module(tmp_path)
+    result = run_cli(tmp_path, *arguments)
+    assert result.returncode == 2, result
+    error = result.stderr.splitlines()[-1]
+    assert f"error: argument {option}: " in error, result.stderr
+    assert repr(arguments[-1]) in error or arguments[-1] in error, result.stderr
+    for internal in ("_port", "_workers", "_integer"):
+        assert internal not in result.stderr, result.stderr
+
+
+def test_serve_help_says_which_extra_each_server_needs(tmp_path: Path) -> None:
+    """``serve --help``: tornado needs ``tornadose[tornado]``, uvicorn ``tornadose[asgi]``,
+    ``--redis`` ``tornadose[redis]``; ``demo --help``: ``tornadose[demo]``."""
+    result = run_cli(tmp_path, "serve", "--help")
+    assert result.returncode == 0, result
+    text = " ".join(result.stdout.split())
+    assert "tornado needs tornadose[tornado]" in text, result.stdout
+    assert "uvicorn needs tornadose[asgi]" in text, result.stdout
+    assert "--redis needs tornadose[redis]" in text, result.stdout
+    assert "exit status" in text, result.stdout
+    demo = run_cli(tmp_path, "demo", "--help")
+    assert demo.returncode == 0, demo
+    assert "Needs tornadose[demo]" in " ".join(demo.stdout.split()), demo.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "extra"),
+    [
+        (["serve", "live_channels:channels", "--server", "uvicorn"], "tornadose[asgi]"),
+        (["demo"], "tornadose[demo]"),
+    ],
+)
+def test_uvicorn_without_a_websocket_library_is_refused(
+    tmp_path: Path, arguments: list[str], extra: str
+) -> None:
+    """uvicorn installed without ``websockets`` or ``wsproto`` (here: both made
+    unimportable by modules earlier on the path) would answer every WebSocket 400: the
+    command refuses to start, naming the extra that brings one, exit 2."""
+    write_channels_module(tmp_path)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    for name in ("websockets", "wsproto"):
+        (blocked / f"{name}.py").write_text(f"raise ImportError('{name} blocked by the test')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocked)}
+    result = subprocess.run(
+        [*CLI, *arguments, "--port", str(free_port_pair())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert_one_line_error(result, "uvicorn has no WebSocket library", f"pip install '{extra}'")
 
 
 @pytest.mark.parametrize(

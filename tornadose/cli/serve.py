@@ -26,7 +26,13 @@ from tornadose.cli.servers import (
     until_stopped,
     uvicorn_server,
 )
-from tornadose.cli.target import channel_urls, load_channels, require
+from tornadose.cli.target import (
+    channel_urls,
+    check_redis,
+    load_channels,
+    require,
+    require_uvicorn,
+)
 from tornadose.cli.workers import fork_workers
 from tornadose.http.channels import REDIS_URL_VARIABLE, Channels
 
@@ -39,14 +45,17 @@ TARGET_VARIABLE = "TORNADOSE_SERVE_TARGET"
 def serve(args: argparse.Namespace) -> int:
     """Run ``tornadose serve`` as parsed into ``args``; returns the exit status.
 
-    Raises :class:`~tornadose.cli.target.UsageError` for a bad command line.
+    Raises :class:`~tornadose.cli.target.UsageError` for a bad command line, before
+    anything listens: a missing extra, a ``--redis`` that is not a reachable Redis, a
+    target that fails to import, raises or names no ``Channels``.
     """
     if args.server == "uvicorn":
-        require("tornadose[asgi]", "uvicorn")
+        require_uvicorn("tornadose[asgi]")
     else:
         require("tornadose[tornado]", "tornado")
     if args.redis:
         require("tornadose[redis]", "redis")
+        check_redis(args.redis)
         os.environ[REDIS_URL_VARIABLE] = args.redis
     _import_from_cwd()
     channels = load_channels(args.target)

@@ -1,16 +1,30 @@
 """What ``tornadose serve`` serves: the user's ``module:attribute``, and the checks
-that turn a bad command line into one line on stderr (:class:`UsageError`)."""
+that turn a bad command line into one line on stderr (:class:`UsageError`).
+
+Every check here fails before anything listens: a target that cannot be imported,
+that raises, or that names no ``Channels``; a server whose extra is missing (uvicorn
+without a WebSocket library included); a Redis URL that is malformed or unreachable.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import traceback
 from typing import Any
 
 from tornadose._compat import optional
 from tornadose.http.channels import Channels
 
-__all__ = ["UsageError", "channel_urls", "load_channels", "require"]
+__all__ = [
+    "UsageError",
+    "channel_urls",
+    "check_redis",
+    "load_channels",
+    "require",
+    "require_uvicorn",
+]
 
 
 class UsageError(Exception):
@@ -26,12 +40,80 @@ def require(extra: str, *modules: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def require_uvicorn(extra: str) -> None:
+    """:class:`UsageError` naming ``extra`` unless uvicorn and a WebSocket library it
+    can use (``websockets`` or ``wsproto``) can be imported: without one, uvicorn would
+    start and answer every WebSocket handshake ``400``."""
+    require(extra, "uvicorn")
+    if len(optional.missing("websockets", "wsproto")) == 2:
+        raise UsageError(
+            f"uvicorn has no WebSocket library (websockets or wsproto): pip install '{extra}'"
+        )
+
+
+def check_redis(url: str, timeout: float = 3.0) -> None:
+    """:class:`UsageError` (one line, naming ``url``) unless ``url`` is a Redis URL
+    and that Redis answers ``PING`` within ``timeout`` seconds; checked at startup,
+    so that a wrong ``--redis`` is not found out later, by every request failing."""
+    import redis
+    from redis.exceptions import RedisError
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except ValueError as exc:  # redis-py's word for a URL it cannot read
+        raise UsageError(f"--redis: not a Redis URL: {url!r} ({_one_line(exc)})") from None
+    try:
+        client.ping()
+    except (RedisError, OSError, ValueError) as exc:
+        raise UsageError(f"--redis: cannot reach Redis at {url}: {_one_line(exc)}") from None
+    finally:
+        client.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (its type's name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _failure(target: str, doing: str, exc: Exception) -> UsageError:
+    """One line saying that ``doing`` (for ``target``) raised ``exc``, and where: the
+    innermost frame of the traceback (for a ``SyntaxError``, its own location)."""
+    where = ""
+    location = None if isinstance(exc, SyntaxError) else _location(exc)
+    if location:
+        where = f" (at {location})"
+    message = _one_line(exc)
+    described = f"{type(exc).__name__}: {message}" if message != type(exc).__name__ else message
+    return UsageError(f"{target}: {doing} raised {described}{where}")
+
+
+def _location(exc: BaseException) -> str | None:
+    """``file:line`` where ``exc`` was raised: the innermost frame of its traceback in a
+    file under the current directory (the user's project), else the innermost in any
+    real file (not importlib's frozen modules, not this module)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<") and frame.filename != __file__
+    ]
+    cwd = os.getcwd()
+    mine = [frame for frame in frames if frame.filename.startswith(cwd + os.sep)]
+    if not (mine or frames):
+        return None
+    frame = (mine or frames)[-1]
+    name = os.path.relpath(frame.filename) if mine else frame.filename
+    return f"{name}:{frame.lineno}"
+
+
 def load_channels(target: str) -> Channels:
     """The :class:`Channels` that ``module:attribute`` names (calling it if it is a
     function); :class:`UsageError` if it names none.
 
-    An import error raised by the module itself (not by its absence) propagates with
-    its traceback: it is the user's code that failed, not the command line.
+    The user's code failing is a :class:`UsageError` too, one line naming the target,
+    the exception and where it was raised: a module that cannot be imported (missing,
+    or raising anything while it runs, ``SyntaxError`` included), an attribute lookup
+    or a factory call that raises. ``SystemExit`` and ``KeyboardInterrupt`` propagate.
     """
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
@@ -44,13 +126,17 @@ def load_channels(target: str) -> Channels:
             raise UsageError(
                 f"cannot import {module_name!r}: no module named {missing!r}"
             ) from None
-        raise  # the module exists and failed itself: its traceback says why
+        raise _failure(target, f"importing {module_name}", exc) from None
+    except Exception as exc:  # the module exists and failed itself
+        raise _failure(target, f"importing {module_name}", exc) from None
     found: Any = module
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+        except Exception as exc:  # a property or module __getattr__ that failed
+            raise _failure(target, f"looking up {attribute}", exc) from None
     if not isinstance(found, Channels) and callable(found):
         try:
             inspect.signature(found).bind()
@@ -58,7 +144,10 @@ def load_channels(target: str) -> Channels:
             raise UsageError(f"{target} must take no arguments") from None
         except ValueError:  # no signature to inspect: just call it
             pass
-        found = found()
+        try:
+            found = found()
+        except Exception as exc:
+            raise _failure(target, f"calling {attribute}()", exc) from None
     if not isinstance(found, Channels):
         kind = type(found).__name__
         raise UsageError(f"{target} is {kind}, not a tornadose Channels (nor returns one)")
