@@ -27,7 +27,8 @@ request header:
   ``{"data": ..., "id": ...}`` arrives within 5 s.
 
 Blocks using Redis (``RedisStore`` or a ``redis://`` URL in the code) need the shared
-test Redis: they skip without it, and fail under ``CI=true`` (``tests/redis_support``).
+test Redis: they skip without it, and fail under ``CI=true`` (``tests/redis_support``);
+the streams they name (``RedisStore("name", ...)``) are deleted afterwards.
 
 The long description (PyPI renders the README): every link and image is absolute or
 an anchor of the page, and editable installs (``pip install -e``) appear only in the
@@ -47,6 +48,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from websockets.asyncio.client import connect
 
 from tests.conftest import free_port
@@ -283,6 +285,18 @@ def prepare(block: Block, redis_url: str | None) -> tuple[str, list[Check], set[
     return swap(block.code), checks, {p for p in used if p is not None}
 
 
+def delete_streams(redis_url: str, code: str) -> None:
+    """Delete the streams (and floor keys) of the channels ``code`` names literally
+    (``RedisStore("name", ...)``) from the test Redis."""
+    names = re.findall(r"RedisStore\(\s*\"([^\"]+)\"", code)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for name in names:
+            client.delete(name, name + ":floor")
+    finally:
+        client.close()
+
+
 def assert_clean_stderr(program: Program, block: Block) -> None:
     err = program.stderr_text()
     for marker in TRACEBACK_MARKERS:
@@ -299,6 +313,8 @@ async def test_complete_block_runs(
     )
     compile(block.code, f"README.md:{block.line}", "exec")  # no top-level await, valid
     redis_url = str(request.getfixturevalue("redis_url")) if block.needs_redis else None
+    if redis_url is not None:
+        request.addfinalizer(lambda: delete_streams(redis_url, block.code))
     code, checks, ports = prepare(block, redis_url)
     script = tmp_path / "block.py"
     script.write_text(code)
