@@ -37,9 +37,9 @@ from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
 from tornadose.http import routes, subscribe
 from tornadose.http.answer import Answer, raw_headers, response_headers
-from tornadose.http.channels import Channels
+from tornadose.http.channels import Channels, Endpoint
 from tornadose.http.cors import CrossOrigin
-from tornadose.http.documents import document_answer, not_found
+from tornadose.http.documents import Site, document_answer, not_found, site_of
 from tornadose.http.publish import Publishing, PublishOptions
 from tornadose.http.request import joined_headers
 from tornadose.wire import sse
@@ -284,7 +284,20 @@ class AnswerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if await _http_only(scope, send):
-            await send_answer(send, document_answer(scope["method"], self.make_answer))
+            answer = document_answer(scope["method"], self.make_answer, site(scope))
+            await send_answer(send, answer)
+
+
+def site(scope: Scope) -> Site:
+    """Where the client sees the channels of a document request: the full path
+    (``root_path``, hence any mount path, included) and ``Host`` of ``scope``."""
+    host = _request(scope).headers.get("host")
+    document = "/" + Endpoint.ASYNCAPI.value
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and not path.startswith(root):  # a server that leaves root_path out of path
+        path = root + path
+    return site_of(path, document, host, scope.get("scheme", "http"))
 
 
 def with_cors(app: ASGIApp, cors: CrossOrigin | None) -> ASGIApp:
@@ -364,7 +377,7 @@ class ChannelsApp:
             await self._lifespan(receive, send)
             return
         path = route_path(scope)
-        app = self._apps.get(path)
+        app = self.app_for(path)
         if app is not None:
             await app(scope, receive, send)
             return
@@ -380,10 +393,21 @@ class ChannelsApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                last = self.channels.stop_serving_from(self)
-                await self.lifecycle.shut_down(close=[self.channels.aclose] if last else [])
+                await self.shut_down()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def shut_down(self) -> None:
+        """What lifespan shutdown does: drain :attr:`lifecycle` (new subscribers are
+        refused, open streams end), then close the stores unless another server still
+        serves them (see :meth:`~tornadose.http.channels.Channels.stop_serving_from`)."""
+        last = self.channels.stop_serving_from(self)
+        await self.lifecycle.shut_down(close=[self.channels.aclose] if last else [])
+
+    def app_for(self, path: str) -> ASGIApp | None:
+        """The app serving ``path`` (relative to where this app is mounted, prefix
+        included: ``/api/chat/events``), ``None`` if it serves nothing there."""
+        return self._apps.get(path)
 
 
 def route_path(scope: Scope) -> str:

@@ -117,7 +117,7 @@ THIRD_PARTY: dict[str, frozenset[str]] = {
     "tornadose.backends": _PYDANTIC | {"redis"},
     "tornadose.delivery": _PYDANTIC,
     "tornadose.http": _PYDANTIC | {"prometheus_client"},
-    "tornadose.adapters": _PYDANTIC | _SERVERS,
+    "tornadose.adapters": _PYDANTIC | _SERVERS | {"fastapi"},
     "tornadose.client": _PYDANTIC | {"httpx", "websockets"},
     "tornadose.cli": _PYDANTIC | _SERVERS | {"redis"},
 }

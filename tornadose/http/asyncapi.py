@@ -2,7 +2,9 @@
 
 For each channel the document has:
 
-* a channel keyed by the channel's name, whose ``address`` is ``{prefix}/{name}``,
+* a channel keyed by the channel's name, whose ``address`` is ``{base}/{name}``,
+  ``base`` being the path the channels' URLs start with as clients see them (mount
+  path / ``root_path`` and prefix: see :class:`Site`; without a site, the prefix),
   with one message whose ``payload`` is the JSON Schema of the channel's messages
   (as subscribers receive them) and an ``x-tornadose-endpoints`` extension listing
   the SSE, WebSocket and publish URLs;
@@ -10,12 +12,17 @@ For each channel the document has:
   subscribers) and, when the channel is publishable, ``{name}.publish``
   (``action: receive``: the server receives published messages).
 
+Given the request's :class:`Site` with its host, ``servers`` holds the host twice:
+``http`` (``https``) for SSE and publish, ``ws`` (``wss``) for WebSocket; the
+addresses are full paths on that host.
+
 Models referenced by several channels are described once, in
 ``components.schemas``; references point there (``#/components/schemas/<Model>``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -23,14 +30,38 @@ import pydantic
 if TYPE_CHECKING:
     from tornadose.http.channels import Channels
 
-__all__ = ["ASYNCAPI_VERSION", "asyncapi_document"]
+__all__ = ["ASYNCAPI_VERSION", "Site", "asyncapi_document"]
 
 ASYNCAPI_VERSION = "3.0.0"
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
 
-def asyncapi_document(channels: Channels) -> dict[str, Any]:
-    """Build the AsyncAPI 3.0 document (a JSON-ready dict)."""
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where the channels are served, as a client sees it: ``base``, the path every
+    channel URL starts with (mount path, ``root_path`` and prefix: ``/channels/api``);
+    ``host``, the request's ``Host`` (``None``: unknown); ``secure``, https/wss."""
+
+    base: str = ""
+    host: str | None = None
+    secure: bool = False
+
+    def servers(self) -> dict[str, Any]:
+        """The AsyncAPI ``servers`` of this site (none without a host)."""
+        if self.host is None:
+            return {}
+        http, ws = ("https", "wss") if self.secure else ("http", "ws")
+        return {
+            http: {"host": self.host, "protocol": http, "description": "SSE and publish"},
+            ws: {"host": self.host, "protocol": ws, "description": "WebSocket"},
+        }
+
+
+def asyncapi_document(channels: Channels, site: Site | None = None) -> dict[str, Any]:
+    """Build the AsyncAPI 3.0 document (a JSON-ready dict) for clients of ``site``
+    (``None``: addresses relative to the channels' prefix, no ``servers``)."""
+    site = site or Site(base=channels.prefix)
+    servers = site.servers()
     typed = [c for c in channels if c.store.schema is not None]
     payloads, definitions = pydantic.TypeAdapter.json_schemas(
         [(c.name, "serialization", pydantic.TypeAdapter(c.store.schema)) for c in typed],
@@ -40,7 +71,7 @@ def asyncapi_document(channels: Channels) -> dict[str, Any]:
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for channel in channels:
-        base = f"{channels.prefix}/{channel.name}"
+        base = f"{site.base}/{channel.name}"
         payload = payloads.get((channel.name, "serialization"), {})
         messages[channel.name] = {
             "name": channel.name,
@@ -75,6 +106,7 @@ def asyncapi_document(channels: Channels) -> dict[str, Any]:
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {"title": channels.title, "version": channels.version},
+        **({"servers": servers} if servers else {}),
         "defaultContentType": "application/json",
         "channels": doc_channels,
         "operations": operations,

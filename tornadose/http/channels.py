@@ -3,8 +3,8 @@
 A :class:`Channels` object names a set of channels (name → store, schema, options).
 Each adapter turns it into routes with one call:
 
-* Tornado: ``Application(channel_handlers(channels))`` (:mod:`adapters.tornado`);
-* ASGI: ``ChannelsApp(channels)`` (:mod:`adapters.asgi`), mounted anywhere in a
+* Tornado: ``Application(channel_handlers(channels))`` (:mod:`tornadose.adapters.tornado`);
+* ASGI: ``ChannelsApp(channels)`` (:mod:`tornadose.adapters.asgi`), mounted anywhere in a
   Starlette or FastAPI app, or served on its own.
 
 Both serve the same URLs, relative to ``prefix``:
@@ -89,6 +89,21 @@ class Channel:
         self.sse_options()
         if self.max_body < 0:
             raise ValueError(f"max_body must not be negative, not {self.max_body}")
+
+    async def publish(self, message: Any, *, event: str | None = None) -> str:
+        """Publish ``message`` to this channel from your own code (any route, any
+        task) and return its id, once the store has published it (at once in
+        memory, once Redis took it for a ``RedisStore``).
+
+        The store's rules apply as for an HTTP publish, raising instead of answering:
+        :class:`~tornadose.core.errors.MessageValidationError` (the schema: map it to
+        ``422``), :class:`~tornadose.core.errors.UnencodableMessage`,
+        :class:`~tornadose.wire.sse.InvalidField` (``event`` with CR, LF or NUL),
+        :class:`~tornadose.core.errors.StoreClosed`,
+        :class:`~tornadose.core.errors.StoreUnavailable`; then nothing is published.
+        """
+        published = await self.store.submit(message, event=event)
+        return published.id or ""
 
     def sse_options(self) -> streams.SSEOptions:
         """The channel's options for SSE streams."""
@@ -191,7 +206,12 @@ class Channels:
         return RedisStore(name, url=self.redis_url, schema=schema)
 
     def __getitem__(self, name: str) -> Channel:
+        """The channel declared as ``name`` (``KeyError`` if none is)."""
         return self._channels[name]
+
+    def get(self, name: str) -> Channel | None:
+        """The channel declared as ``name``, ``None`` if none is."""
+        return self._channels.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._channels

@@ -1,0 +1,241 @@
+"""FastAPI: a whole :class:`~tornadose.http.channels.Channels` as an ``APIRouter``,
+documented in ``/docs``, and guarded by your dependencies::
+
+    app = FastAPI()
+    app.include_router(channels_router(channels, dependencies=[Depends(user)]), prefix="/live")
+
+For each channel ``name`` (under the channels' ``prefix``):
+
+=================================  ===========================================================
+``GET  /{name}/events``            Server-Sent Events; documented as ``text/event-stream``,
+                                   each event's ``data`` the JSON of a message (its schema)
+``WS   /{name}/ws``                WebSocket, one JSON envelope per frame
+``POST /{name}/publish``           the JSON body is the message (the channel's model in /docs);
+                                   ``202`` :class:`~tornadose.schemas.PublishAccepted`, or an
+                                   :class:`~tornadose.schemas.ErrorBody` (400 to 503)
+``GET  /{name}/schema.json``       the JSON Schema of the channel's messages
+=================================  ===========================================================
+
+and ``GET /asyncapi.json``, whose addresses are the URLs as served (app ``root_path``,
+include prefix). Dependencies (the router's and the ones given here) run first on
+every route: one raising ``HTTPException(401)`` refuses before a stream opens, and
+nothing is registered. After them, the channel's rules run as on the mounted
+:class:`~tornadose.adapters.asgi.ChannelsApp` (they are the same apps: see
+:class:`~tornadose.adapters.starlette.ChannelEndpoints`), with the same answers and
+bounds (``max_body``, resume by ``Last-Event-ID`` or ``?last_event_id=``). The
+router's lifespan drains its streams at shutdown and closes the stores unless
+another server still serves them.
+
+In your own routes, use :class:`~tornadose.adapters.starlette.ChannelEndpoints`
+(``return endpoints.events(room)``, ``await endpoints.websocket(room, websocket)``)
+and ``await channels["chat"].publish(message)`` (the id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.params import Depends
+from fastapi.responses import Response
+
+from tornadose.adapters.asgi import site
+from tornadose.adapters.starlette import EVENT_STREAM, ChannelEndpoints, answer_response
+from tornadose.delivery.lifecycle import Lifecycle
+from tornadose.http.channels import Channel, Channels
+from tornadose.http.documents import asyncapi_answer, message_schema, schema_answer
+from tornadose.schemas.errors import ErrorBody, PublishAccepted
+
+__all__ = ["PUBLISH_ERRORS", "channels_router", "inline_schema"]
+
+#: The error answers of a publish endpoint, as documented (see tornadose.http.publish).
+PUBLISH_ERRORS: dict[int, str] = {
+    400: "Malformed JSON, or an invalid `event` (`malformed_json`, `invalid_field`)",
+    401: "Not authenticated (`unauthorized`)",
+    403: "Refused (`forbidden`)",
+    413: "The body exceeds the channel's `max_body` (`payload_too_large`)",
+    415: "Content-Type is not application/json (`unsupported_media_type`)",
+    422: "The message does not match the channel's schema (`validation_error`, `unencodable`)",
+    503: "The store is closed or unavailable (`store_closed`, `store_unavailable`)",
+}
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a JSON Schema with local ``#/$defs/...`` references, as pydantic
+    makes) with every reference replaced by its definition, so that it holds on its
+    own anywhere in an OpenAPI document. A recursive definition is left as a
+    reference, its ``$defs`` kept beside it."""
+    defs: dict[str, Any] = schema.get("$defs", {})
+    recursive: set[str] = set()
+
+    def expand(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [expand(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen or name not in defs:
+                recursive.add(name)
+                return node
+            rest = {k: expand(v, seen) for k, v in node.items() if k != "$ref"}
+            return {**expand(defs[name], (*seen, name)), **rest}
+        return {k: expand(v, seen) for k, v in node.items() if k != "$defs"}
+
+    result: dict[str, Any] = expand(schema, ())
+    if recursive:
+        result["$defs"] = defs
+    return result
+
+
+def _event_schema(message: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event of a channel whose messages follow ``message``."""
+    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": message}
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": data,
+            "id": {"type": "string"},
+            "event": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+
+
+def channels_router(
+    channels: Channels,
+    *,
+    dependencies: Sequence[Depends] | None = None,
+    lifecycle: Lifecycle | None = None,
+    tags: list[str] | None = None,
+) -> APIRouter:
+    """An ``APIRouter`` serving every channel of ``channels`` (see the module
+    docstring), built now: declare every channel first. ``dependencies`` run before
+    every route; ``lifecycle`` counts its streams (default: its own); ``tags`` group
+    its routes in ``/docs`` (default: ``["channels"]``)."""
+    endpoints = ChannelEndpoints(channels, lifecycle=lifecycle)
+    router = APIRouter(
+        dependencies=list(dependencies or ()),
+        lifespan=endpoints.lifespan,
+        tags=list(tags) if tags is not None else ["channels"],
+    )
+    for channel in channels:
+        _add_channel(router, endpoints, channel)
+
+    async def asyncapi(request: Request) -> Response:
+        return answer_response(asyncapi_answer(channels, site(request.scope)))
+
+    router.add_api_route(
+        f"{channels.prefix}/asyncapi.json",
+        asyncapi,
+        methods=["GET"],
+        summary="AsyncAPI 3.0 document of every channel",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    return router
+
+
+def _add_channel(router: APIRouter, endpoints: ChannelEndpoints, channel: Channel) -> None:
+    name, channels = channel.name, endpoints.channels
+    base = f"{channels.prefix}/{name}"
+    message = inline_schema(message_schema(channels, name))  # as subscribers get them
+    model = channel.store.schema
+    accepted = {} if model is None else pydantic.TypeAdapter(model).json_schema(mode="validation")
+
+    async def events() -> Response:
+        return endpoints.events(name)
+
+    async def websocket(websocket: WebSocket) -> None:
+        await endpoints.websocket(name, websocket)
+
+    async def publish() -> Response:
+        return endpoints.publish(name)
+
+    async def schema() -> Response:
+        return answer_response(schema_answer(channels, name))
+
+    stream = {"description": "The channel's messages, as Server-Sent Events"}
+    stream_content = {EVENT_STREAM: {"itemSchema": _event_schema(message)}}
+    router.add_api_route(
+        f"{base}/events",
+        events,
+        methods=["GET"],
+        name=f"{name}.events",
+        summary=f"Subscribe to {name} (Server-Sent Events)",
+        description=channel.description or None,
+        response_class=Response,
+        responses={
+            200: {**stream, "content": stream_content},
+            204: {"description": "The store is closed: do not reconnect"},
+            401: {"model": ErrorBody, "description": "Not authenticated"},
+            403: {"model": ErrorBody, "description": "Refused"},
+        },
+        openapi_extra={"parameters": [_last_event_id_header(), _last_event_id_query()]},
+    )
+    router.add_api_websocket_route(f"{base}/ws", websocket, name=f"{name}.ws")
+    router.add_api_route(
+        f"{base}/schema.json",
+        schema,
+        methods=["GET"],
+        name=f"{name}.schema",
+        summary=f"JSON Schema of {name}'s messages",
+        response_class=Response,
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    if not channel.publishable:
+        return
+    body = {"required": True, "content": {"application/json": {"schema": inline_schema(accepted)}}}
+    router.add_api_route(
+        f"{base}/publish",
+        publish,
+        methods=["POST"],
+        name=f"{name}.publish",
+        summary=f"Publish a message to {name}",
+        description="The JSON body is the message; the answer holds its id.",
+        status_code=202,
+        response_class=Response,
+        responses={
+            202: {"model": PublishAccepted, "description": "Published"},
+            **{
+                status: {"model": ErrorBody, "description": text}
+                for status, text in PUBLISH_ERRORS.items()
+            },
+        },
+        openapi_extra={
+            "requestBody": body,
+            "parameters": [
+                {
+                    "name": "event",
+                    "in": "query",
+                    "required": False,
+                    "description": "The SSE event type of the message",
+                    "schema": {"type": "string"},
+                }
+            ],
+        },
+    )
+
+
+def _last_event_id_header() -> dict[str, Any]:
+    return {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "Resume after this message id (sent by EventSource on reconnect)",
+        "schema": {"type": "string"},
+    }
+
+
+def _last_event_id_query() -> dict[str, Any]:
+    return {
+        "name": "last_event_id",
+        "in": "query",
+        "required": False,
+        "description": "Resume after this message id (the header wins)",
+        "schema": {"type": "string"},
+    }

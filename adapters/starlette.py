@@ -1,0 +1,180 @@
+"""Channels served from your own Starlette (and FastAPI) route functions.
+
+Mounting (:class:`~tornadose.adapters.asgi.ChannelsApp`) serves every channel at
+fixed URLs. Here the route is yours, and tornadose serves the request it is given,
+with the mounted apps' rules, bounds and answers (the same apps run it)::
+
+    endpoints = ChannelEndpoints(channels)
+
+    async def events(request: Request) -> Response:
+        return endpoints.events(request.path_params["room"])  # a Response to return
+
+    async def ws(websocket: WebSocket) -> None:
+        await endpoints.websocket(websocket.path_params["room"], websocket)
+
+    app = Starlette(routes=[...], lifespan=endpoints.lifespan)
+
+* :meth:`ChannelEndpoints.events` returns an :class:`ASGIResponse`: when the server
+  sends it, the channel's :class:`~tornadose.adapters.asgi.EventSourceApp` runs on the
+  request (admission with the ``authorize`` hook, resume by ``Last-Event-ID`` or
+  ``?last_event_id=``, the stream, its supervision). Everything the route did first
+  (a FastAPI dependency raising ``401``) came before: nothing registered.
+* :meth:`ChannelEndpoints.websocket` takes the WebSocket *before* it is accepted and
+  runs the channel's :class:`~tornadose.adapters.asgi.WebSocketApp` on it.
+* :meth:`ChannelEndpoints.publish` answers a ``POST`` as ``PublishApp`` does (the
+  JSON body is the message: ``202 {"id": ...}``, or the documented error).
+* A name that is not a channel gets the JSON ``404`` ``unknown_channel``.
+
+Every stream counts in one :class:`~tornadose.delivery.lifecycle.Lifecycle`;
+:meth:`ChannelEndpoints.lifespan` (the app's ``lifespan``) drains it at shutdown and
+closes the stores unless another server still serves them, as a mounted
+``ChannelsApp`` does. To publish from code, ``await channels["chat"].publish(x)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from tornadose.adapters.asgi import (
+    ASGIApp,
+    ASGIMessage,
+    ChannelsApp,
+    Receive,
+    Scope,
+    Send,
+    refuse_websocket,
+)
+from tornadose.delivery.lifecycle import Lifecycle
+from tornadose.http.answer import Answer
+from tornadose.http.channels import Channels, Endpoint
+from tornadose.http.documents import not_found
+from tornadose.wire import sse
+
+__all__ = [
+    "EVENT_STREAM",
+    "ASGIResponse",
+    "ChannelEndpoints",
+    "EventStreamResponse",
+    "answer_response",
+    "serve_websocket",
+]
+
+#: The media type of a Server-Sent Events stream.
+EVENT_STREAM = "text/event-stream"
+
+
+class ASGIResponse(Response):
+    """A response that hands the request to an ASGI app when sent: return it from a
+    route function and ``app`` answers (or streams) with the request's own scope,
+    ``receive`` and ``send``. Its headers are the app's: :attr:`headers` shows what a
+    stream sends (``media_type``), not what an app refusing the request sends.
+    Background tasks run once the app returns (a stream: once it ended)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.app = app
+        self.status_code = 200
+        self.background = background
+        self.body = b""
+        self.media_type = media_type or self.media_type
+        headers = sse.RESPONSE_HEADERS if self.media_type == EVENT_STREAM else ()
+        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if self.background is not None:
+            await self.background()
+
+
+class EventStreamResponse(ASGIResponse):
+    """An :class:`ASGIResponse` streaming Server-Sent Events (``text/event-stream``:
+    FastAPI documents it so, as ``response_class``)."""
+
+    media_type = EVENT_STREAM
+
+
+def answer_response(answer: Answer) -> Response:
+    """A :class:`~tornadose.http.answer.Answer` as a Starlette response (the same
+    status, headers and JSON body the apps send)."""
+    return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
+
+
+async def serve_websocket(app: ASGIApp, websocket: WebSocket) -> None:
+    """Run ``app`` (a :class:`~tornadose.adapters.asgi.WebSocketApp`) on ``websocket``,
+    which must not be accepted yet: the app admits it (origin, ``authorize`` hook),
+    accepts it, streams and closes it. Returns when the stream ended."""
+    if websocket.client_state is not WebSocketState.CONNECTING:
+        raise RuntimeError("hand the WebSocket over before accepting or reading it")
+
+    async def send(message: ASGIMessage) -> None:
+        try:
+            await websocket.send(message)
+        except WebSocketDisconnect as exc:  # Starlette's form of the client being gone
+            raise ConnectionResetError(f"the client disconnected ({exc.code})") from exc
+
+    await app(websocket.scope, websocket.receive, send)
+
+
+class ChannelEndpoints:
+    """Every channel of a :class:`~tornadose.http.channels.Channels`, served from your
+    own route functions (see the module docstring). It holds one
+    :class:`~tornadose.adapters.asgi.ChannelsApp` (:attr:`app`), built now: declare
+    every channel first. Its streams count in :attr:`lifecycle` (the one given, else
+    its own)."""
+
+    def __init__(self, channels: Channels, *, lifecycle: Lifecycle | None = None) -> None:
+        self.channels = channels
+        self.app = ChannelsApp(channels, lifecycle=lifecycle)
+        self.lifecycle = self.app.lifecycle
+
+    def _app(self, name: str, endpoint: Endpoint) -> tuple[str, ASGIApp | None]:
+        path = f"{self.channels.prefix}/{name}/{endpoint.value}"
+        return path, self.app.app_for(path)
+
+    def events(self, name: str, *, background: BackgroundTask | None = None) -> Response:
+        """The response streaming channel ``name`` as Server-Sent Events (as its
+        mounted ``/events`` URL does); ``404`` ``unknown_channel`` if there is none."""
+        path, app = self._app(name, Endpoint.EVENTS)
+        if app is None:
+            return answer_response(not_found(path))
+        return EventStreamResponse(app, background=background)
+
+    async def websocket(self, name: str, websocket: WebSocket) -> None:
+        """Serve channel ``name`` on ``websocket`` (not accepted yet), as its mounted
+        ``/ws`` URL does; a name that is no channel is refused with ``404``
+        ``unknown_channel`` (or closed with ``1008`` where the server cannot answer
+        a handshake with HTTP)."""
+        path, app = self._app(name, Endpoint.WEBSOCKET)
+        if app is None:
+            await websocket.receive()  # the handshake: websocket.connect
+            await refuse_websocket(websocket.scope, websocket.send, not_found(path))
+            return
+        await serve_websocket(app, websocket)
+
+    def publish(self, name: str, *, background: BackgroundTask | None = None) -> Response:
+        """The response publishing the request's JSON body to channel ``name``, as its
+        mounted ``/publish`` URL answers (``202 {"id": ...}`` or the documented
+        error); ``404`` if there is no channel ``name`` (or it is not publishable).
+        The route must not have read the body."""
+        path, app = self._app(name, Endpoint.PUBLISH)
+        if app is None:
+            return answer_response(not_found(path))
+        return ASGIResponse(app, background=background)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """The app's lifespan (``Starlette(lifespan=...)``, a FastAPI router's): at
+        shutdown, drain :attr:`lifecycle` and close the stores unless another server
+        still serves them (:meth:`~tornadose.adapters.asgi.ChannelsApp.shut_down`)."""
+        yield
+        await self.app.shut_down()

@@ -1,0 +1,333 @@
+"""FastAPI and Starlette used natively: channels in ordinary routes, a router, /docs.
+
+Everything runs on a real uvicorn server (ephemeral loopback port) with real clients
+(httpx, httpx-sse, websockets). What is checked:
+
+* ``channels_router(channels, dependencies=[Depends(...)])``: the dependency guards
+  SSE, WebSocket and publish (401/403 before a stream opens: nothing registered);
+  the channel's own rules (schema -> 422 ``validation_error``) apply after it;
+* own routes: ``return endpoints.events(room)`` / ``await endpoints.websocket(room,
+  ws)`` with the channel chosen by a path parameter (unknown -> JSON 404
+  ``unknown_channel``), ``await channels[room].publish(x)`` returning the id;
+* resume by ``Last-Event-ID`` (header, or ``?last_event_id=``) on a route;
+* ``/openapi.json``: the publish body is the channel's model, 202/422 documented with
+  ``PublishAccepted``/``ErrorBody``, the SSE route as ``text/event-stream``;
+* AsyncAPI addresses as served: ``ChannelsApp`` mounted at ``/channels`` with prefix
+  ``/api`` advertises ``/channels/api/...``, with a ``servers`` entry for the host.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import httpx
+import pydantic
+import pytest
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
+from tests.conftest import UvicornStarter, wait_until
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.fastapi import channels_router
+from tornadose.adapters.starlette import ChannelEndpoints
+from tornadose.core.errors import MessageValidationError
+from tornadose.core.history import RESUMED_EVENT
+from tornadose.http.channels import Channels
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Chat(pydantic.BaseModel):
+    """A chat line."""
+
+    user: str
+    text: str = pydantic.Field(max_length=100)
+    room: str = "main"
+
+
+def check_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    """A FastAPI dependency: ``Bearer good`` passes, none is 401, another token 403."""
+    if authorization is None:
+        raise HTTPException(401, "log in", headers={"WWW-Authenticate": "Bearer"})
+    if authorization != "Bearer good":
+        raise HTTPException(403, "not you")
+    return "alice"
+
+
+GOOD = {"authorization": "Bearer good"}
+BAD = {"authorization": "Bearer bad"}
+
+
+def declare() -> Channels:
+    channels = Channels(prefix="/api")
+    channels.add("chat", schema=Chat, description="The chat room")
+    channels.add("news")
+    return channels
+
+
+def http_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=TIMEOUT, trust_env=False)
+
+
+def ws_url(base: str) -> str:
+    return base.replace("http://", "ws://", 1)
+
+
+async def refused_ws(url: str, **headers: str) -> int:
+    """The HTTP status refusing a WebSocket handshake (fails if it is accepted)."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers, open_timeout=TIMEOUT):
+            pass
+    return refused.value.response.status_code
+
+
+# -- the router ------------------------------------------------------------------------
+
+
+async def test_router_dependencies_guard_every_endpoint(uvicorn_server: UvicornStarter) -> None:
+    channels = declare()
+    app = FastAPI()
+    app.include_router(
+        channels_router(channels, dependencies=[Depends(check_token)]), prefix="/live"
+    )
+    base = await uvicorn_server(app)
+    chat = channels["chat"].store
+    async with http_client() as client:
+        for headers, status in (({}, 401), (BAD, 403)):
+            answer = await client.get(f"{base}/live/api/chat/events", headers=headers)
+            assert answer.status_code == status, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            published = await client.post(
+                f"{base}/live/api/chat/publish", json={"user": "m", "text": "x"}, headers=headers
+            )
+            assert published.status_code == status
+            ws_status = await refused_ws(f"{ws_url(base)}/live/api/chat/ws", **headers)
+            assert ws_status == status
+        assert len(chat.subscribers) == 0, "a refused request registered a subscriber"
+        assert chat.stats.published == 0
+
+        async with sse_client(f"{base}/live/api/chat/events", **GOOD) as (source, events):
+            assert source.response.headers["content-type"].startswith("text/event-stream")
+            await wait_until(lambda: len(chat.subscribers) == 1)
+            async with ws_subscribed(
+                f"{ws_url(base)}/live/api/chat/ws", chat, additional_headers=GOOD
+            ) as ws:
+                ok = await client.post(
+                    f"{base}/live/api/chat/publish", json={"user": "al", "text": "hi"}, headers=GOOD
+                )
+                assert ok.status_code == 202, ok.text
+                message_id = ok.json()["id"]
+                [event] = await take(events, 1)
+                assert (event.id, pydantic_core_json(event.data)) == (
+                    message_id,
+                    {"user": "al", "text": "hi", "room": "main"},
+                )
+                envelope = await recv(ws)
+                assert envelope.id == message_id
+                assert envelope.data == {"user": "al", "text": "hi", "room": "main"}
+        # After the dependency, the channel's own rules: the schema answers 422 its way.
+        invalid = await client.post(
+            f"{base}/live/api/chat/publish", json={"user": "al"}, headers=GOOD
+        )
+        assert invalid.status_code == 422
+        assert invalid.json()["error"] == "validation_error"
+        assert invalid.json()["errors"][0]["loc"] == ["text"]
+        wrong_type = await client.post(
+            f"{base}/live/api/chat/publish", content=b"{}", headers={**GOOD}
+        )
+        assert wrong_type.status_code == 415
+        asyncapi = (await client.get(f"{base}/live/api/asyncapi.json", headers=GOOD)).json()
+        assert asyncapi["channels"]["chat"]["address"] == "/live/api/chat"
+        assert asyncapi["servers"]["http"]["host"] == base.removeprefix("http://")
+    await channels.aclose()
+
+
+def pydantic_core_json(text: str) -> object:
+    return pydantic.TypeAdapter(object).validate_json(text)
+
+
+async def test_openapi_documents_publish_body_answers_and_event_stream(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    channels = declare()
+    app = FastAPI()
+    app.include_router(channels_router(channels))
+    base = await uvicorn_server(app)
+    async with http_client() as client:
+        document = (await client.get(f"{base}/openapi.json")).json()
+        docs = await client.get(f"{base}/docs")
+    assert docs.status_code == 200
+    paths = document["paths"]
+    publish = paths["/api/chat/publish"]["post"]
+    body = publish["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["text"] == {"maxLength": 100, "title": "Text", "type": "string"}
+    assert body["required"] == ["user", "text"]  # as published: room has a default
+    assert body["title"] == "Chat"
+    schemas = document["components"]["schemas"]
+    responses = publish["responses"]
+    assert set(responses) >= {"202", "400", "401", "403", "413", "415", "422", "503"}
+    ref = responses["202"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/PublishAccepted"
+    assert schemas["PublishAccepted"]["required"] == ["id"]
+    ref = responses["422"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/ErrorBody"
+    assert set(schemas["ErrorBody"]["properties"]) == {"error", "detail", "errors"}
+
+    events = paths["/api/chat/events"]["get"]
+    content = events["responses"]["200"]["content"]
+    assert list(content) == ["text/event-stream"]
+    data = content["text/event-stream"]["itemSchema"]["properties"]["data"]
+    assert data["contentSchema"]["title"] == "Chat"
+    assert {p["name"] for p in events["parameters"]} == {"Last-Event-ID", "last_event_id"}
+    # An untyped channel: any JSON body.
+    news = paths["/api/news/publish"]["post"]["requestBody"]["content"]["application/json"]
+    assert news["schema"] == {}
+    await channels.aclose()
+
+
+# -- own routes ------------------------------------------------------------------------
+
+
+def own_routes_app(channels: Channels) -> FastAPI:
+    """The README's shape: path parameters choose the channel, Depends guards."""
+    endpoints = ChannelEndpoints(channels)
+    app = FastAPI(lifespan=endpoints.lifespan)
+
+    @app.exception_handler(MessageValidationError)
+    async def invalid(request: Request, exc: MessageValidationError) -> JSONResponse:
+        return JSONResponse({"detail": exc.errors}, status_code=422)
+
+    @app.get("/rooms/{room}/events")
+    async def room_events(room: str, user: Annotated[str, Depends(check_token)]) -> Response:
+        return endpoints.events(room)
+
+    @app.websocket("/rooms/{room}/ws")
+    async def room_ws(
+        websocket: WebSocket, room: str, user: Annotated[str, Depends(check_token)]
+    ) -> None:
+        await endpoints.websocket(room, websocket)
+
+    @app.post("/rooms/{room}/say", status_code=201)
+    async def say(
+        room: str, text: str, user: Annotated[str, Depends(check_token)]
+    ) -> dict[str, str]:
+        if room not in channels:
+            raise HTTPException(404, "no such room")
+        return {"id": await channels[room].publish({"user": user, "text": text})}
+
+    return app
+
+
+async def test_own_routes_guarded_and_chosen_by_path(uvicorn_server: UvicornStarter) -> None:
+    channels = declare()
+    base = await uvicorn_server(own_routes_app(channels), lifespan="on")
+    chat = channels["chat"].store
+    async with http_client() as client:
+        assert (await client.get(f"{base}/rooms/chat/events")).status_code == 401
+        assert await refused_ws(f"{ws_url(base)}/rooms/chat/ws", **BAD) == 403
+        assert len(chat.subscribers) == 0
+
+        unknown = await client.get(f"{base}/rooms/nope/events", headers=GOOD)
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "unknown_channel"
+        assert await refused_ws(f"{ws_url(base)}/rooms/nope/ws", **GOOD) == 404
+
+        async with (
+            sse_client(f"{base}/rooms/chat/events", **GOOD) as (_, events),
+            ws_subscribed(f"{ws_url(base)}/rooms/chat/ws", chat, additional_headers=GOOD) as ws,
+        ):
+            await wait_until(lambda: len(chat.subscribers) == 2)
+            said = await client.post(f"{base}/rooms/chat/say", params={"text": "yo"}, headers=GOOD)
+            assert said.status_code == 201, said.text
+            [event] = await take(events, 1)
+            assert event.id == said.json()["id"]
+            assert pydantic_core_json(event.data) == {"user": "alice", "text": "yo", "room": "main"}
+            assert (await recv(ws)).id == said.json()["id"]
+        too_long = await client.post(
+            f"{base}/rooms/chat/say", params={"text": "x" * 101}, headers=GOOD
+        )
+        assert too_long.status_code == 422
+        assert too_long.json()["detail"][0]["loc"] == ["text"]
+    await wait_until(lambda: len(chat.subscribers) == 0)
+    await channels.aclose()
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_own_route_resumes_from_last_event_id(
+    uvicorn_server: UvicornStarter, how: str
+) -> None:
+    channels = declare()
+    base = await uvicorn_server(own_routes_app(channels))
+    ids = [await channels["chat"].publish({"user": "a", "text": str(n)}) for n in range(4)]
+    assert len(set(ids)) == 4
+    url = f"{base}/rooms/chat/events"
+    headers = dict(GOOD)
+    if how == "header":
+        headers["last-event-id"] = ids[1]
+    else:
+        url += f"?last_event_id={ids[1]}"
+    async with sse_client(url, **headers) as (_, events):
+        resumed, *got = await take(events, 3)
+    assert (resumed.event, resumed.id) == (RESUMED_EVENT, ids[1])
+    assert [event.id for event in got] == ids[2:]
+    assert [pydantic_core_json(event.data) for event in got] == [
+        {"user": "a", "text": "2", "room": "main"},
+        {"user": "a", "text": "3", "room": "main"},
+    ]
+    await channels.aclose()
+
+
+async def test_channel_publish_raises_the_core_errors() -> None:
+    channels = declare()
+    with pytest.raises(MessageValidationError) as invalid:
+        await channels["chat"].publish({"user": 1})
+    assert {tuple(error["loc"]) for error in invalid.value.errors} == {("user",), ("text",)}
+    assert channels["chat"].store.stats.published == 0
+    assert channels.get("nope") is None
+    with pytest.raises(KeyError):
+        channels["nope"]
+    await channels.aclose()
+
+
+# -- AsyncAPI wherever mounted ---------------------------------------------------------
+
+
+async def test_asyncapi_addresses_include_the_mount_path(uvicorn_server: UvicornStarter) -> None:
+    channels = declare()
+    app = Starlette(routes=[Mount("/channels", ChannelsApp(channels))])
+    base = await uvicorn_server(app)
+    host = base.removeprefix("http://")
+    async with http_client() as client:
+        document = (await client.get(f"{base}/channels/api/asyncapi.json")).json()
+        chat = document["channels"]["chat"]
+        assert chat["address"] == "/channels/api/chat"
+        assert chat["x-tornadose-endpoints"] == {
+            "events": "/channels/api/chat/events",
+            "websocket": "/channels/api/chat/ws",
+            "publish": "/channels/api/chat/publish",
+        }
+        assert document["servers"] == {
+            "http": {"host": host, "protocol": "http", "description": "SSE and publish"},
+            "ws": {"host": host, "protocol": "ws", "description": "WebSocket"},
+        }
+        # The advertised addresses are served.
+        endpoint = chat["x-tornadose-endpoints"]["publish"]
+        published = await client.post(f"{base}{endpoint}", json={"user": "a", "text": "b"})
+        assert published.status_code == 202
+    await channels.aclose()
+
+
+async def test_asyncapi_addresses_include_root_path(uvicorn_server: UvicornStarter) -> None:
+    channels = declare()
+    base = await uvicorn_server(ChannelsApp(channels), root_path="/behind/proxy")
+    async with http_client() as client:
+        # uvicorn adds root_path to the path (a proxy in front stripped it)
+        answer = await client.get(f"{base}/api/asyncapi.json")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["channels"]["news"]["address"] == "/behind/proxy/api/news"
+    await channels.aclose()
