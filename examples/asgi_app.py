@@ -42,7 +42,9 @@ app = Starlette(
     routes=[
         Route("/events", EventSourceApp(store)),
         WebSocketRoute("/ws", WebSocketApp(store)),
-        Route("/publish", PublishApp(store), methods=["POST"]),
+        # No methods=["POST"]: Starlette would answer other methods with its own
+        # plain-text 405; the app answers them itself, in JSON, with Allow: POST.
+        Route("/publish", PublishApp(store)),
     ]
 )
 
