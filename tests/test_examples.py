@@ -189,3 +189,61 @@ async def test_client_example_reads_then_resumes_exactly(start_program: StartPro
     assert resumed.startswith(f"tornadose.resumed {{'after': '{first[2][0]}', 'replayed': "), lines
     after = [line.split()[1] for line in lines[5:]]
     assert after == ["n=3", "n=4", "n=5"], lines
+
+
+# -- examples/fastapi_app.py --------------------------------------------------------
+
+
+async def test_fastapi_example_routes_router_and_clean_shutdown(
+    start_program: StartProgram,
+) -> None:
+    # Own routes (room by path parameter) and the router, both behind the dependency;
+    # SIGINT ends the open streams and the server.
+    port = free_port()
+    example = start_program([sys.executable, str(EXAMPLES / "fastapi_app.py"), "--port", str(port)])
+    await wait_for_port(example, port)
+    base, token = f"http://127.0.0.1:{port}", {"Authorization": "Bearer letmein"}
+
+    async with http_client() as client:
+        assert (await client.get(f"{base}/rooms/lobby/events")).status_code == 401
+        assert (await client.get(f"{base}/live/lobby/events")).status_code == 401
+        unknown = await client.get(f"{base}/rooms/attic/events", headers=token)
+        assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_channel")
+        paths = (await client.get(f"{base}/openapi.json")).json()["paths"]
+        assert {"/live/lobby/publish", "/live/dev/events", "/rooms/{room}/say"} <= set(paths)
+        async with (
+            aconnect_sse(client, "GET", f"{base}/rooms/lobby/events", headers=token) as events,
+            connect(
+                f"ws://127.0.0.1:{port}/live/lobby/ws",
+                additional_headers=token,
+                proxy=None,
+                open_timeout=NET_TIMEOUT,
+                close_timeout=2,
+            ) as ws,
+        ):
+            assert events.response.status_code == 200
+            sse_stream = events.aiter_sse()
+            said = await client.post(f"{base}/rooms/lobby/say?text=hi", headers=token)
+            assert said.status_code == 201, said.text
+            line = {"user": "alice", "text": "hi"}
+            async with asyncio.timeout(NET_TIMEOUT):
+                event = await anext(sse_stream)
+                frame = json.loads(await ws.recv())
+            assert (event.id, json.loads(event.data)) == (said.json()["id"], line)
+            assert (frame["id"], frame["data"]) == (said.json()["id"], line)
+            published = await client.post(
+                f"{base}/live/lobby/publish", json={"user": "bo", "text": "yo"}, headers=token
+            )
+            assert published.status_code == 202, published.text
+            empty = await client.post(f"{base}/rooms/lobby/say?text=", headers=token)
+            assert empty.status_code == 422
+
+            example.proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(NET_TIMEOUT):
+                async for message in ws:  # ends without error only on a 1000/1001 close
+                    assert json.loads(message)["data"] == {"user": "bo", "text": "yo"}
+            assert ws.close_code == 1001, (ws.close_code, ws.close_reason)
+
+    returncode = await wait_for_exit(example, asyncio.get_running_loop().time(), 10)
+    assert returncode == 0, example.describe()
+    assert_no_traceback(example)
