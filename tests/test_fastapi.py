@@ -30,7 +30,7 @@ from starlette.routing import Mount
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
+from tests.clients import TIMEOUT, expect_close, recv, sse_client, take, ws_subscribed
 from tests.conftest import UvicornStarter, wait_until
 from tornadose.adapters.asgi import ChannelsApp
 from tornadose.adapters.fastapi import channels_router
@@ -331,3 +331,57 @@ async def test_asyncapi_addresses_include_root_path(uvicorn_server: UvicornStart
     assert answer.status_code == 200, answer.text
     assert answer.json()["channels"]["news"]["address"] == "/behind/proxy/api/news"
     await channels.aclose()
+
+
+# -- Starlette without FastAPI ---------------------------------------------------------
+
+
+async def test_starlette_routes_and_lifespan_close_the_stores(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    """Plain Starlette routes hand requests to ChannelEndpoints; its lifespan ends the
+    open streams at shutdown and closes the stores (no other server serves them)."""
+    from starlette.requests import Request as StarletteRequest
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket as StarletteWebSocket
+
+    channels = declare()
+    endpoints = ChannelEndpoints(channels)
+
+    async def events(request: StarletteRequest) -> Response:
+        return endpoints.events(request.path_params["room"])
+
+    async def publish(request: StarletteRequest) -> Response:
+        return endpoints.publish(request.path_params["room"])
+
+    async def ws(websocket: StarletteWebSocket) -> None:
+        await endpoints.websocket(websocket.path_params["room"], websocket)
+
+    app = Starlette(
+        routes=[
+            Route("/r/{room}/events", events),
+            Route("/r/{room}/publish", publish, methods=["POST"]),
+            WebSocketRoute("/r/{room}/ws", ws),
+        ],
+        lifespan=endpoints.lifespan,
+    )
+    base = await uvicorn_server(app, lifespan="on")
+    news = channels["news"].store
+    async with http_client() as client:
+        async with (
+            sse_client(f"{base}/r/news/events") as (_, stream),
+            ws_subscribed(f"{ws_url(base)}/r/news/ws", news) as websocket,
+        ):
+            published = await client.post(f"{base}/r/news/publish", json=[1, 2])
+            assert published.status_code == 202, published.text
+            [event] = await take(stream, 1)
+            assert (event.id, event.data) == (published.json()["id"], "[1,2]")
+            assert (await recv(websocket)).data == [1, 2]
+            assert not news.closed
+            await endpoints.app.shut_down()  # what the lifespan does at shutdown
+            assert await expect_close(websocket) == []
+            assert websocket.close_code == 1001
+        assert news.closed
+        assert channels["chat"].store.closed
+        refused = await client.get(f"{base}/r/news/events")
+        assert refused.status_code in (204, 503), refused.text
