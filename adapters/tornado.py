@@ -38,9 +38,9 @@ from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
 from tornadose.http import routes, subscribe
 from tornadose.http.answer import Answer, response_headers, status_answer
-from tornadose.http.channels import Channels
+from tornadose.http.channels import Channels, Endpoint
 from tornadose.http.cors import CrossOrigin
-from tornadose.http.documents import document_answer, not_found
+from tornadose.http.documents import document_answer, not_found, site_of
 from tornadose.http.publish import Publishing, PublishOptions, too_large
 from tornadose.http.request import joined_headers
 from tornadose.wire import sse
@@ -426,6 +426,10 @@ class PublishHandler(JSONErrorHandler):
             self._send(await self.publishing.answer(self._body, self.request.query))
 
 
+#: The path of the AsyncAPI document, whose URL tells where the channels are mounted.
+_ASYNCAPI_PATH = "/" + Endpoint.ASYNCAPI.value
+
+
 class AnswerHandler(JSONErrorHandler):
     """Answers with a computed :class:`~tornadose.http.answer.Answer` (documents,
     schemas), as :func:`tornadose.http.documents.document_answer` says."""
@@ -444,7 +448,9 @@ class AnswerHandler(JSONErrorHandler):
         """Answer a CORS preflight, else send the answer, whatever the method."""
         if self.answer_preflight():
             return
-        send_answer(self, document_answer(self.request.method or "", self.make_answer))
+        request = self.request
+        where = site_of(request.path, _ASYNCAPI_PATH, request.host, request.protocol)
+        send_answer(self, document_answer(request.method or "", self.make_answer, where))
 
 
 class UnknownChannelHandler(JSONErrorHandler):
