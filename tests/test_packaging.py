@@ -13,6 +13,10 @@ Guarantees checked:
   ``tornadose``, every module of it imports (except those needing an extra that is not
   installed, which fail naming that dependency), and the demo page is served, from the
   installed package, by ``tornadose demo``;
+* installed with only the ``demo`` extra, both of the demo's servers (Tornado and
+  uvicorn) accept WebSockets; installed with only the ``asgi`` extra, uvicorn serves
+  ``WebSocketApp`` (the extra brings uvicorn a WebSocket implementation); every other
+  extra installs alone, and with it the modules that need it import;
 * from a working directory holding a user's own ``schemas.py`` and ``adapters/``
   package, the Tornado handlers, the ASGI apps, ``Channels`` (validated publishing, whose
   answers are tornadose's own ``schemas``) and ``tornadose serve`` import and serve,
@@ -29,12 +33,14 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,16 +48,26 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.clients import sse_client
+from tests.clients import recv, sse_client
 from tests.conftest import free_port
 from tests.programs import Program, StartProgram, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The extra the fresh environment gets: both servers (the README's demo command).
 EXTRA = "demo"
-#: Dependencies of the extras the fresh environment does not get: a module needing one
-#: may fail to import, with ModuleNotFoundError naming it.
-NOT_INSTALLED = {"redis", "prometheus_client", "httpx", "websockets"}
+#: Each extra installed alone: the modules that must then import (beside the core). An
+#: extra added to pyproject.toml needs its entry here (a test says so).
+EXTRA_MODULES = {
+    "tornado": ["tornadose.adapters.tornado", "tornadose.handlers"],
+    "asgi": ["tornadose.adapters.asgi"],
+    "fastapi": ["tornadose.adapters.fastapi"],
+    "metrics": ["tornadose.http.metrics"],
+    "redis": ["tornadose.backends.redis.store", "tornadose.stores"],
+    "client": ["tornadose.client", "tornadose.client.sse", "tornadose.client.websocket"],
+    "demo": ["tornadose.adapters.tornado", "tornadose.adapters.asgi", "tornadose.cli.demo"],
+}
+#: Extras that are not tested alone: the development environment.
+NOT_ALONE = {"dev"}
 #: What the build does not need from the working tree.
 _NOT_BUILT = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", "*.pyc", "artifacts", ".*cache"
@@ -61,6 +77,39 @@ PIP_TIMEOUT = 240
 
 #: Whichever test runs first builds the wheel and the venv (two pip runs) in its time.
 pytestmark = pytest.mark.timeout(2 * PIP_TIMEOUT + 60)
+
+
+def declared_extras(root: Path = ROOT) -> dict[str, list[str]]:
+    """The extras ``pyproject.toml`` declares, with their requirement strings."""
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    extras: dict[str, list[str]] = config["project"]["optional-dependencies"]
+    return extras
+
+
+def brings(extra: str, extras: dict[str, list[str]]) -> set[str]:
+    """The top-level import names of what ``extra`` requires directly (``tornadose[x]``
+    expanded to extra ``x``'s), by the usual spelling (``prometheus-client`` ->
+    ``prometheus_client``)."""
+    names: set[str] = set()
+    for requirement in extras[extra]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement)
+        assert name, requirement
+        if name.group() == "tornadose":
+            inner = re.search(r"\[([^\]]*)\]", requirement)
+            assert inner, requirement
+            for other in inner.group(1).split(","):
+                names |= brings(other.strip(), extras)
+        else:
+            names.add(name.group().lower().replace("-", "_"))
+    return names
+
+
+def not_installed(extra: str = EXTRA) -> set[str]:
+    """What the other extras bring and ``extra`` does not (top-level import names): a
+    module needing one of them may fail to import, with ModuleNotFoundError naming it."""
+    extras = declared_extras()
+    every = set().union(*(brings(name, extras) for name in set(extras) - NOT_ALONE))
+    return every - brings(extra, extras)
 
 
 def clean_env() -> dict[str, str]:
@@ -199,11 +248,10 @@ def test_the_wheel_holds_one_top_level_package_with_every_file(build: Build) -> 
 # -- the fresh environment ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def venv(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtual environment with the wheel and its ``demo`` extra installed
-    (not editable); returns its ``bin`` folder."""
-    root = tmp_path_factory.mktemp("fresh") / "venv"
+def fresh_venv(build: Build, extra: str, parent: Path) -> Path:
+    """A fresh virtual environment under ``parent`` with the wheel and only its ``extra``
+    installed (not editable); returns its ``bin`` folder."""
+    root = parent / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
     result = subprocess.run(
         [
@@ -211,7 +259,7 @@ def venv(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "-q",
             "--disable-pip-version-check",
-            f"{build.wheel}[{EXTRA}]",
+            f"{build.wheel}[{extra}]",
         ],
         capture_output=True,
         text=True,
@@ -220,6 +268,31 @@ def venv(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return root / "bin"
+
+
+#: ``venv_with(extra)``: the ``bin`` folder of a fresh venv with only that extra.
+VenvWith = Callable[[str], Path]
+
+
+@pytest.fixture(scope="module")
+def venv_with(build: Build, tmp_path_factory: pytest.TempPathFactory) -> VenvWith:
+    """``venv_with(extra)``: a fresh virtual environment with the wheel and only that
+    extra, made once per extra for the whole module; returns its ``bin`` folder."""
+    made: dict[str, Path] = {}
+
+    def get(extra: str) -> Path:
+        if extra not in made:
+            made[extra] = fresh_venv(build, extra, tmp_path_factory.mktemp(f"only-{extra}"))
+        return made[extra]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def venv(venv_with: VenvWith) -> Path:
+    """A fresh virtual environment with the wheel and its ``demo`` extra installed
+    (not editable); returns its ``bin`` folder."""
+    return venv_with(EXTRA)
 
 
 #: A user's project: its own ``schemas.py`` and ``adapters/``, and an app that imports
@@ -418,7 +491,7 @@ def test_installed_distribution_is_one_package_and_every_module_imports(
     wrong = {
         module: missing
         for module, (missing, absent) in report["failed"].items()
-        if missing.split(".")[0] not in NOT_INSTALLED or not absent
+        if missing.split(".")[0] not in not_installed() or not absent
     }
     assert not wrong, f"modules failing to import for another reason than a missing extra: {wrong}"
     for layer in ("wire", "core", "delivery", "http", "adapters", "schemas", "cli"):
@@ -536,3 +609,146 @@ async def test_tornadose_serve_keeps_the_users_schemas(
             assert accepted.status_code == 202, accepted.text
             event = await asyncio.wait_for(anext(events), 5)
             assert json.loads(event.data) == {"text": "hi"}
+
+
+# -- every extra alone ----------------------------------------------------------------
+
+
+def ws_connect(url: str) -> Any:
+    """A ``websockets`` client connection to ``url``, never through a proxy."""
+    from websockets.asyncio.client import connect
+
+    return connect(url, proxy=None, open_timeout=5, close_timeout=5)
+
+
+async def test_demo_extra_alone_opens_websockets_on_both_servers(
+    venv: Path, project: Path, start_program: StartProgram
+) -> None:
+    """With only the ``demo`` extra (the README's install command), ``tornadose demo``
+    accepts a WebSocket on both servers, Tornado's and uvicorn's, and each delivers the
+    sensor readings (uvicorn without a WebSocket library answers the handshake 400)."""
+    port = free_port_pair()
+    demo = start_program(
+        [str(venv / "tornadose"), "demo", "--host", "127.0.0.1", "--port", str(port)], project
+    )
+    await wait_for_port(demo, port)
+    await wait_for_port(demo, port + 1)
+    for server in (port, port + 1):
+        async with ws_connect(f"ws://127.0.0.1:{server}/sensor/ws") as ws:
+            envelope = await recv(ws)
+            assert envelope.id, (server, envelope)
+            assert set(envelope.data) == {"seq", "value"}, (server, envelope)
+    assert "No supported WebSocket library" not in demo.stderr_text(), demo.describe()
+
+
+#: Served by a venv with only the ``asgi`` extra: the README's Starlette app.
+ASGI_ONLY_APP = """\
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from tornadose.adapters.asgi import EventSourceApp, PublishApp, WebSocketApp
+from tornadose.stores import QueueStore
+
+store = QueueStore()
+app = Starlette(
+    routes=[
+        Route("/events", EventSourceApp(store)),
+        WebSocketRoute("/ws", WebSocketApp(store)),
+        Route("/publish", PublishApp(store)),
+    ]
+)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+async def test_asgi_extra_alone_serves_websocket_app_under_uvicorn(
+    venv_with: VenvWith, tmp_path: Path, start_program: StartProgram
+) -> None:
+    """With only the ``asgi`` extra (no Tornado, no client), ``WebSocketApp`` under
+    ``uvicorn.run`` with its defaults accepts a WebSocket and delivers a message
+    published over HTTP, with the id the publish answered."""
+    bin_folder = venv_with("asgi")
+    (tmp_path / "asgi_only.py").write_text(ASGI_ONLY_APP)
+    port = free_port()
+    served = start_program([str(bin_folder / "python"), "asgi_only.py", str(port)], tmp_path)
+    await wait_for_port(served, port)
+    base = f"127.0.0.1:{port}"
+    async with (
+        httpx.AsyncClient(timeout=5, trust_env=False) as client,
+        ws_connect(f"ws://{base}/ws") as ws,
+    ):
+        # The handshake is done; the subscription registers just after it: publish
+        # until the socket gets a message, which must be one of those published.
+        published: list[str] = []
+        async with asyncio.timeout(5):
+            while True:
+                answer = await client.post(f"http://{base}/publish", json={"n": len(published)})
+                assert answer.status_code == 202, answer.text
+                published.append(answer.json()["id"])
+                try:
+                    envelope = await asyncio.wait_for(recv(ws), 0.2)
+                    break
+                except TimeoutError:
+                    continue
+        assert envelope.id in published, (envelope, published)
+        assert envelope.data == {"n": published.index(envelope.id)}
+    assert "No supported WebSocket library" not in served.stderr_text(), served.describe()
+
+
+#: Prints which of the top-level packages named by its arguments are installed.
+FIND_SPECS = (
+    "import importlib.util, json, sys; "
+    "print(json.dumps([m for m in sys.argv[1:] if importlib.util.find_spec(m)]))"
+)
+
+
+def test_every_extra_is_tested_alone() -> None:
+    """Every extra pyproject declares (but ``dev``) says which modules it enables, so
+    that the next test installs it alone and imports them."""
+    missing = set(declared_extras()) - NOT_ALONE - set(EXTRA_MODULES)
+    assert not missing, f"add these extras to EXTRA_MODULES: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("extra", sorted(set(declared_extras()) - NOT_ALONE))
+def test_each_extra_installs_alone_and_its_modules_import(
+    venv_with: VenvWith, project: Path, extra: str
+) -> None:
+    """``pip install 'tornadose[<extra>]'`` alone succeeds and brings what the extra
+    lists, the modules that need that extra import, and every module that does not
+    import names, in failing, a package that is not installed and that another extra
+    brings (never one this extra should have brought, never one no extra brings)."""
+    if extra not in EXTRA_MODULES:
+        pytest.fail(f"extra {extra!r}: add the modules it enables to EXTRA_MODULES")
+    extras = declared_extras()
+    bin_folder = venv_with(extra)
+    result = subprocess.run(
+        [str(bin_folder / "python"), "-c", INSPECT],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for module in EXTRA_MODULES[extra]:
+        assert module in report["imported"], (module, report["failed"].get(module))
+    provided = brings(extra, extras)
+    every = set().union(*(brings(name, extras) for name in set(extras) - NOT_ALONE))
+    present = subprocess.run(
+        [str(bin_folder / "python"), "-c", FIND_SPECS, *sorted(every)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert present.returncode == 0, present.stderr
+    assert provided <= set(json.loads(present.stdout))
+    for module, (missing, absent) in report["failed"].items():
+        top = missing.split(".")[0]
+        assert absent, (module, missing)
+        assert top not in provided, f"{module} needs {missing}, which [{extra}] should bring"
+        assert top in every, f"{module} needs {missing}, which no extra brings"
