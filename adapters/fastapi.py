@@ -17,14 +17,31 @@ For each channel ``name`` (under the channels' ``prefix``):
 =================================  ===========================================================
 
 and ``GET /asyncapi.json``, whose addresses are the URLs as served (app ``root_path``,
-include prefix). Dependencies (the router's and the ones given here) run first on
-every route: one raising ``HTTPException(401)`` refuses before a stream opens, and
-nothing is registered. After them, the channel's rules run as on the mounted
-:class:`~tornadose.adapters.asgi.ChannelsApp` (they are the same apps: see
-:class:`~tornadose.adapters.starlette.ChannelEndpoints`), with the same answers and
+include prefix). The ``dependencies`` given here run first on each of these routes
+(as do those of ``include_router``): one raising ``HTTPException(401)`` refuses
+before a stream opens, and nothing is registered. After them, the channel's rules
+run as on the mounted :class:`~tornadose.adapters.asgi.ChannelsApp` (they are the
+same apps: see :class:`~tornadose.adapters.starlette.ChannelEndpoints`), with the same answers and
 bounds (``max_body``, resume by ``Last-Event-ID`` or ``?last_event_id=``). The
 router's lifespan drains its streams at shutdown and closes the stores unless
 another server still serves them.
+
+Cross-origin pages: with ``Channels(cors_origins=..., cors_credentials=...)`` every
+answer tornadose gives above (streams, refusals, publish results, documents) carries
+the CORS headers of that policy (:mod:`tornadose.http.cors`, the one decision both
+adapters carry out: add no ``CORSMiddleware``; an answer of your dependency, such as
+its ``401``, is FastAPI's and has none, so the page sees a failed request), and the router
+also serves ``OPTIONS`` at each HTTP URL (not in ``/docs``), where the same decision
+grants a preflight (``204``) or refuses it (``403`` ``cors_refused``). Browsers send
+preflights without credentials, so these ``OPTIONS`` routes do not run the
+``dependencies`` given here. Dependencies given to ``app.include_router(...,
+dependencies=...)`` or to ``APIRouter(dependencies=...)`` run on every route of the
+router, ``OPTIONS`` included: an authenticating one would answer the preflight
+``401`` and the browser would never send the request. Give those to
+``channels_router`` instead::
+
+    channels = Channels(cors_origins=["https://app.example"])
+    app.include_router(channels_router(channels, dependencies=[Depends(user)]))
 
 In your own routes, use :class:`~tornadose.adapters.starlette.ChannelEndpoints`
 (``return endpoints.events(room)``, ``await endpoints.websocket(room, websocket)``)
@@ -33,19 +50,18 @@ and ``await channels["chat"].publish(message)`` (the id).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, WebSocket
 from fastapi.params import Depends
 from fastapi.responses import Response
 
-from tornadose.adapters.asgi import site
-from tornadose.adapters.starlette import EVENT_STREAM, ChannelEndpoints, answer_response
+from tornadose.adapters.starlette import EVENT_STREAM, ChannelEndpoints
 from tornadose.delivery.lifecycle import Lifecycle
-from tornadose.http.channels import Channel, Channels
-from tornadose.http.documents import asyncapi_answer, message_schema, schema_answer
+from tornadose.http.channels import Channel, Channels, Endpoint
+from tornadose.http.documents import message_schema
 from tornadose.schemas.errors import ErrorBody, PublishAccepted
 
 __all__ = ["PUBLISH_ERRORS", "channels_router", "inline_schema"]
@@ -115,22 +131,27 @@ def channels_router(
 ) -> APIRouter:
     """An ``APIRouter`` serving every channel of ``channels`` (see the module
     docstring), built now: declare every channel first. ``dependencies`` run before
-    every route; ``lifecycle`` counts its streams (default: its own); ``tags`` group
-    its routes in ``/docs`` (default: ``["channels"]``)."""
+    each route serving a channel or a document, not on the ``OPTIONS`` routes of
+    CORS preflights (added when the channels have a CORS policy); ``lifecycle``
+    counts its streams (default: its own); ``tags`` group its routes in ``/docs``
+    (default: ``["channels"]``)."""
     endpoints = ChannelEndpoints(channels, lifecycle=lifecycle)
+    # Not router-level dependencies: those would run on the preflights too.
+    guarded = _Guarded(endpoints, list(dependencies or ()))
     router = APIRouter(
-        dependencies=list(dependencies or ()),
         lifespan=endpoints.lifespan,
         tags=list(tags) if tags is not None else ["channels"],
     )
     for channel in channels:
-        _add_channel(router, endpoints, channel)
+        _add_channel(router, guarded, channel)
 
-    async def asyncapi(request: Request) -> Response:
-        return answer_response(asyncapi_answer(channels, site(request.scope)))
+    async def asyncapi() -> Response:
+        return endpoints.document()
 
-    router.add_api_route(
-        f"{channels.prefix}/asyncapi.json",
+    guarded.route(
+        router,
+        None,
+        Endpoint.ASYNCAPI,
         asyncapi,
         methods=["GET"],
         summary="AsyncAPI 3.0 document of every channel",
@@ -140,9 +161,46 @@ def channels_router(
     return router
 
 
-def _add_channel(router: APIRouter, endpoints: ChannelEndpoints, channel: Channel) -> None:
+class _Guarded:
+    """Adds a router's routes: each with the ``dependencies`` of ``channels_router``
+    and, when the channels have a CORS policy, an ``OPTIONS`` route at its path
+    without them, answered by the core's preflight decision."""
+
+    def __init__(self, endpoints: ChannelEndpoints, dependencies: list[Depends]) -> None:
+        self.endpoints = endpoints
+        self.dependencies = dependencies
+        self.cors = endpoints.channels.cors is not None
+
+    def route(
+        self,
+        router: APIRouter,
+        channel: str | None,
+        endpoint: Endpoint,
+        function: Callable[..., Any],
+        **options: Any,
+    ) -> None:
+        path = self.endpoints.path(channel, endpoint)
+        router.add_api_route(path, function, dependencies=self.dependencies, **options)
+        if not self.cors:
+            return
+        endpoints = self.endpoints
+
+        async def preflight() -> Response:
+            return endpoints.options(channel, endpoint)
+
+        router.add_api_route(
+            path,
+            preflight,
+            methods=["OPTIONS"],
+            name=f"{options.get('name') or endpoint.value}.options",
+            include_in_schema=False,
+            response_class=Response,
+        )
+
+
+def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None:
+    endpoints = guarded.endpoints
     name, channels = channel.name, endpoints.channels
-    base = f"{channels.prefix}/{name}"
     message = inline_schema(message_schema(channels, name))  # as subscribers get them
     model = channel.store.schema
     accepted = {} if model is None else pydantic.TypeAdapter(model).json_schema(mode="validation")
@@ -157,12 +215,14 @@ def _add_channel(router: APIRouter, endpoints: ChannelEndpoints, channel: Channe
         return endpoints.publish(name)
 
     async def schema() -> Response:
-        return answer_response(schema_answer(channels, name))
+        return endpoints.document(name)
 
     stream = {"description": "The channel's messages, as Server-Sent Events"}
     stream_content = {EVENT_STREAM: {"itemSchema": _event_schema(message)}}
-    router.add_api_route(
-        f"{base}/events",
+    guarded.route(
+        router,
+        name,
+        Endpoint.EVENTS,
         events,
         methods=["GET"],
         name=f"{name}.events",
@@ -177,9 +237,16 @@ def _add_channel(router: APIRouter, endpoints: ChannelEndpoints, channel: Channe
         },
         openapi_extra={"parameters": [_last_event_id_header(), _last_event_id_query()]},
     )
-    router.add_api_websocket_route(f"{base}/ws", websocket, name=f"{name}.ws")
-    router.add_api_route(
-        f"{base}/schema.json",
+    router.add_api_websocket_route(
+        endpoints.path(name, Endpoint.WEBSOCKET),
+        websocket,
+        name=f"{name}.ws",
+        dependencies=guarded.dependencies,
+    )
+    guarded.route(
+        router,
+        name,
+        Endpoint.SCHEMA,
         schema,
         methods=["GET"],
         name=f"{name}.schema",
@@ -190,8 +257,10 @@ def _add_channel(router: APIRouter, endpoints: ChannelEndpoints, channel: Channe
     if not channel.publishable:
         return
     body = {"required": True, "content": {"application/json": {"schema": inline_schema(accepted)}}}
-    router.add_api_route(
-        f"{base}/publish",
+    guarded.route(
+        router,
+        name,
+        Endpoint.PUBLISH,
         publish,
         methods=["POST"],
         name=f"{name}.publish",

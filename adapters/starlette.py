@@ -23,7 +23,19 @@ with the mounted apps' rules, bounds and answers (the same apps run it)::
   runs the channel's :class:`~tornadose.adapters.asgi.WebSocketApp` on it.
 * :meth:`ChannelEndpoints.publish` answers a ``POST`` as ``PublishApp`` does (the
   JSON body is the message: ``202 {"id": ...}``, or the documented error).
+* :meth:`ChannelEndpoints.document` answers a ``GET`` for a channel's ``schema.json``
+  or the ``asyncapi.json`` of every channel (addresses as the request sees them).
+* :meth:`ChannelEndpoints.options` answers an ``OPTIONS`` request at an endpoint's
+  URL as the mounted URL does: a CORS preflight is granted (``204``) or refused
+  (``403`` ``cors_refused``) by the channels' one decision
+  (:mod:`tornadose.http.cors`), anything else gets the endpoint's ``405``. Serve it
+  without your authenticating dependencies: browsers send preflights without
+  credentials.
 * A name that is not a channel gets the JSON ``404`` ``unknown_channel``.
+
+Every answer (streams, refusals, publish results, documents, the ``404``) carries the
+CORS headers of ``Channels(cors_origins=..., cors_credentials=...)`` as the mounted
+apps' do: the same apps, under the same rule.
 
 Every stream counts in one :class:`~tornadose.delivery.lifecycle.Lifecycle`;
 :meth:`ChannelEndpoints.lifespan` (the app's ``lifespan``) drains it at shutdown and
@@ -48,11 +60,14 @@ from tornadose.adapters.asgi import (
     Scope,
     Send,
     refuse_websocket,
+    send_answer,
+    with_cors,
 )
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.http.answer import Answer
 from tornadose.http.channels import Channels, Endpoint
 from tornadose.http.documents import not_found
+from tornadose.http.routes import cross_origin
 from tornadose.wire import sse
 
 __all__ = [
@@ -137,16 +152,38 @@ class ChannelEndpoints:
         self.app = ChannelsApp(channels, lifecycle=lifecycle)
         self.lifecycle = self.app.lifecycle
 
-    def _app(self, name: str, endpoint: Endpoint) -> tuple[str, ASGIApp | None]:
-        path = f"{self.channels.prefix}/{name}/{endpoint.value}"
+    def path(self, name: str | None, endpoint: Endpoint) -> str:
+        """The path of channel ``name``'s ``endpoint`` under the channels' prefix
+        (``name=None``: a document of every channel, ``/asyncapi.json``), as a mounted
+        ``ChannelsApp`` serves it: ``/api/chat/events``."""
+        if name is None:  # a document of every channel: asyncapi.json
+            return f"{self.channels.prefix}/{endpoint.value}"
+        return f"{self.channels.prefix}/{name}/{endpoint.value}"
+
+    def _app(self, name: str | None, endpoint: Endpoint) -> tuple[str, ASGIApp | None]:
+        path = self.path(name, endpoint)
         return path, self.app.app_for(path)
+
+    def _serving(self, name: str | None, endpoint: Endpoint) -> ASGIApp:
+        """The app the mounted ``ChannelsApp`` runs at the URL of ``name``'s
+        ``endpoint`` (CORS rules included), or the one answering its ``404``
+        ``unknown_channel`` with the CORS headers of an unknown path."""
+        path, app = self._app(name, endpoint)
+        if app is not None:
+            return app
+        answer = not_found(path)
+
+        async def unknown(scope: Scope, receive: Receive, send: Send) -> None:
+            await send_answer(send, answer)
+
+        return with_cors(unknown, cross_origin(self.channels, None))
 
     def events(self, name: str, *, background: BackgroundTask | None = None) -> Response:
         """The response streaming channel ``name`` as Server-Sent Events (as its
         mounted ``/events`` URL does); ``404`` ``unknown_channel`` if there is none."""
-        path, app = self._app(name, Endpoint.EVENTS)
+        app = self.app.app_for(self.path(name, Endpoint.EVENTS))
         if app is None:
-            return answer_response(not_found(path))
+            return ASGIResponse(self._serving(name, Endpoint.EVENTS), background=background)
         return EventStreamResponse(app, background=background)
 
     async def websocket(self, name: str, websocket: WebSocket) -> None:
@@ -166,10 +203,25 @@ class ChannelEndpoints:
         mounted ``/publish`` URL answers (``202 {"id": ...}`` or the documented
         error); ``404`` if there is no channel ``name`` (or it is not publishable).
         The route must not have read the body."""
-        path, app = self._app(name, Endpoint.PUBLISH)
-        if app is None:
-            return answer_response(not_found(path))
-        return ASGIResponse(app, background=background)
+        return ASGIResponse(self._serving(name, Endpoint.PUBLISH), background=background)
+
+    def document(self, name: str | None = None) -> Response:
+        """The response serving channel ``name``'s ``schema.json`` (``name=None``: the
+        ``asyncapi.json`` of every channel, its addresses as the request's full path
+        and ``Host`` show them), as the mounted URL does: ``404`` ``unknown_channel``
+        for a name that is no channel."""
+        endpoint = Endpoint.ASYNCAPI if name is None else Endpoint.SCHEMA
+        return ASGIResponse(self._serving(name, endpoint))
+
+    def options(self, name: str | None, endpoint: Endpoint) -> Response:
+        """The response to an ``OPTIONS`` request at the URL of channel ``name``'s
+        ``endpoint`` (``name=None``: ``Endpoint.ASYNCAPI``), as the mounted URL answers
+        it: a CORS preflight is granted (``204`` with the grant) or refused (``403``
+        ``cors_refused``) by :meth:`tornadose.http.cors.CrossOrigin.preflight` under
+        the channels' policy; any other ``OPTIONS`` (or any, without a policy) gets
+        the endpoint's JSON ``405``. Route it without authenticating dependencies:
+        browsers send preflights without credentials."""
+        return ASGIResponse(self._serving(name, endpoint))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:

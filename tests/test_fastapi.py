@@ -13,7 +13,14 @@ Everything runs on a real uvicorn server (ephemeral loopback port) with real cli
 * ``/openapi.json``: the publish body is the channel's model, 202/422 documented with
   ``PublishAccepted``/``ErrorBody``, the SSE route as ``text/event-stream``;
 * AsyncAPI addresses as served: ``ChannelsApp`` mounted at ``/channels`` with prefix
-  ``/api`` advertises ``/channels/api/...``, with a ``servers`` entry for the host.
+  ``/api`` advertises ``/channels/api/...``, with a ``servers`` entry for the host;
+* cross-origin through the router (``Channels(cors_origins=...)``): a preflight is
+  answered by the core's decision (``204`` with the grant, ``403`` ``cors_refused``),
+  not by FastAPI's ``405`` nor by the authenticating dependency (which would answer
+  ``401``: browsers send preflights without credentials); events, publish, schema
+  and AsyncAPI answers carry ``Access-Control-Allow-Origin`` once, for the allowed
+  origin only; dependencies given to ``include_router`` do run on the preflight, as
+  documented (see also test_fastapi_cors_browser.py).
 """
 
 from __future__ import annotations
@@ -385,3 +392,142 @@ async def test_starlette_routes_and_lifespan_close_the_stores(
         assert channels["chat"].store.closed
         refused = await client.get(f"{base}/r/news/events")
         assert refused.status_code in (204, 503), refused.text
+
+
+# -- cross-origin pages through the router -----------------------------------------------
+
+PAGE = "http://127.0.0.1:8000"  # never contacted: only named in Origin headers
+STRANGER = "http://127.0.0.1:8001"
+
+
+def declare_cors() -> Channels:
+    channels = Channels(prefix="/api", cors_origins=[PAGE], cors_credentials=True)
+    channels.add("chat", schema=Chat)
+    return channels
+
+
+def preflight_headers(origin: str, method: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": method,
+        "Access-Control-Request-Headers": "content-type, authorization",
+    }
+
+
+#: Each HTTP URL of the router (below /live/api) and the method a page would use.
+CORS_URLS = {
+    "/chat/events": "GET",
+    "/chat/publish": "POST",
+    "/chat/schema.json": "GET",
+    "/asyncapi.json": "GET",
+}
+
+
+async def test_router_answers_preflights_by_the_core_rule_before_dependencies(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    channels = declare_cors()
+    app = FastAPI()
+    app.include_router(
+        channels_router(channels, dependencies=[Depends(check_token)]), prefix="/live"
+    )
+    base = await uvicorn_server(app)
+    async with http_client() as client:
+        for path, method in CORS_URLS.items():
+            url = f"{base}/live/api{path}"
+            # No credentials (as browsers send a preflight), yet no 401: granted.
+            granted = await client.options(url, headers=preflight_headers(PAGE, method))
+            assert granted.status_code == 204, (path, granted.text)
+            assert granted.headers.get_list("access-control-allow-origin") == [PAGE]
+            assert granted.headers["access-control-allow-credentials"] == "true"
+            assert method in granted.headers["access-control-allow-methods"].split(", ")
+            allowed = granted.headers["access-control-allow-headers"].lower()
+            assert {"content-type", "authorization"} <= set(allowed.split(", "))
+            assert "access-control-max-age" in granted.headers
+            # Another origin: refused by the same decision, without any grant.
+            refused = await client.options(url, headers=preflight_headers(STRANGER, method))
+            assert refused.status_code == 403, (path, refused.text)
+            assert refused.json()["error"] == "cors_refused"
+            assert "access-control-allow-origin" not in refused.headers
+            # A method the URL does not serve: refused, naming what it serves.
+            wrong = await client.options(url, headers=preflight_headers(PAGE, "DELETE"))
+            assert wrong.status_code == 403
+            assert method in wrong.json()["detail"]
+            # An OPTIONS that is no preflight: the endpoint's own JSON 405.
+            plain = await client.options(url)
+            assert plain.status_code == 405
+            assert plain.json()["error"] == "method_not_allowed"
+        # The real requests still run the dependency first.
+        assert (await client.get(f"{base}/live/api/chat/schema.json")).status_code == 401
+    assert channels["chat"].store.stats.published == 0
+    # The preflight routes are not in /docs.
+    async with http_client() as client:
+        document = (await client.get(f"{base}/openapi.json")).json()
+    assert "options" not in document["paths"]["/live/api/chat/publish"]
+    await channels.aclose()
+
+
+async def test_include_router_dependencies_also_run_on_preflights(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    """Why the README says to give authenticating dependencies to ``channels_router``:
+    FastAPI runs those of ``include_router`` on every route, preflights included."""
+    channels = declare_cors()
+    app = FastAPI()
+    app.include_router(channels_router(channels), dependencies=[Depends(check_token)])
+    base = await uvicorn_server(app)
+    async with http_client() as client:
+        answer = await client.options(
+            f"{base}/api/chat/publish", headers=preflight_headers(PAGE, "POST")
+        )
+    assert answer.status_code == 401
+    await channels.aclose()
+
+
+async def test_router_answers_carry_the_cors_headers(uvicorn_server: UvicornStarter) -> None:
+    channels = declare_cors()
+    app = FastAPI()
+    app.include_router(
+        channels_router(channels, dependencies=[Depends(check_token)]), prefix="/live"
+    )
+    endpoints = ChannelEndpoints(channels)
+
+    @app.get("/rooms/{room}/events", response_class=Response)
+    async def room_events(room: str) -> Response:
+        return endpoints.events(room)
+
+    base = await uvicorn_server(app)
+    chat = channels["chat"].store
+    api = f"{base}/live/api"
+    for origin, granted in ((PAGE, True), (STRANGER, False)):
+        headers = {**GOOD, "Origin": origin}
+        async with http_client() as client:
+            answers = {}
+            async with client.stream("GET", f"{api}/chat/events", headers=headers) as stream:
+                answers["events"] = stream
+                assert stream.status_code == 200
+                assert stream.headers["content-type"].startswith("text/event-stream")
+            answers["publish"] = await client.post(
+                f"{api}/chat/publish", json={"user": "al", "text": "hi"}, headers=headers
+            )
+            assert answers["publish"].status_code == 202
+            answers["invalid"] = await client.post(
+                f"{api}/chat/publish", json={"user": "al"}, headers=headers
+            )
+            assert answers["invalid"].status_code == 422
+            answers["schema"] = await client.get(f"{api}/chat/schema.json", headers=headers)
+            assert answers["schema"].json()["title"] == "Chat"
+            answers["asyncapi"] = await client.get(f"{api}/asyncapi.json", headers=headers)
+            assert answers["asyncapi"].json()["channels"]["chat"]["address"] == "/live/api/chat"
+            # An own route's 404 for a name that is no channel, as ChannelsApp's.
+            answers["unknown"] = await client.get(f"{base}/rooms/attic/events", headers=headers)
+            assert answers["unknown"].status_code == 404
+            assert answers["unknown"].json()["error"] == "unknown_channel"
+        for what, answer in answers.items():
+            allow = answer.headers.get_list("access-control-allow-origin")
+            assert allow == ([origin] if granted else []), (what, origin, answer.headers)
+            credentials = answer.headers.get_list("access-control-allow-credentials")
+            assert credentials == (["true"] if granted else []), (what, answer.headers)
+            assert answer.headers["vary"] == "Origin", what
+    assert chat.stats.published == 2
+    await channels.aclose()
