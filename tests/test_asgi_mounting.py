@@ -8,7 +8,7 @@ are not declared with ``@app.get``/``@app.websocket``. What works (tested below)
 
 * ``app.mount("/ch", ChannelsApp(channels))``, as in Starlette;
 * ``app.add_route("/events", EventSourceApp(store))``,
-  ``app.add_route("/publish", PublishApp(store), methods=["POST"])`` and
+  ``app.add_route("/publish", PublishApp(store))`` and
   ``app.router.add_websocket_route("/ws", WebSocketApp(store))``: Starlette's route
   methods, which FastAPI inherits, take any ASGI app (an object that is not a plain
   function) as endpoint. Type checkers complain (the annotation says "request
@@ -17,8 +17,10 @@ are not declared with ``@app.get``/``@app.websocket``. What works (tested below)
 * ``app.router.routes.append(Route(...))`` / ``WebSocketRoute(...)``, with the same
   Starlette route objects as in a Starlette app.
 
-Without ``methods``, a route passes every method on to the app, which then answers
-``405`` itself (with ``Allow: GET``), exactly like the Tornado handler.
+Mounted without ``methods`` (as here), a route passes every method on to the app,
+which answers ``405`` itself in JSON (``Allow: GET`` / ``Allow: POST``), exactly like
+the Tornado handler; ``methods=["POST"]`` would make Starlette answer a plain-text
+``405`` instead (see ``test_starlette_json_errors.py``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def starlette_app(store: BaseStore, channels: Channels) -> Starlette:
         routes=[
             Route("/events", EventSourceApp(store)),
             WebSocketRoute("/ws", WebSocketApp(store)),
-            Route("/publish", PublishApp(store), methods=["POST"]),
+            Route("/publish", PublishApp(store)),
             Mount("/ch", ChannelsApp(channels)),
         ]
     )
@@ -73,7 +75,7 @@ def fastapi_app_with_add_route(store: BaseStore, channels: Channels) -> FastAPI:
     app = FastAPI()
     app.add_route("/events", EventSourceApp(store))  # type: ignore[arg-type]
     app.router.add_websocket_route("/ws", WebSocketApp(store))  # type: ignore[arg-type]
-    app.add_route("/publish", PublishApp(store), methods=["POST"])  # type: ignore[arg-type]
+    app.add_route("/publish", PublishApp(store))  # type: ignore[arg-type]
     app.mount("/ch", ChannelsApp(channels))
     return app
 
@@ -82,7 +84,7 @@ def fastapi_app_with_route_objects(store: BaseStore, channels: Channels) -> Fast
     app = FastAPI()
     app.router.routes.append(Route("/events", EventSourceApp(store)))
     app.router.routes.append(WebSocketRoute("/ws", WebSocketApp(store)))
-    app.router.routes.append(Route("/publish", PublishApp(store), methods=["POST"]))
+    app.router.routes.append(Route("/publish", PublishApp(store)))
     app.mount("/ch", ChannelsApp(channels))
     return app
 
@@ -139,18 +141,23 @@ async def test_mounted_apps_serve_sse_websocket_and_publish(
 async def test_mounted_apps_refuse_what_they_refuse_bare(
     uvicorn_server: UvicornStarter, make_app: AppFactory
 ) -> None:
-    """Mounted, a POST to SSE gets 405, a plain GET to the WebSocket route and an unknown
-    channel get 404, and nothing registers."""
+    """Mounted, a POST to SSE and a GET to publish get the apps' JSON 405, a plain GET
+    to the WebSocket route and an unknown channel get 404, and nothing registers."""
     store = QueueStore()
     channels = Channels()
     channels.add("news")
     base = await uvicorn_server(make_app(store, channels))
     async with http_client() as client:
         post_to_events = await client.post(base + "/events")
+        get_publish = await client.get(base + "/publish")
         get_ws_route = await client.get(base + "/ws")
         unknown = await client.get(base + "/ch/nope/events")
     assert post_to_events.status_code == 405
     assert post_to_events.headers["allow"] == "GET"
+    assert post_to_events.json()["error"] == "method_not_allowed"
+    assert get_publish.status_code == 405
+    assert get_publish.headers["allow"] == "POST"
+    assert get_publish.json()["error"] == "method_not_allowed"
     # Starlette routes a WebSocketRoute for WebSocket requests only: a plain GET never
     # reaches the app (whose own answer would be 400), so nothing can register.
     assert get_ws_route.status_code == 404
