@@ -119,6 +119,8 @@ GRANTED = {
         ({"cors_origins": ["http://a.example/"]}, ValueError),  # a path: never matches
         ({"cors_origins": ["a.example"]}, ValueError),  # no scheme
         ({"cors_origins": ["http://u@a.example"]}, ValueError),
+        ({"cors_origins": ["https://a.example:443"]}, ValueError),  # browsers omit :443
+        ({"cors_origins": ["http://a.example:80"]}, ValueError),
         ({"cors_origins": []}, ValueError),
         ({"cors_origins": "http://a.example"}, TypeError),  # one string, not a list
         ({"cors_origins": ["*"], "cors_credentials": True}, ValueError),

@@ -95,7 +95,16 @@ def _origin(value: str) -> str:
         raise ValueError(
             f"a CORS origin is 'scheme://host[:port]' (no path, not even '/') or '*': {value!r}"
         )
+    if parts.port is not None and parts.port == _DEFAULT_PORTS.get(parts.scheme.lower()):
+        raise ValueError(
+            f"a CORS origin names no default port (browsers send "
+            f"{parts.scheme.lower()}://{parts.hostname}, which would never match): {value!r}"
+        )
     return value.lower()
+
+
+#: The ports browsers leave out of ``Origin``.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass(frozen=True, slots=True)
