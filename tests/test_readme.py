@@ -18,11 +18,16 @@ Every ```` ```python ```` block of the README is one of two kinds:
   of the named example, which must exist and be run by ``tests/test_examples.py``.
 
 A check is shell-quoted words (``shlex``), any of them ``-H 'name: value'`` adding a
-request header:
+request header, and ``-E 'name: value'`` expecting a response header: the answer (the
+handshake's, for ``WS``) must carry that header with exactly that value (the name
+compared case-insensitively, the value after stripping blanks; several ``-E`` for one
+name each name one value, all of which must be among the header's values):
 
 * ``GET <url> sse``: ``200`` with ``text/event-stream``; ``sse-event``: and one event
   with data within 5 s;
 * ``GET <url> <status>`` / ``POST <url> '<json body>' <status>``: that status;
+* ``OPTIONS <url> <status>``: that status (a CORS preflight: give it ``-H 'Origin: ...'``
+  and ``-H 'Access-Control-Request-Method: POST'``, and ``-E`` the grant expected);
 * ``WS <url>``: the handshake succeeds; ``WS <url> frame``: and one JSON frame
   ``{"data": ..., "id": ...}`` arrives within 5 s.
 
@@ -190,39 +195,80 @@ class Check:
     expect: str
     body: str | None
     headers: dict[str, str]
+    #: Expected response headers: ``(name, value)``, in the order written.
+    expect_headers: tuple[tuple[str, str], ...] = ()
 
 
 def parse_check(text: str) -> Check:
     """A check's words: see the module docstring."""
     words = shlex.split(text)
     headers: dict[str, str] = {}
+    expected: list[tuple[str, str]] = []
     rest: list[str] = []
     while words:
         word = words.pop(0)
-        if word == "-H":
-            name, _, value = words.pop(0).partition(":")
-            headers[name.strip()] = value.strip()
+        if word in ("-H", "-E"):
+            if not words:
+                raise ValueError(f"not a check: {text!r}: {word} without 'name: value'")
+            name, colon, value = words.pop(0).partition(":")
+            if not colon or not name.strip():
+                raise ValueError(f"not a check: {text!r}: {word} needs 'name: value'")
+            if word == "-H":
+                headers[name.strip()] = value.strip()
+            else:
+                expected.append((name.strip(), value.strip()))
         else:
             rest.append(word)
+    expect_headers = tuple(expected)
     method = rest[0] if rest else ""
-    if method == "GET" and len(rest) == 3:
-        return Check("GET", rest[1], rest[2], None, headers)
+    if method in ("GET", "OPTIONS") and len(rest) == 3:
+        if method == "OPTIONS" and not rest[2].isdigit():
+            raise ValueError(f"not a check: {text!r}: OPTIONS expects a status")
+        return Check(method, rest[1], rest[2], None, headers, expect_headers)
     if method == "POST" and len(rest) == 4:
         try:
             json.loads(rest[2])
         except ValueError as exc:
             raise ValueError(f"not a check: {text!r}: the body is not JSON ({exc})") from exc
-        return Check("POST", rest[1], rest[3], rest[2], headers)
+        return Check("POST", rest[1], rest[3], rest[2], headers, expect_headers)
     if method == "WS" and len(rest) in (2, 3):
-        return Check("WS", rest[1], rest[2] if len(rest) == 3 else "open", None, headers)
+        expect = rest[2] if len(rest) == 3 else "open"
+        return Check("WS", rest[1], expect, None, headers, expect_headers)
     raise ValueError(f"not a check: {text!r}")
+
+
+def assert_headers(check: Check, got: list[tuple[str, str]]) -> None:
+    """Every header ``check`` expects is among ``got`` (name case-insensitive, value
+    exact after stripping blanks); else fail naming what was expected and what came."""
+    for name, value in check.expect_headers:
+        values = [v.strip() for n, v in got if n.lower() == name.lower()]
+        assert value in values, f"expected response header {name}: {value!r}, got {values}"
 
 
 def test_checks_parse() -> None:
     check = parse_check("POST http://h/p '{\"a\": 1}' 202 -H 'Authorization: Bearer x'")
     assert check == Check("POST", "http://h/p", "202", '{"a": 1}', {"Authorization": "Bearer x"})
     assert parse_check("WS ws://h/s frame").expect == "frame"
-    for bad in ("GET http://h/", "PUT http://h/ 200", "POST http://h/ {no 202"):
+    preflight = parse_check(
+        "OPTIONS http://h/p -H 'Origin: http://o' -H 'Access-Control-Request-Method: POST' "
+        "204 -E 'Access-Control-Allow-Origin: http://o' -E 'Vary: Origin'"
+    )
+    assert preflight == Check(
+        "OPTIONS",
+        "http://h/p",
+        "204",
+        None,
+        {"Origin": "http://o", "Access-Control-Request-Method": "POST"},
+        (("Access-Control-Allow-Origin", "http://o"), ("Vary", "Origin")),
+    )
+    for bad in (
+        "GET http://h/",
+        "PUT http://h/ 200",
+        "POST http://h/ {no 202",
+        "OPTIONS http://h/ sse",
+        "GET http://h/ 200 -E 'no colon'",
+        "GET http://h/ 200 -E",
+    ):
         with pytest.raises(ValueError, match="not a check"):
             parse_check(bad)
 
@@ -237,6 +283,8 @@ async def run_check(check: Check) -> None:
             close_timeout=2,
             additional_headers=check.headers,
         ) as ws:
+            assert ws.response is not None
+            assert_headers(check, list(ws.response.headers.raw_items()))
             if check.expect == "frame":
                 async with asyncio.timeout(NET_TIMEOUT):
                     frame = json.loads(await ws.recv())
@@ -258,6 +306,7 @@ async def run_check(check: Check) -> None:
             assert response.status_code == 200, response.status_code
             content_type = response.headers.get("content-type", "")
             assert content_type.startswith("text/event-stream"), content_type
+            assert_headers(check, response.headers.multi_items())
             if check.expect == "sse-event":
                 async with asyncio.timeout(NET_TIMEOUT):
                     async for line in response.aiter_lines():
@@ -270,6 +319,7 @@ async def run_check(check: Check) -> None:
                 response.status_code,
                 await response.aread(),
             )
+            assert_headers(check, response.headers.multi_items())
 
 
 def prepare(block: Block, redis_url: str | None) -> tuple[str, list[Check], set[int]]:
