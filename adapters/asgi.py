@@ -354,14 +354,18 @@ class ChannelsApp:
 
     It owns a :class:`~tornadose.delivery.lifecycle.Lifecycle` (:attr:`lifecycle`,
     or the one given) shared by its streams. Served directly by an ASGI server it
-    also handles lifespan: shutdown drains that lifecycle (not the process), waits
-    for its streams to end, then closes the stores unless another server still serves
-    them (see :meth:`~tornadose.http.channels.Channels.stop_serving_from`).
+    also handles lifespan: startup registers it as serving its channels
+    (:meth:`~tornadose.http.channels.Channels.serve_from`); shutdown drains that
+    lifecycle (not the process), waits for its streams to end, then closes the stores
+    unless another server still serves them (see
+    :meth:`~tornadose.http.channels.Channels.stop_serving_from`). An app whose
+    lifespan never starts (mounted with ``app.mount``: Starlette sends no lifespan to
+    mounts) never counts as a server, so it keeps no other server's shutdown from
+    closing the stores.
     """
 
     def __init__(self, channels: Channels, *, lifecycle: Lifecycle | None = None) -> None:
         self.channels = channels
-        channels.serve_from(self)
         self.lifecycle = lifecycle or Lifecycle("ChannelsApp")
         streaming = {"lifecycle": self.lifecycle}
         self._apps: dict[str, ASGIApp] = {
@@ -391,11 +395,18 @@ class ChannelsApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.start_serving()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.shut_down()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def start_serving(self) -> None:
+        """What lifespan startup does: count this app as a server of its channels
+        until :meth:`shut_down` (see
+        :meth:`~tornadose.http.channels.Channels.serve_from`)."""
+        self.channels.serve_from(self)
 
     async def shut_down(self) -> None:
         """What lifespan shutdown does: drain :attr:`lifecycle` (new subscribers are

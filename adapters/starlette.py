@@ -88,6 +88,13 @@ class ASGIResponse(Response):
     route function and ``app`` answers (or streams) with the request's own scope,
     ``receive`` and ``send``. Its headers are the app's: :attr:`headers` shows what a
     stream sends (``media_type``), not what an app refusing the request sends.
+
+    Headers set on the response before it is sent (``response.headers["x-a"] = "1"``,
+    ``response.set_cookie(...)``) are added to the app's ``http.response.start``,
+    whatever its status (a refusal carries them too): each such header replaces the
+    app's headers of that name, except ``set-cookie``, which is added to the app's.
+    ``content-type`` and ``content-length`` stay the app's (it decides its body), and
+    removing one of the initial headers removes nothing from what the app sends.
     Background tasks run once the app returns (a stream: once it ended)."""
 
     def __init__(
@@ -104,11 +111,48 @@ class ASGIResponse(Response):
         self.media_type = media_type or self.media_type
         headers = sse.RESPONSE_HEADERS if self.media_type == EVENT_STREAM else ()
         self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        self._initial_headers = list(self.raw_headers)
+
+    def _added_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers set on this response since it was made, minus the body's own."""
+        initial = list(self._initial_headers)
+        added: list[tuple[bytes, bytes]] = []
+        for name, value in self.raw_headers:
+            if (name, value) in initial:
+                initial.remove((name, value))  # one of the initial headers: the app's
+            elif name.lower() not in _APP_DECIDES:
+                added.append((name.lower(), value))
+        return added
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        added = self._added_headers()
+        if added and scope["type"] == "http":
+            send = _adding_headers(send, added)
         await self.app(scope, receive, send)
         if self.background is not None:
             await self.background()
+
+
+#: Headers of an :class:`ASGIResponse` that the app it runs decides alone.
+_APP_DECIDES = frozenset({b"content-type", b"content-length"})
+
+
+def _adding_headers(send: Send, added: list[tuple[bytes, bytes]]) -> Send:
+    """``send``, adding ``added`` to the ``http.response.start`` message: each replaces
+    the message's headers of its name, except ``set-cookie`` (appended)."""
+    replaced = {name for name, _ in added if name != b"set-cookie"}
+
+    async def sending(message: ASGIMessage) -> None:
+        if message["type"] == "http.response.start":
+            kept = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if bytes(name).lower() not in replaced
+            ]
+            message = {**message, "headers": kept + added}
+        await send(message)
+
+    return sending
 
 
 class EventStreamResponse(ASGIResponse):
@@ -226,7 +270,10 @@ class ChannelEndpoints:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         """The app's lifespan (``Starlette(lifespan=...)``, a FastAPI router's): at
-        shutdown, drain :attr:`lifecycle` and close the stores unless another server
-        still serves them (:meth:`~tornadose.adapters.asgi.ChannelsApp.shut_down`)."""
+        startup, count :attr:`app` as a server of the channels
+        (:meth:`~tornadose.adapters.asgi.ChannelsApp.start_serving`); at shutdown,
+        drain :attr:`lifecycle` and close the stores unless another server still
+        serves them (:meth:`~tornadose.adapters.asgi.ChannelsApp.shut_down`)."""
+        self.app.start_serving()
         yield
         await self.app.shut_down()

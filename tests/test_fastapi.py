@@ -25,11 +25,13 @@ Everything runs on a real uvicorn server (ephemeral loopback port) with real cli
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import httpx
 import pydantic
 import pytest
+import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from starlette.applications import Starlette
@@ -531,3 +533,108 @@ async def test_router_answers_carry_the_cors_headers(uvicorn_server: UvicornStar
             assert answer.headers["vary"] == "Origin", what
     assert chat.stats.published == 2
     await channels.aclose()
+
+
+# -- headers and cookies set on the returned responses ---------------------------------
+
+
+async def test_headers_and_cookies_set_on_returned_responses_reach_the_client(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    """A header and a cookie set on the response of ``endpoints.events()`` and of
+    ``endpoints.publish()`` are sent with the app's own headers (the stream's
+    ``text/event-stream``, the publish answer's JSON); a header the route sets replaces
+    the app's of that name; content-type stays the app's."""
+    channels = declare()
+    endpoints = ChannelEndpoints(channels)
+    app = FastAPI(lifespan=endpoints.lifespan)
+
+    @app.get("/rooms/{room}/events")
+    async def room_events(room: str) -> Response:
+        response = endpoints.events(room)
+        response.headers["x-custom"] = "events"
+        response.headers["cache-control"] = "no-store"  # replaces the stream's own
+        response.headers["content-type"] = "text/plain"  # not taken: the app decides
+        response.set_cookie("seen", "events", httponly=True)
+        return response
+
+    @app.post("/rooms/{room}/publish")
+    async def room_publish(room: str) -> Response:
+        response = endpoints.publish(room)
+        response.headers["x-custom"] = "publish"
+        response.set_cookie("posted", "yes")
+        response.set_cookie("twice", "also")
+        return response
+
+    base = await uvicorn_server(app, lifespan="on")
+    news = channels["news"].store
+    async with http_client() as client:
+        async with sse_client(f"{base}/rooms/news/events") as (source, events):
+            response = source.response
+            assert response.headers["x-custom"] == "events"
+            assert response.headers.get_list("cache-control") == ["no-store"]
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.cookies["seen"] == "events"
+            assert "httponly" in response.headers["set-cookie"].lower()
+            await wait_until(lambda: len(news.subscribers) == 1)
+
+            published = await client.post(f"{base}/rooms/news/publish", json={"n": 1})
+            assert published.status_code == 202, published.text
+            assert published.headers["x-custom"] == "publish"
+            assert published.headers["content-type"] == "application/json"
+            assert published.cookies["posted"] == "yes"
+            assert published.cookies["twice"] == "also"
+            assert len(published.headers.get_list("set-cookie")) == 2
+            [event] = await take(events, 1)
+            assert event.id == published.json()["id"]
+
+        # A refusal by the app (unknown channel) carries them as well.
+        unknown = await client.post(f"{base}/rooms/nope/publish", json={"n": 1})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "unknown_channel"
+        assert unknown.headers["x-custom"] == "publish"
+        assert unknown.cookies["posted"] == "yes"
+    await channels.aclose()
+
+
+# -- lifespan: who serves the channels ---------------------------------------------------
+
+
+async def test_router_lifespan_closes_stores_despite_a_mounted_channels_app() -> None:
+    """A FastAPI app with ``channels_router`` and a ``ChannelsApp`` mounted with
+    ``app.mount`` on the same ``Channels``, on real uvicorn with lifespan on: the
+    mount gets no lifespan, so it never counts as a server, and uvicorn stopping by
+    itself (``should_exit``) closes the stores."""
+    channels = declare()
+    app = FastAPI()
+    app.include_router(channels_router(channels))
+    app.mount("/mounted", ChannelsApp(channels))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    try:
+        await wait_until(lambda: server.started or serving.done(), timeout=10)
+        if serving.done():
+            serving.result()  # it failed to start: say why
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        news = channels["news"].store
+        async with http_client() as client:
+            for url in (f"{base}/api/news/publish", f"{base}/mounted/api/news/publish"):
+                published = await client.post(url, json={"n": 1})
+                assert published.status_code == 202, (url, published.text)
+        assert not news.closed
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        assert news.closed
+        assert channels["chat"].store.closed
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)

@@ -100,7 +100,10 @@ class Channel:
         ``422``), :class:`~tornadose.core.errors.UnencodableMessage`,
         :class:`~tornadose.wire.sse.InvalidField` (``event`` with CR, LF or NUL),
         :class:`~tornadose.core.errors.StoreClosed`,
-        :class:`~tornadose.core.errors.StoreUnavailable`; then nothing is published.
+        :class:`~tornadose.core.errors.StoreUnavailable`. After any of them nothing
+        was published, except a ``StoreUnavailable`` whose ``maybe_published`` is
+        true: the connection to Redis broke after the message was sent, so it may
+        have been published (with an id you were not given).
         """
         published = await self.store.submit(message, event=event)
         return published.id or ""
