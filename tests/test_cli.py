@@ -38,10 +38,18 @@ from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 CLI = [sys.executable, "-m", "tornadose.cli"]
 
 
-def run_cli(directory: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """Run ``tornadose <arguments>`` in ``directory`` until it exits (at most 30 s)."""
+def run_cli(
+    directory: Path, *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tornadose <arguments>`` in ``directory`` until it exits (at most 30 s), with
+    this environment plus ``env``."""
     return subprocess.run(
-        [*CLI, *arguments], capture_output=True, text=True, timeout=30, cwd=directory
+        [*CLI, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=directory,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -450,6 +458,18 @@ def needs_argument(name: str) -> Channels:
 
 def raises() -> Channels:
     raise RuntimeError("no database\\nat all")
+
+
+async def make_async() -> Channels:
+    return make_channels()
+
+
+class AsyncFactory:
+    async def __call__(self) -> Channels:
+        return make_channels()
+
+
+async_instance = AsyncFactory()
 '''
 
 #: Modules that fail while they are imported, and what the one line says about each.
@@ -736,6 +756,50 @@ def test_a_bad_or_unreachable_redis_is_refused_at_startup(
     port = free_port_pair()
     result = run_cli(tmp_path, *arguments, "--port", str(port), "--redis", url)
     assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("notaurl", "TORNADOSE_REDIS_URL: not a Redis URL: 'notaurl'"),
+        ("unreachable", "TORNADOSE_REDIS_URL: cannot reach Redis at redis://127.0.0.1:{port}/0"),
+    ],
+)
+@pytest.mark.parametrize("server", ["tornado", "uvicorn"])
+def test_a_bad_redis_url_variable_is_refused_at_startup(
+    tmp_path: Path, url: str, message: str, server: str
+) -> None:
+    """Without ``--redis``, ``TORNADOSE_REDIS_URL`` (which ``Channels`` reads) is checked
+    as ``--redis`` is: one line naming the variable and the URL, exit 2, nothing
+    listening (not a server answering every request 500)."""
+    write_channels_module(tmp_path)
+    if url == "unreachable":
+        redis_port = free_port()
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        message = message.format(port=redis_port)
+    port = free_port()
+    result = run_cli(
+        tmp_path,
+        *["serve", "live_channels:channels", "--server", server, "--port", str(port)],
+        env={"TORNADOSE_REDIS_URL": url},
+    )
+    assert_one_line_error(result, message)
+    with socket.socket() as probe:  # nothing was left listening
+        probe.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("target", ["live_channels:make_async", "live_channels:async_instance"])
+def test_an_async_factory_is_refused_without_a_warning(tmp_path: Path, target: str) -> None:
+    """An ``async def`` factory (or an object with an ``async def __call__``): one line
+    saying the factory must be a plain function, exit 2, and no "never awaited"
+    ``RuntimeWarning`` (the one line is all of stderr)."""
+    write_channels_module(tmp_path)
+    result = run_cli(tmp_path, "serve", target, "--port", str(free_port()))
+    assert_one_line_error(
+        result,
+        f"{target} is an async function: the factory must be a plain (synchronous) function",
+    )
+    assert "never awaited" not in result.stderr
 
 
 @pytest.mark.parametrize(

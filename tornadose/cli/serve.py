@@ -46,8 +46,9 @@ def serve(args: argparse.Namespace) -> int:
     """Run ``tornadose serve`` as parsed into ``args``; returns the exit status.
 
     Raises :class:`~tornadose.cli.target.UsageError` for a bad command line, before
-    anything listens: a missing extra, a ``--redis`` that is not a reachable Redis, a
-    target that fails to import, raises or names no ``Channels``.
+    anything listens: a missing extra, a ``--redis`` (or, without it, a
+    ``TORNADOSE_REDIS_URL``) that is not a reachable Redis, a target that fails to
+    import, raises, is an ``async def`` factory or names no ``Channels``.
     """
     if args.server == "uvicorn":
         require_uvicorn("tornadose[asgi]")
@@ -57,6 +58,9 @@ def serve(args: argparse.Namespace) -> int:
         require("tornadose[redis]", "redis")
         check_redis(args.redis)
         os.environ[REDIS_URL_VARIABLE] = args.redis
+    elif os.environ.get(REDIS_URL_VARIABLE):  # read by Channels: checked the same way
+        require("tornadose[redis]", "redis")
+        check_redis(os.environ[REDIS_URL_VARIABLE], source=REDIS_URL_VARIABLE)
     _import_from_cwd()
     channels = load_channels(args.target)
     # uvicorn's workers bind the port themselves: for them, only check it is free.

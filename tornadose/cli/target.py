@@ -51,21 +51,22 @@ def require_uvicorn(extra: str) -> None:
         )
 
 
-def check_redis(url: str, timeout: float = 3.0) -> None:
-    """:class:`UsageError` (one line, naming ``url``) unless ``url`` is a Redis URL
-    and that Redis answers ``PING`` within ``timeout`` seconds; checked at startup,
-    so that a wrong ``--redis`` is not found out later, by every request failing."""
+def check_redis(url: str, timeout: float = 3.0, *, source: str = "--redis") -> None:
+    """:class:`UsageError` (one line, naming ``source``, the option or environment
+    variable that gave it, and ``url``) unless ``url`` is a Redis URL and that Redis
+    answers ``PING`` within ``timeout`` seconds; checked at startup, so that a wrong
+    URL is not found out later, by every request failing."""
     import redis
     from redis.exceptions import RedisError
 
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     except ValueError as exc:  # redis-py's word for a URL it cannot read
-        raise UsageError(f"--redis: not a Redis URL: {url!r} ({_one_line(exc)})") from None
+        raise UsageError(f"{source}: not a Redis URL: {url!r} ({_one_line(exc)})") from None
     try:
         client.ping()
     except (RedisError, OSError, ValueError) as exc:
-        raise UsageError(f"--redis: cannot reach Redis at {url}: {_one_line(exc)}") from None
+        raise UsageError(f"{source}: cannot reach Redis at {url}: {_one_line(exc)}") from None
     finally:
         client.close()
 
@@ -138,6 +139,8 @@ def load_channels(target: str) -> Channels:
         except Exception as exc:  # a property or module __getattr__ that failed
             raise _failure(target, f"looking up {attribute}", exc) from None
     if not isinstance(found, Channels) and callable(found):
+        if inspect.iscoroutinefunction(found):
+            raise UsageError(_async_factory(target))
         try:
             inspect.signature(found).bind()
         except TypeError:
@@ -148,12 +151,23 @@ def load_channels(target: str) -> Channels:
             found = found()
         except Exception as exc:
             raise _failure(target, f"calling {attribute}()", exc) from None
+        if inspect.iscoroutine(found):  # an async callable not seen as one above
+            found.close()  # never run: no "never awaited" warning
+            raise UsageError(_async_factory(target))
     if not isinstance(found, Channels):
         kind = type(found).__name__
         raise UsageError(f"{target} is {kind}, not a tornadose Channels (nor returns one)")
     if not len(found):
         raise UsageError(f"{target} declares no channels")
     return found
+
+
+def _async_factory(target: str) -> str:
+    """What is said about a target that is an ``async def`` factory."""
+    return (
+        f"{target} is an async function: the factory must be a plain (synchronous) "
+        "function returning the Channels"
+    )
 
 
 def channel_urls(channels: Channels, base: str) -> list[str]:
