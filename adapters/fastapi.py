@@ -131,8 +131,9 @@ def channels_router(
 ) -> APIRouter:
     """An ``APIRouter`` serving every channel of ``channels`` (see the module
     docstring), built now: declare every channel first. ``dependencies`` run before
-    each route serving a channel or a document, not on the ``OPTIONS`` routes of
-    CORS preflights (added when the channels have a CORS policy); ``lifecycle``
+    each route serving a channel or a document, not on its ``OPTIONS`` routes (CORS
+    preflights, else the JSON ``405``); every other method a URL does not serve gets
+    the mounted URL's answer (its JSON ``405``, a document's ``HEAD``); ``lifecycle``
     counts its streams (default: its own); ``tags`` group its routes in ``/docs``
     (default: ``["channels"]``)."""
     endpoints = ChannelEndpoints(channels, lifecycle=lifecycle)
@@ -162,14 +163,13 @@ def channels_router(
 
 
 class _Guarded:
-    """Adds a router's routes: each with the ``dependencies`` of ``channels_router``
-    and, when the channels have a CORS policy, an ``OPTIONS`` route at its path
-    without them, answered by the core's preflight decision."""
+    """Adds a router's routes: each with the ``dependencies`` of ``channels_router``;
+    at its path, the other methods with them too, and ``OPTIONS`` without them, all
+    answered as the mounted URL answers (a preflight by the core's CORS decision)."""
 
     def __init__(self, endpoints: ChannelEndpoints, dependencies: list[Depends]) -> None:
         self.endpoints = endpoints
         self.dependencies = dependencies
-        self.cors = endpoints.channels.cors is not None
 
     def route(
         self,
@@ -181,9 +181,23 @@ class _Guarded:
     ) -> None:
         path = self.endpoints.path(channel, endpoint)
         router.add_api_route(path, function, dependencies=self.dependencies, **options)
-        if not self.cors:
-            return
-        endpoints = self.endpoints
+        endpoints, name = self.endpoints, options.get("name") or endpoint.value
+
+        async def other_method() -> Response:
+            return endpoints.mounted(channel, endpoint)
+
+        # Every other method gets the mounted URL's answer (its JSON 405, a document's
+        # HEAD), not FastAPI's: behind the same dependencies.
+        others = sorted(_METHODS - {"OPTIONS", *options["methods"]})
+        router.add_api_route(
+            path,
+            other_method,
+            methods=others,
+            name=f"{name}.other",
+            dependencies=self.dependencies,
+            include_in_schema=False,
+            response_class=Response,
+        )
 
         async def preflight() -> Response:
             return endpoints.options(channel, endpoint)
@@ -192,10 +206,15 @@ class _Guarded:
             path,
             preflight,
             methods=["OPTIONS"],
-            name=f"{options.get('name') or endpoint.value}.options",
+            name=f"{name}.options",
             include_in_schema=False,
             response_class=Response,
         )
+
+
+#: The methods a router's URL answers with the mounted URL's answer when its route
+#: does not take them.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None:

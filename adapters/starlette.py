@@ -257,6 +257,13 @@ class ChannelEndpoints:
         endpoint = Endpoint.ASYNCAPI if name is None else Endpoint.SCHEMA
         return ASGIResponse(self._serving(name, endpoint))
 
+    def mounted(self, name: str | None, endpoint: Endpoint) -> Response:
+        """The response the mounted URL of channel ``name``'s ``endpoint`` gives the
+        request, whatever its method (``name=None``: ``Endpoint.ASYNCAPI``): for a
+        method the endpoint does not serve, its JSON ``405`` with ``Allow``; ``HEAD``
+        of a document, the document's headers."""
+        return ASGIResponse(self._serving(name, endpoint))
+
     def options(self, name: str | None, endpoint: Endpoint) -> Response:
         """The response to an ``OPTIONS`` request at the URL of channel ``name``'s
         ``endpoint`` (``name=None``: ``Endpoint.ASYNCAPI``), as the mounted URL answers

@@ -156,6 +156,43 @@ async def test_router_dependencies_guard_every_endpoint(uvicorn_server: UvicornS
     await channels.aclose()
 
 
+async def test_router_answers_other_methods_as_the_mounted_urls(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    """A method a router URL does not serve gets the mounted URL's JSON ``405`` with
+    ``Allow`` (not FastAPI's ``{"detail": ...}``), behind the same dependencies;
+    ``HEAD`` of a document is served; ``OPTIONS`` without a CORS policy is a JSON 405."""
+    channels = declare()
+    app = FastAPI()
+    app.include_router(
+        channels_router(channels, dependencies=[Depends(check_token)]), prefix="/live"
+    )
+    base = await uvicorn_server(app)
+    api = f"{base}/live/api"
+    async with http_client() as client:
+        assert (await client.get(f"{api}/chat/publish")).status_code == 401  # dependency first
+        cases = [
+            ("GET", "/chat/publish", "POST"),
+            ("DELETE", "/chat/events", "GET"),
+            ("POST", "/chat/schema.json", "GET, HEAD"),
+            ("PUT", "/asyncapi.json", "GET, HEAD"),
+            ("OPTIONS", "/chat/events", "GET"),
+        ]
+        for method, path, allow in cases:
+            headers = {} if method == "OPTIONS" else GOOD
+            answer = await client.request(method, api + path, headers=headers)
+            assert answer.status_code == 405, (method, path, answer.text)
+            assert answer.json()["error"] == "method_not_allowed", (method, path)
+            assert answer.headers["allow"] == allow, (method, path)
+        head = await client.head(f"{api}/chat/schema.json", headers=GOOD)
+        assert head.status_code == 200
+        assert head.headers["content-type"] == "application/json"
+        schema_paths = (await client.get(f"{base}/openapi.json")).json()["paths"]
+        assert set(schema_paths["/live/api/chat/publish"]) == {"post"}
+    assert channels["chat"].store.stats.published == 0
+    await channels.aclose()
+
+
 def pydantic_core_json(text: str) -> object:
     return pydantic.TypeAdapter(object).validate_json(text)
 
