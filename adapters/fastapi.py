@@ -254,7 +254,18 @@ def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None
             401: {"model": ErrorBody, "description": "Not authenticated"},
             403: {"model": ErrorBody, "description": "Refused"},
         },
-        openapi_extra={"parameters": [_last_event_id_header(), _last_event_id_query()]},
+        openapi_extra={
+            "parameters": [
+                _parameter(
+                    "Last-Event-ID",
+                    "header",
+                    "Resume after this message id (sent by EventSource on reconnect)",
+                ),
+                _parameter(
+                    "last_event_id", "query", "Resume after this message id (the header wins)"
+                ),
+            ]
+        },
     )
     router.add_api_websocket_route(
         endpoints.path(name, Endpoint.WEBSOCKET),
@@ -297,33 +308,18 @@ def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None
         openapi_extra={
             "requestBody": body,
             "parameters": [
-                {
-                    "name": "event",
-                    "in": "query",
-                    "required": False,
-                    "description": "The SSE event type of the message",
-                    "schema": {"type": "string"},
-                }
+                _parameter("event", "query", "The SSE event type of the message"),
             ],
         },
     )
 
 
-def _last_event_id_header() -> dict[str, Any]:
+def _parameter(name: str, where: str, description: str) -> dict[str, Any]:
+    """An optional string parameter of an OpenAPI operation."""
     return {
-        "name": "Last-Event-ID",
-        "in": "header",
+        "name": name,
+        "in": where,
         "required": False,
-        "description": "Resume after this message id (sent by EventSource on reconnect)",
-        "schema": {"type": "string"},
-    }
-
-
-def _last_event_id_query() -> dict[str, Any]:
-    return {
-        "name": "last_event_id",
-        "in": "query",
-        "required": False,
-        "description": "Resume after this message id (the header wins)",
+        "description": description,
         "schema": {"type": "string"},
     }

@@ -452,6 +452,21 @@ def site_packages(venv: Path) -> Path:
     return found
 
 
+def inspect_install(bin_folder: Path, project: Path) -> dict[str, Any]:
+    """What :data:`INSPECT` reports, run by the venv's python from ``project``."""
+    result = subprocess.run(
+        [str(bin_folder / "python"), "-c", INSPECT],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
 def test_installed_distribution_is_one_package_and_every_module_imports(
     build: Build, venv: Path, project: Path
 ) -> None:
@@ -460,16 +475,7 @@ def test_installed_distribution_is_one_package_and_every_module_imports(
     the package is the installed one, every module imports (or fails naming a dependency
     of an extra not installed), the demo page is in the package, and the user's
     ``schemas``/``adapters`` are still the user's after all that."""
-    result = subprocess.run(
-        [str(venv / "python"), "-c", INSPECT],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = inspect_install(venv, project)
     site = site_packages(venv)
     assert report["tops"] == ["tornadose"]
     assert report["owners"] == ["tornadose"]
@@ -724,16 +730,7 @@ def test_each_extra_installs_alone_and_its_modules_import(
         pytest.fail(f"extra {extra!r}: add the modules it enables to EXTRA_MODULES")
     extras = declared_extras()
     bin_folder = venv_with(extra)
-    result = subprocess.run(
-        [str(bin_folder / "python"), "-c", INSPECT],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = inspect_install(bin_folder, project)
     for module in EXTRA_MODULES[extra]:
         assert module in report["imported"], (module, report["failed"].get(module))
     provided = brings(extra, extras)
