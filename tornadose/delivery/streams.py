@@ -41,6 +41,7 @@ from tornadose.core.message import Message
 from tornadose.core.reasons import CUT_REASONS, CloseReason
 from tornadose.core.subscription import Subscription
 from tornadose.delivery import direct as direct_delivery
+from tornadose.delivery.coalescing import SweepPacing
 from tornadose.wire import sse
 
 __all__ = [
@@ -404,25 +405,43 @@ class _EncodeCache:
 
 
 class _Flusher:
-    """Writes, once per event loop turn, what arrived for streams whose tasks wait.
+    """Writes, in one sweep, what arrived for streams whose tasks wait.
 
-    Messages published in one turn (a burst) reach each connection in one write
-    (up to ``max_batch`` messages), in the next turn, as a woken task would have
-    written them, and a quiet stream's single message goes out just as soon.
+    A sweep runs on the loop turn after a message arrives for an idle stream, unless
+    the last sweep ended too recently: then it is put off as
+    :class:`~tornadose.delivery.coalescing.SweepPacing` decides (at most
+    :data:`~tornadose.delivery.coalescing.DEFAULT_MAX_WAIT`), so that under load
+    several messages share each connection's write. Messages published in one turn
+    (a burst) always reach each connection in one write (up to ``max_batch``
+    messages), as a woken task would have written them, and a quiet stream's single
+    message goes out on the next turn.
     """
 
-    __slots__ = ("_loop", "_ready")
+    __slots__ = ("_loop", "_pacing", "_ready")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ready: list[_Stream[Any]] = []
+        self._pacing = SweepPacing()
 
     def add(self, stream: _Stream[Any]) -> None:
         if not self._ready:
-            self._loop.call_soon(self._flush)
+            loop = self._loop
+            delay = self._pacing.delay(loop.time())
+            if delay:
+                loop.call_later(delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
         self._ready.append(stream)
 
     def _flush(self) -> None:
+        started = self._loop.time()
+        try:
+            self._sweep()
+        finally:
+            self._pacing.swept(started, self._loop.time())
+
+    def _sweep(self) -> None:
         ready, self._ready = self._ready, []
         cache = _EncodeCache()
         for stream in ready:
