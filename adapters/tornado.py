@@ -201,14 +201,10 @@ class BaseHandler(JSONErrorHandler):
         return await streams.stream_payloads(subscription, target, self.stream_options, write=write)
 
     def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
-        # Tornado sends what it can at once; its future is awaited only while the
-        # socket is backed up. A done future with an error means the client left.
-        self.write(chunk)
-        flushed = self.flush()
-        if flushed.done():
-            flushed.result()
-            return None
-        return flushed
+        # Straight to the connection's stream once the headers are out (the same bytes
+        # object, framed once, for every subscriber of a flush); what is returned is
+        # awaited only while the socket is backed up. Raising: the client left.
+        return compat.write_body(self, chunk)
 
     def _customised(self, base: type[BaseHandler]) -> bool:
         cls = type(self)
