@@ -6,16 +6,24 @@ waits), then measures, on 127.0.0.1:
 
 1. **idle memory**: server RSS with ``N`` idle subscribers minus RSS with none
    (after a warm-up connection), divided by ``N``;
-2. **full speed**: ``M`` messages of ``B`` bytes published as fast as the server
-   takes them (bursts, paced by its backlog: see :mod:`benchmarks.servers.base`);
-   the client reports delivered events/s from the first message's publish time to
-   the last arrival, losses, and its own CPU share; the runner adds the server's;
-3. **fixed rate**: ``R`` messages/s for ``D`` seconds; p50/p99 publish-to-receive
-   latency over every delivery;
+2. **full speed, in each producer regime**: ``M`` messages of ``B`` bytes published
+   as fast as the server takes them, **per-event** (one publish per event-loop turn)
+   then **batch** (``k`` publishes per loop turn), paced by the server's backlog by
+   one rule for every contender (see :mod:`benchmarks.servers.base`); the client
+   reports delivered events/s from the first message's publish time to the last
+   arrival, losses, and its own CPU share; the runner adds the server's;
+3. **fixed rate**: ``R`` messages/s for ``D`` seconds, one publish per loop turn;
+   p50/p99 publish-to-receive latency over every delivery;
 
 then, for tornadose on both adapters, a **hold test**: 10,000 subscribers (the
 open-file limit is raised in the benchmark processes) held for a few seconds, then
 a few messages that every one of them must receive; every failure counts.
+
+A contender may skip a phase that would only repeat another's (the coalescing raw
+servers: per-event and fixed rate are raw-asyncio's); the reason is in the JSON and
+under the table. The ``RedisStore`` rows use ``--redis-url`` and a channel of their
+own for the run (deleted after), and are skipped, saying why, when Redis does not
+answer.
 
 Every wait has a timeout, every child process is killed when its contender is done
 and again at exit (also on Ctrl-C and SIGTERM), so a run can never hang or leak.
@@ -43,14 +51,31 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.common import CONTROL_PREFIX, MIN_SIZE, raise_nofile
+from benchmarks.servers.base import DEFAULT_BACKLOG
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
+#: The Redis of the RedisStore rows unless ``--redis-url`` says otherwise.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Seconds a child may take to start and say it is ready.
 START_TIMEOUT = 30.0
 #: Seconds of silence after which a measurement is over (messages lost or cut).
 QUIET = 2.0
+
+
+#: The producer regimes of the full-speed phase, in the order they run.
+REGIMES = ("per-event", "batch")
+
+
+def regime_label(regime: str, burst: int) -> str:
+    """How tables name a regime: ``per-event``, ``batch k=10``."""
+    return regime if regime == "per-event" else f"batch k={burst}"
+
+
+#: Why the coalescing raw servers skip the per-event regime and the fixed rate.
+_SAME_AS_RAW = "with one publish per loop turn it writes each event alone, as {raw} does"
+_NO_RATE = "at a fixed rate nothing coalesces: {raw}'s latency is the baseline"
 
 
 @dataclass(frozen=True)
@@ -65,10 +90,21 @@ class Spec:
     tornadose: bool = False
     args: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    #: Where the store keeps the channel: "memory", or "redis" (a later "redis cluster").
+    backend: str = "memory"
+    #: The option (of ``python -m benchmarks``) holding the Redis URL the server uses.
+    redis_url_option: str | None = None
+    #: Phases ("per-event", "batch", "rate") this contender skips, with the reason.
+    skips: tuple[tuple[str, str], ...] = ()
+    #: Run without being named in ``--only``.
+    default: bool = True
 
     @property
     def path(self) -> str:
         return "/ws" if self.transport == "ws" else "/events"
+
+    def skip_reason(self, phase: str) -> str | None:
+        return dict(self.skips).get(phase)
 
 
 SPECS: list[Spec] = [
@@ -82,6 +118,17 @@ SPECS: list[Spec] = [
         True,
         requires=("uvicorn",),
     ),
+    Spec(
+        "tornadose-uvicorn-redis",
+        "tornadose_uvicorn",
+        "sse",
+        "uvicorn",
+        "tornadose EventSourceApp, RedisStore",
+        True,
+        requires=("uvicorn", "redis"),
+        backend="redis",
+        redis_url_option="redis_url",
+    ),
     Spec("raw-asyncio", "raw_asyncio", "sse", "asyncio", "raw asyncio, a write per event"),
     Spec(
         "raw-asyncio-coalesced",
@@ -90,15 +137,28 @@ SPECS: list[Spec] = [
         "asyncio",
         "raw asyncio, coalesced writes",
         args=("--coalesce",),
+        skips=(
+            ("per-event", _SAME_AS_RAW.format(raw="raw-asyncio")),
+            ("rate", _NO_RATE.format(raw="raw-asyncio")),
+        ),
     ),
     Spec("tornado-handler", "tornado_handler", "sse", "tornado", "Tornado handler + queue"),
+    Spec(
+        "starlette-handler",
+        "starlette_handler",
+        "sse",
+        "uvicorn",
+        "Starlette StreamingResponse + queue",
+        requires=("uvicorn", "starlette"),
+    ),
     Spec(
         "asgi-handler",
         "asgi_handler",
         "sse",
         "uvicorn",
-        "ASGI handler + queue",
+        "pure ASGI handler + queue",
         requires=("uvicorn",),
+        default=False,
     ),
     Spec(
         "sse-starlette",
@@ -125,7 +185,28 @@ SPECS: list[Spec] = [
         True,
         requires=("uvicorn", "websockets"),
     ),
+    Spec("raw-asyncio-ws", "raw_asyncio", "ws", "asyncio", "raw asyncio WS, a write per frame"),
+    Spec(
+        "raw-asyncio-ws-coalesced",
+        "raw_asyncio",
+        "ws",
+        "asyncio",
+        "raw asyncio WS, coalesced writes",
+        args=("--coalesce",),
+        skips=(
+            ("per-event", _SAME_AS_RAW.format(raw="raw-asyncio-ws")),
+            ("rate", _NO_RATE.format(raw="raw-asyncio-ws")),
+        ),
+    ),
     Spec("tornado-handler-ws", "tornado_handler", "ws", "tornado", "Tornado WS handler + queue"),
+    Spec(
+        "starlette-handler-ws",
+        "starlette_handler",
+        "ws",
+        "uvicorn",
+        "Starlette WebSocket endpoint + queue",
+        requires=("uvicorn", "starlette", "websockets"),
+    ),
 ]
 
 #: The contenders of the hold test (tornadose on both adapters, over SSE).
@@ -216,7 +297,7 @@ class Child:
             text = line.decode(errors="replace")
             if not text.startswith(CONTROL_PREFIX):
                 continue
-            answer = json.loads(text[len(CONTROL_PREFIX) :])
+            answer: dict[str, Any] = json.loads(text[len(CONTROL_PREFIX) :])
             if "error" in answer:
                 raise ChildError(f"{self.name}: {answer['error']}")
             if key in answer:
@@ -283,7 +364,7 @@ async def wait_subscribers(server: Child, wanted: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     count = -1
     while time.monotonic() < deadline:
-        count = (await server.ask({"cmd": "stats"}, "subscribers", 10))["subscribers"]
+        count = int((await server.ask({"cmd": "stats"}, "subscribers", 10))["subscribers"])
         if count == wanted:
             return count
         await asyncio.sleep(0.1)
@@ -298,6 +379,9 @@ async def start_pair(
     if spec.tornadose:
         # A full-speed burst must never hit the overflow policy: it measures speed.
         server_argv += ["--max-queue", str(max(1000, options.messages))]
+    if spec.redis_url_option is not None:
+        server_argv += ["--redis-url", getattr(options, spec.redis_url_option)]
+        server_argv += ["--channel", options.channel]
     server = await Child.start(
         spec.name, server_argv, options.server_cpu, logs / f"{tag}server.log"
     )
@@ -343,9 +427,11 @@ async def measure_phase(
     options: argparse.Namespace,
     rate: float,
     connections: int,
+    burst: int = 1,
     profile_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Publish ``count`` messages (at ``rate``/s, or full speed for 0) and measure."""
+    """Publish ``count`` messages (at ``rate``/s, or at full speed for 0, ``burst`` per
+    loop turn) and measure."""
     # Generous: a fixed-rate phase takes count/rate s; full speed ends even at 5k events/s.
     timeout = count / rate + 15 if rate else 20 + connections * count / 5000
     await client.send(
@@ -363,7 +449,7 @@ async def measure_phase(
     try:
         cpu0 = server_cpu(server.pid)
         command = {"cmd": "publish", "first": first, "count": count, "size": options.size}
-        command |= {"rate": rate, "burst": options.burst}
+        command |= {"rate": rate, "burst": burst, "backlog": options.backlog}
         published = await server.ask(command, "published", timeout + 10)
         result: dict[str, Any] = (await client.expect("result", timeout + 10))["result"]
         cpu = server_cpu(server.pid) - cpu0
@@ -376,6 +462,7 @@ async def measure_phase(
     result["events_per_server_cpu_s"] = round(result["delivered"] / cpu) if cpu else None
     result["publish_seconds"] = round(published["seconds"], 4)
     result["paced"] = published["paced"]
+    result["burst"] = burst
     return result
 
 
@@ -428,21 +515,85 @@ async def stop_profiler(process: asyncio.subprocess.Process) -> None:
     _live.pop(process.pid, None)
 
 
+#: Whether Redis answered at each URL asked about in this run (``None``: it did).
+_redis_checked: dict[str, str | None] = {}
+
+
+async def redis_unreachable(url: str) -> str | None:
+    """Why Redis at ``url`` cannot be used (``None``: it answered ``PING``); asked once
+    per URL and run."""
+    if url not in _redis_checked:
+        try:
+            import redis.asyncio
+        except ImportError:
+            _redis_checked[url] = "the redis package is not installed (pip install '.[redis]')"
+            return _redis_checked[url]
+        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            await asyncio.wait_for(client.ping(), 5)
+        except Exception as exc:
+            _redis_checked[url] = f"Redis is not reachable at {url}: {type(exc).__name__}: {exc}"
+        else:
+            _redis_checked[url] = None
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+    return _redis_checked[url]
+
+
+async def forget_channel(url: str, channel: str) -> None:
+    """Delete the keys this run's ``channel`` left in Redis at ``url`` (best effort: a
+    key Redis will not delete from this connection, on another cluster node say, stays)."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"*{channel}*", count=1000)]
+        for key in keys:
+            with contextlib.suppress(Exception):
+                await client.delete(key)
+    except Exception as exc:
+        print(f"  (could not delete the keys of {channel} at {url}: {exc!r})", flush=True)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+def phases(spec: Spec, options: argparse.Namespace) -> list[str]:
+    """The full-speed regimes ``spec`` runs in this run."""
+    return [r for r in options.regimes if spec.skip_reason(r) is None]
+
+
 async def bench_contender(
     spec: Spec, options: argparse.Namespace, counter: Counter
 ) -> dict[str, Any]:
     """Every measurement of one contender; failures are recorded, never raised."""
+    begun = time.monotonic()
     out: dict[str, Any] = {
         "name": spec.name,
         "label": spec.label,
         "transport": spec.transport,
         "stack": spec.stack,
+        "backend": spec.backend,
         "tornadose": spec.tornadose,
+        "throughput": {},
+        "skipped_phases": {
+            phase: reason
+            for phase in (*options.regimes, "rate")
+            if (reason := spec.skip_reason(phase)) is not None
+        },
     }
     missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
     if missing:
         out["skipped"] = f"not installed: {', '.join(missing)}"
         return out
+    redis_url = getattr(options, spec.redis_url_option) if spec.redis_url_option else None
+    if redis_url is not None:
+        reason = await redis_unreachable(redis_url)
+        if reason is not None:
+            out["skipped"] = reason
+            return out
+        out["redis"] = {"url": redis_url, "channel": options.channel}
     logs = options.results / "logs" / spec.name
     server = client = None
     try:
@@ -459,32 +610,38 @@ async def bench_contender(
         rss1 = server_rss(server.pid)
         out["idle_bytes_per_connection"] = round((rss1 - rss0) / max(1, connected))
         out["rss_mb"] = {"empty": round(rss0 / 2**20, 1), "idle": round(rss1 / 2**20, 1)}
-        profile = None
-        if options.profile and spec.tornadose:
-            profile = options.results / f"profile-{spec.name}.txt"
         m = options.messages
-        out["full"] = await measure_phase(
-            server,
-            client,
-            first=counter.take(m),
-            count=m,
-            options=options,
-            rate=0,
-            connections=connected,
-            profile_path=profile,
-        )
-        if profile is not None and profile.exists():
-            out["profile"] = report.profile_summary(profile)
-        count = max(1, round(options.rate * options.duration))
-        out["rate"] = await measure_phase(
-            server,
-            client,
-            first=counter.take(count),
-            count=count,
-            options=options,
-            rate=options.rate,
-            connections=connected,
-        )
+        for regime in phases(spec, options):
+            profile = None
+            if options.profile and spec.tornadose:
+                profile = options.results / f"profile-{spec.name}-{regime}.txt"
+            result = await measure_phase(
+                server,
+                client,
+                first=counter.take(m),
+                count=m,
+                options=options,
+                rate=0,
+                connections=connected,
+                burst=1 if regime == "per-event" else options.burst,
+                profile_path=profile,
+            )
+            result["regime"] = regime_label(regime, options.burst)
+            out["throughput"][regime] = result
+            if profile is not None and profile.exists():
+                out.setdefault("profile", {})[regime] = report.profile_summary(profile)
+        if spec.skip_reason("rate") is None:
+            count = max(1, round(options.rate * options.duration))
+            out["rate"] = await measure_phase(
+                server,
+                client,
+                first=counter.take(count),
+                count=count,
+                options=options,
+                rate=options.rate,
+                connections=connected,
+            )
+            out["rate"]["regime"] = f"per-event, {options.rate:g} msg/s"
         stats = await client.ask({"cmd": "stats"}, "open", 10)
         out["still_open"] = stats["open"]
     except ChildError as exc:
@@ -495,6 +652,9 @@ async def bench_contender(
         for child in (client, server):
             if child is not None:
                 await child.stop()
+        if redis_url is not None:
+            await forget_channel(redis_url, options.channel)
+    out["seconds"] = round(time.monotonic() - begun, 1)
     return out
 
 
@@ -557,16 +717,43 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add = parser.add_argument
     add("--subscribers", type=int, help="subscribers per contender (default 1000; quick 200)")
-    add("--messages", type=int, help="messages in the full-speed phase (default 500; quick 100)")
+    add("--messages", type=int, help="messages per full-speed regime (default 500; quick 300)")
     add("--size", type=int, default=100, help=f"payload bytes (default 100, at least {MIN_SIZE})")
     add("--rate", type=float, default=20.0, help="messages/s in the fixed-rate phase (default 20)")
     add("--duration", type=float, help="seconds of the fixed-rate phase (default 5; quick 2)")
-    add("--burst", type=int, default=10, help="messages per burst at full speed (default 10)")
+    add(
+        "--burst",
+        type=int,
+        default=10,
+        help="messages per loop turn in the batch regime (default 10)",
+    )
+    add(
+        "--regimes",
+        default=",".join(REGIMES),
+        help="full-speed producer regimes: per-event, batch or both (default both)",
+    )
+    add(
+        "--backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        help="messages per subscriber a server may hold before the publisher waits "
+        f"(default {DEFAULT_BACKLOG}, the same for every contender and regime)",
+    )
+    add(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"Redis of the RedisStore rows (default {DEFAULT_REDIS_URL}; "
+        "skipped, saying why, if it does not answer)",
+    )
     add("--hold", type=int, help="subscribers of the hold test (default 10000; quick 2000; 0: off)")
     add("--hold-seconds", type=float, help="seconds they are held (default 5; quick 2)")
-    add("--only", help="contender names, or prefixes (tornadose, raw), comma-separated")
+    add(
+        "--only",
+        help="contender names, or prefixes (tornadose, raw), comma-separated; a contender "
+        "that is not run by default (--list) runs only when named",
+    )
     add("--transports", default="sse,ws", help="sse, ws or both (default sse,ws)")
-    add("--quick", action="store_true", help="a smaller run, about a minute")
+    add("--quick", action="store_true", help="a smaller run, one to two minutes")
     add("--profile", action="store_true", help="py-spy the tornadose servers at full speed")
     add("--no-plot", action="store_true", help="do not draw the plot")
     add("--list", action="store_true", help="list the contenders and exit")
@@ -575,7 +762,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     quick = options.quick
     defaults = {
         "subscribers": 200 if quick else 1000,
-        "messages": 100 if quick else 500,
+        "messages": 300 if quick else 500,
         "duration": 2.0 if quick else 5.0,
         "hold": 2000 if quick else 10000,
         "hold_seconds": 2.0 if quick else 5.0,
@@ -585,6 +772,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(options, name, value)
     if options.size < MIN_SIZE:
         parser.error(f"--size must be at least {MIN_SIZE}")
+    if options.burst < 2:
+        parser.error("--burst must be at least 2 (a burst of 1 is the per-event regime)")
+    if options.backlog < 1:
+        parser.error("--backlog must be at least 1")
+    regimes = [r.strip() for r in options.regimes.split(",") if r.strip()]
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown or not regimes:
+        parser.error(f"--regimes: {', '.join(unknown) or 'none'}; choose from {', '.join(REGIMES)}")
+    options.regimes = [r for r in REGIMES if r in regimes]
+    # A channel of its own for each run's RedisStore rows (its keys are deleted after).
+    options.channel = f"tornadose-bench-{os.getpid()}-{time.strftime('%Y%m%d%H%M%S')}"
     # The server gets the first core this process may use, the client the second.
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     two_cores = len(cores) >= 2 and shutil.which("taskset") is not None
@@ -599,9 +797,13 @@ def selected(options: argparse.Namespace) -> list[Spec]:
     names = {s.name for s in SPECS}
 
     def wanted(spec: Spec) -> bool:
-        # A full name selects that contender; anything else is a prefix ("raw", "tornadose").
-        return not tokens or any(
-            spec.name == t or (t not in names and spec.name.startswith(t + "-")) for t in tokens
+        # A full name selects that contender; anything else is a prefix ("raw", "tornadose")
+        # of the contenders run by default.
+        if not tokens:
+            return spec.default
+        return any(
+            spec.name == t or (spec.default and t not in names and spec.name.startswith(t + "-"))
+            for t in tokens
         )
 
     return [s for s in SPECS if s.transport in transports and wanted(s)]
@@ -630,8 +832,18 @@ def busy_cores(seconds: float = 1.0) -> float | None:
 
 
 def environment(options: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
-    for package in ("tornadose", "tornado", "uvicorn", "starlette", "sse-starlette", "broadcaster"):
+    versions: dict[str, str | None] = {}
+    for package in (
+        "tornadose",
+        "tornado",
+        "uvicorn",
+        "starlette",
+        "sse-starlette",
+        "broadcaster",
+        "websockets",
+        "redis",
+        "hiredis",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     for optional in ("uvloop", "httptools"):
@@ -667,8 +879,20 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     counter = Counter()
     config = {
         k: getattr(options, k)
-        for k in ("subscribers", "messages", "size", "rate", "duration", "burst", "hold")
+        for k in (
+            "subscribers",
+            "messages",
+            "size",
+            "rate",
+            "duration",
+            "burst",
+            "backlog",
+            "regimes",
+            "hold",
+            "redis_url",
+        )
     }
+    config["regime_labels"] = {r: regime_label(r, options.burst) for r in options.regimes}
     config["hold_seconds"] = options.hold_seconds
     config["quick"] = options.quick
     results: dict[str, Any] = {
@@ -702,7 +926,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_arguments(argv)
     if options.list:
         for spec in SPECS:
-            print(f"{spec.name:24} {spec.transport:4} {spec.stack:8} {spec.label}")
+            extra = "" if spec.default else "  (runs only when named in --only)"
+            print(
+                f"{spec.name:25} {spec.transport:4} {spec.stack:8} {spec.backend:7} "
+                f"{spec.label}{extra}"
+            )
         return 0
     if importlib.util.find_spec("psutil") is None:
         print("psutil is missing: pip install -r benchmarks/requirements.txt", file=sys.stderr)
@@ -713,7 +941,8 @@ def main(argv: list[str] | None = None) -> int:
     options.results.mkdir(parents=True, exist_ok=True)
     print(
         f"tornadose fan-out benchmark: {options.subscribers} subscribers, "
-        f"{options.messages} messages of {options.size} B at full speed, "
+        f"{options.messages} messages of {options.size} B at full speed "
+        f"({', '.join(regime_label(r, options.burst) for r in options.regimes)}), "
         f"{options.rate:g}/s for {options.duration:g} s; "
         + (
             f"server on core {options.server_cpu}, client on core {options.client_cpu}"
@@ -739,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
         _kill_all()
         print("interrupted: every child process was killed", file=sys.stderr)
         return 130
+    # Every row with its regime and the baselines of its ratios, as the tables show them.
+    results["throughput_rows"] = report.throughput_rows(results)
+    results["latency_rows"] = report.latency_rows(results)
     results["targets"] = report.targets(results)
     print()
     print(report.render(results))

@@ -26,6 +26,8 @@ async def events(request: Request) -> EventSourceResponse:
     async def stream() -> AsyncIterator[dict[str, str]]:
         async with broadcast.subscribe(channel=CHANNEL) as subscriber:
             async for event in subscriber:  # type: ignore[union-attr]
+                if event is None:  # broadcaster's type allows it; it never yields one
+                    continue
                 message = event.message
                 yield {"id": message[1:9], "data": message}
 

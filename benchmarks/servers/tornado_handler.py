@@ -2,9 +2,9 @@
 
 What one writes without a library: each SSE client (``/events``) and each WebSocket
 client (``/ws``) gets an unbounded ``asyncio.Queue``; publishing encodes the message
-once per format and puts it in every queue; each client's coroutine takes one event
-at a time and writes it (``write`` + ``await flush()`` for SSE, ``await
-write_message()`` for WebSocket).
+once per format (the SSE bytes and the JSON text of tornadose's frames) and puts it
+in every queue; each client's coroutine takes one event at a time and writes it
+(``write`` + ``await flush()`` for SSE, ``await write_message()`` for WebSocket).
 """
 
 from __future__ import annotations
@@ -82,12 +82,14 @@ async def main() -> None:
     HTTPServer(app).add_sockets(sockets)
 
     def publish(payload: str, seq: int) -> None:
-        event = b"id: %d\ndata: %s\n\n" % (seq, payload.encode())
-        frame = json.dumps({"data": payload, "id": str(seq)})
-        for queue in sse_queues:
-            queue.put_nowait(event)
-        for ws_queue in ws_queues:
-            ws_queue.put_nowait(frame)
+        if sse_queues:
+            event = b"id: %d\ndata: %s\n\n" % (seq, payload.encode())
+            for queue in sse_queues:
+                queue.put_nowait(event)
+        if ws_queues:
+            frame = json.dumps({"data": payload, "id": str(seq)}, separators=(",", ":"))
+            for ws_queue in ws_queues:
+                ws_queue.put_nowait(frame)
 
     contender = Contender(
         publish=publish,

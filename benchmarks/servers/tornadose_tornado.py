@@ -2,7 +2,9 @@
 
 Handlers are mounted exactly as the README shows, with default options; only the
 store's per-subscriber bound is raised (``--max-queue``, ``max_queue_bytes=None``)
-so that a full-speed run measures speed, not the overflow policy.
+so that a full-speed run measures speed, not the overflow policy. The store is in
+memory, or a ``RedisStore`` with ``--redis-url`` (see
+:func:`benchmarks.servers.base.make_store`).
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from benchmarks.servers.base import arguments, run, serve_control, tornadose_contender
+from benchmarks.servers.base import (
+    arguments,
+    make_store,
+    run,
+    serve_control,
+    tornadose_contender,
+)
 from tornadose.adapters.tornado import EventSource, WebSocketSubscriber
-from tornadose.core.store import DEFAULT_MAX_QUEUE
-from tornadose.stores import QueueStore
 
 
 async def main() -> None:
     options = arguments(__doc__ or "")
-    store = QueueStore(max_queue=options.max_queue or DEFAULT_MAX_QUEUE, max_queue_bytes=None)
+    store, backend = make_store(options)
     app = Application(
         [
             (r"/events", EventSource, {"store": store}),
@@ -30,7 +36,7 @@ async def main() -> None:
     sockets = bind_sockets(options.port, "127.0.0.1", backlog=4096)
     HTTPServer(app).add_sockets(sockets)
 
-    contender = tornadose_contender(store, f"tornado {tornado.version} asyncio")
+    contender = tornadose_contender(store, f"tornado {tornado.version} asyncio, {backend}")
     await serve_control(contender, sockets[0].getsockname()[1])
 
 

@@ -1,8 +1,10 @@
 """tornadose on uvicorn: ``EventSourceApp`` at ``/events``, ``WebSocketApp`` at ``/ws``.
 
 The two ASGI apps sit behind a three-line path switch (no framework), with default
-options; the store is the same as on Tornado (``--max-queue``, no byte bound).
-uvloop and httptools are used only if they are installed (the READY line says).
+options; the store is the same as on Tornado (``--max-queue``, no byte bound; in
+memory, or a ``RedisStore`` with ``--redis-url``: see
+:func:`benchmarks.servers.base.make_store`). uvloop and httptools are used only if
+they are installed (the READY line says).
 """
 
 from __future__ import annotations
@@ -11,19 +13,18 @@ from typing import Any
 
 from benchmarks.servers.base import (
     arguments,
+    make_store,
     run,
     serve_control,
     start_uvicorn,
     tornadose_contender,
 )
 from tornadose.adapters.asgi import EventSourceApp, WebSocketApp
-from tornadose.core.store import DEFAULT_MAX_QUEUE
-from tornadose.stores import QueueStore
 
 
 async def main() -> None:
     options = arguments(__doc__ or "")
-    store = QueueStore(max_queue=options.max_queue or DEFAULT_MAX_QUEUE, max_queue_bytes=None)
+    store, backend = make_store(options)
     events, socket = EventSourceApp(store), WebSocketApp(store)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -34,7 +35,7 @@ async def main() -> None:
 
     port, impl = await start_uvicorn(app)
 
-    contender = tornadose_contender(store, impl)
+    contender = tornadose_contender(store, f"{impl}, {backend}")
     await serve_control(contender, port)
 
 
