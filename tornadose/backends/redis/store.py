@@ -54,7 +54,6 @@ from typing import Any, ClassVar
 from tornadose.backends.redis.backend import DEFAULT_PUBLISH_TIMEOUT, RedisBackend
 from tornadose.backends.redis.connection import RedisConnection
 from tornadose.backends.redis.health import BackendHealth
-from tornadose.backends.redis.layout import FLOOR_SUFFIX
 from tornadose.core.backend import Backend
 from tornadose.core.history import History
 from tornadose.core.published import Published
@@ -157,7 +156,7 @@ class RedisStore(BaseStore):
         raise AttributeError(
             f"a RedisStore has no epoch: its ids are the entry ids of the Redis Stream "
             f"{self.channel!r} ('<milliseconds>-<sequence>'); the key "
-            f"{self.channel + FLOOR_SUFFIX!r} marks the stream's generation (a resume from "
+            f"{self._redis.floor_key!r} marks the stream's generation (a resume from "
             f"an id below it gets a reset)"
         )
 
