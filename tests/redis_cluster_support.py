@@ -9,8 +9,10 @@ when ``redis-server`` or ``redis-cli`` is missing, except under ``CI=true``, whe
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,10 +23,28 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tests.redis_support import _free_port, _unavailable
+from tests.redis_support import _unavailable
 
 #: Seconds a node may take to be declared failed (a failover takes about twice that).
 NODE_TIMEOUT_MS = 1000
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10000 higher) is free too; Redis
+    wants the port at most 55535 for that."""
+    while True:
+        port = random.randint(20000, 55535)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
 
 
 @dataclass
@@ -51,6 +71,9 @@ class Node:
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         argv += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--dir", str(self.directory)]
+        # A replica may always take over (the default refuses one whose link to its
+        # master was down for 10 node timeouts: 10 s here).
+        argv += ["--cluster-replica-validity-factor", "0"]
         argv += ["--appendonly", "no", "--save", "", "--daemonize", "no"]
         log = (self.directory / "redis.log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -228,7 +251,7 @@ def start_cluster(directory: Path) -> Cluster:
     if cli is None:
         _unavailable("redis-cli is not installed (needed to create the Redis Cluster)")
     assert cli is not None
-    nodes = [Node(_free_port(), directory / f"node-{n}") for n in range(6)]
+    nodes = [Node(cluster_port(), directory / f"node-{n}") for n in range(6)]
     cluster = Cluster(nodes)
     try:
         for node in nodes:
