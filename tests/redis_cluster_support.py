@@ -270,8 +270,10 @@ def start_cluster(directory: Path) -> Cluster:
                 finally:
                     client.close()
         created = subprocess.run(
-            [cli, "--cluster", "create", *(node.name for node in nodes)]
-            + ["--cluster-replicas", "1", "--cluster-yes"],
+            [
+                *(cli, "--cluster", "create", *(node.name for node in nodes)),
+                *("--cluster-replicas", "1", "--cluster-yes"),
+            ],
             capture_output=True,
             timeout=60,
             check=False,

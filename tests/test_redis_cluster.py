@@ -31,7 +31,6 @@ from redis.crc import key_slot
 
 from tests.redis_cluster_support import Cluster, redis_cluster, start_cluster
 from tests.test_redis_processes import (
-    RESET,
     RESUMED,
     Client,
     Event,
@@ -194,9 +193,7 @@ async def test_a_live_channels_slot_migrates_to_another_master_while_publishing(
             stop, acknowledged, failed = asyncio.Event(), [], []
             publisher = asyncio.create_task(publish_until(store, stop, acknowledged, failed))
             await asyncio.sleep(0.3)
-            await asyncio.to_thread(
-                redis_cluster.migrate_slot, key_slot(channel.encode()), target
-            )
+            await asyncio.to_thread(redis_cluster.migrate_slot, key_slot(channel.encode()), target)
             await asyncio.sleep(0.5)
             stop.set()
             await publisher

@@ -33,6 +33,7 @@ from tornadose.http.publish import publish_json
 from tornadose.schemas import ErrorBody
 
 TIMEOUT = 10.0
+REPO = Path(__file__).resolve().parent.parent
 
 OwnRedis = Callable[..., RedisServer]
 
@@ -77,7 +78,8 @@ async def test_a_refused_publish_answers_503_store_refused_at_once(
         assert answer.status == 503
         body = ErrorBody.model_validate_json(answer.body)
         assert body.error == "store_refused"
-        assert "WRONGTYPE" in body.detail and channel in body.detail
+        assert "WRONGTYPE" in body.detail
+        assert channel in body.detail
         with pytest.raises(StoreRefused) as refused:
             await store.submit(2)
         assert (refused.value.code, refused.value.kind) == ("WRONGTYPE", "refused")
@@ -235,7 +237,7 @@ async def test_a_burst_at_full_publish_rate_reaches_100_subscribers_of_another_p
     script.write_text(SUBSCRIBING_PROGRAM)
     program = start_program(
         [sys.executable, str(script), redis_url, channel, str(SUBSCRIBERS)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
     )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20

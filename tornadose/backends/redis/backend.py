@@ -83,7 +83,7 @@ def _startup_nodes(
 ) -> list[tuple[str, int]] | None:
     """The ``(host, port)`` nodes a cluster client starts from (``None``: one Redis)."""
     if nodes is not None:
-        found = []
+        found: list[tuple[str, int]] = []
         for node in nodes:
             if isinstance(node, str):
                 host, colon, port = node.rpartition(":")
@@ -91,8 +91,7 @@ def _startup_nodes(
                     raise ValueError(f"a startup node is 'host:port', not {node!r}")
                 found.append((host.strip("[]"), int(port)))
             else:
-                host, port = node
-                found.append((str(host), int(port)))
+                found.append((str(node[0]), int(node[1])))
         if not found:
             raise ValueError("startup_nodes must name at least one node")
         return found

@@ -54,6 +54,7 @@ logger = logging.getLogger("tornadose.redis")
 
 #: Seconds between two refreshes of a cluster's map, at least.
 REFRESH_INTERVAL = 0.25
+_MAP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, RedisClusterException)
 
 
 class ClusterTopology:
@@ -65,9 +66,7 @@ class ClusterTopology:
     of each master's command client.
     """
 
-    def __init__(
-        self, startup_nodes: list[tuple[str, int]], settings: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, startup_nodes: list[tuple[str, int]], settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         self.max_connections = int(self.settings.pop("max_connections", 16))
         self.settings.pop("db", None)  # a cluster has database 0 only
@@ -130,9 +129,9 @@ class ClusterTopology:
         """Whether node ``name`` (``host:port``) owns slots now."""
         return any(node.name == name for node in self.cluster.get_primaries())
 
-    def client(self, node: ClusterNode, max_connections: int | None = None, **extra: Any) -> (
-        aioredis.Redis
-    ):
+    def client(
+        self, node: ClusterNode, max_connections: int | None = None, **extra: Any
+    ) -> aioredis.Redis:
         """A new client of ``node`` with the cluster's connection settings."""
         pool = aioredis.BlockingConnectionPool(
             host=node.host,
@@ -237,7 +236,7 @@ class ClusterReader:
                 await self.topology.ensure()
                 self._place()
                 backoff.reset()
-            except (*REDIS_ERRORS, RedisClusterException) as exc:
+            except _MAP_ERRORS as exc:
                 failure = classify(exc, cluster=True)
                 if failure.kind is ErrorKind.OTHER:
                     failure = Failure(ErrorKind.UNREACHABLE, None, str(exc))
@@ -276,9 +275,7 @@ class ClusterReader:
             self._placed[key] = owner.name
             reader = self.readers.get(owner.name)
             if reader is None:
-                client = self.topology.client(
-                    owner, 1, socket_timeout=self.reader_timeout
-                )
+                client = self.topology.client(owner, 1, socket_timeout=self.reader_timeout)
                 commands = self.topology.client(owner, 1)
                 reader = self.readers[owner.name] = Reader(
                     client, commands, self.health, cluster=True, on_failure=self._on_failure

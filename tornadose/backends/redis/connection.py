@@ -62,7 +62,7 @@ class RedisConnection:
         self.commands: aioredis.Redis | None = None
         if startup_nodes is not None:
             if url is not None:
-                from_url = parse_url(url)
+                from_url = parse_url(url)  # type: ignore[no-untyped-call]
                 for name in ("host", "port", "db", "connection_class"):
                     from_url.pop(name, None)
                 if url.startswith("rediss://"):

@@ -56,14 +56,14 @@ __all__ = [
 ]
 
 #: What an unreachable Redis raises (a refusal is a ``ResponseError``, not one of these).
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     OSError,
     TimeoutError,
 )
 #: Everything a round trip to Redis may raise.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
 _REFUSAL_FIRST, _REFUSAL_MAX = 1.0, 30.0
 

@@ -124,6 +124,7 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
+
 def hash_tag(key: str) -> str | None:
     """The hash tag of ``key`` (what Redis Cluster hashes instead of the whole key:
     the text between its first ``{`` and the first ``}`` after it, if not empty)."""

@@ -547,9 +547,7 @@ class Reader:
             channels = groups[0]
         self._blocked = True
         try:
-            await self.client.xread(
-                {c.key: str(c.cursor) for c in channels}, count=1, block=block
-            )
+            await self.client.xread({c.key: str(c.cursor) for c in channels}, count=1, block=block)
         except ResponseError as exc:
             if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
                 raise

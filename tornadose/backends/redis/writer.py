@@ -202,7 +202,7 @@ class Writer:
                     await client.ping()
             except ResponseError:
                 pass  # Redis answered (refusing PING, say): the batch says more
-            except (*REDIS_ERRORS, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 self.health.mark_down(classify(exc, cluster=self.cluster))
                 await self._after_failure(exc)
                 now = loop.time()
@@ -243,7 +243,7 @@ class Writer:
         if self.cluster:
             try:
                 await self._refresh()
-            except (*REDIS_ERRORS, TimeoutError):
+            except REDIS_ERRORS:
                 logger.debug("could not refresh the Redis Cluster's map after %r", error)
 
     def _trim_due(self, name: str, now: float) -> bool:
@@ -326,7 +326,7 @@ class Writer:
                 for submission in group:
                     self._fail(submission, _refused(name, failure))
             return failure
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             failure = classify(exc, cluster=self.cluster)
             self.health.mark_down(failure)
             for submission in group:
