@@ -3,7 +3,8 @@
 A :class:`~tornadose.backends.redis.store.RedisStore` channel is two Redis keys:
 
 * the **stream** ``<channel>`` (a Redis Stream): one entry per message, added with
-  ``XADD <channel> MAXLEN ~ <history> * data <json> [event <name>]``. The entry id
+  ``XADD <channel> MAXLEN ~ <cap> * data <json> [event <name>]``, and trimmed by
+  age (:data:`TRIM`). The entry id
   (``<milliseconds>-<sequence>``) is the message id clients see and resume from.
 
   ========  ========  ==================================================================
@@ -19,7 +20,9 @@ A :class:`~tornadose.backends.redis.store.RedisStore` channel is two Redis keys:
   validated like ``submit()`` ones, and an invalid entry is skipped, counted and
   logged (:func:`decode_entry`).
 
-* the **floor** ``<channel>:floor``: the id below which no entry of the current
+* the **floor** ``<channel>:floor`` (on a Redis Cluster ``{<channel>}:floor``, in
+  the stream's hash slot, unless the name has a hash tag already: :func:`floor_key`):
+  the id below which no entry of the current
   stream can be. It is set, if missing, whenever a tornadose process starts reading
   or publishes (:data:`ENSURE_FLOOR`, sent ahead of every batch of ``XADD``). If
   Redis loses its data (a restart without persistence), the floor goes too, and the

@@ -77,9 +77,19 @@ class RedisStore(BaseStore):
     ``url`` (``redis://host:port/db``) or ``redis_kwargs`` (``host``, ``port``,
     ``password``...) say how to reach Redis, as for ``redis.asyncio.Redis``. The
     store options of every store apply (``schema``, ``max_queue``, ``overflow``,
-    ``history``...); ``history`` (default 1000) is also the stream's approximate
-    ``MAXLEN``. Create it anywhere; it connects on first use, from the running event
-    loop. ``submit()`` needs a running loop.
+    ``history``...); ``history`` (default 1000) is the most a resume replays.
+
+    Redis-only options: ``stream_retention`` (seconds, default 10): entries younger
+    than that stay in the stream even beyond ``history`` entries, so a process whose
+    reader falls behind by less than that loses nothing (``0``: trim to about
+    ``history`` on every ``XADD``); ``stream_maxlen`` (default 1,000,000): the
+    stream's cap whatever the age. A Redis Cluster: ``cluster=True`` (``url`` or
+    ``host``/``port`` name a node), a URL with ``?cluster=true``, or
+    ``startup_nodes=["host:port", ...]`` (see :mod:`~tornadose.backends.redis.cluster`).
+
+    Create it anywhere; it connects on first use, from the running event loop.
+    ``submit()`` needs a running loop. A message Redis refuses (``WRONGTYPE``,
+    ``NOPERM``...) fails at once with :class:`~tornadose.core.errors.StoreRefused`.
     """
 
     default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
