@@ -935,5 +935,16 @@ async def test_metrics_count_exactly_what_happened(
         for field, count in snapshots[name].items():
             gauges = ("subscribers", "queued_messages", "history_messages", "backend_up")
             suffix = "" if field in gauges else "_total"
-            assert value(field + suffix, name) == count, (name, field)
+            if field.startswith("backend_errors_"):  # by kind: one labelled sample each
+                kind = field.removeprefix("backend_errors_")
+                assert value("backend_errors_total", name, kind=kind) == count, (name, field)
+            elif field == "backend_errors":  # the total: the sum over the kinds
+                by_kind = [
+                    total
+                    for (metric, labels), total in samples.items()
+                    if metric == "tornadose_backend_errors_total" and ("store", name) in labels
+                ]
+                assert sum(by_kind) == count, (name, field)
+            else:
+                assert value(field + suffix, name) == count, (name, field)
         assert gone[name] == disconnects[name]

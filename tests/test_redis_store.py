@@ -509,8 +509,9 @@ async def test_overflow_policy_applies_to_messages_from_redis(make_store: MakeSt
 async def test_history_is_the_streams_approximate_maxlen(
     make_store: MakeStore, redis_client: aioredis.Redis, channel: str
 ) -> None:
-    """Publishing trims the stream to about ``history`` entries (MAXLEN ~)."""
-    store = make_store(history=10)
+    """Without retention by age, publishing trims the stream to about ``history``
+    entries (MAXLEN ~). (With it, the default, see test_redis_cluster_and_errors.)"""
+    store = make_store(history=10, stream_retention=0)
     await publish(store, *range(400))
     length = await redis_client.xlen(channel)
     assert 10 <= length < 400
@@ -1218,12 +1219,14 @@ async def test_only_channels_with_subscribers_here_are_read(
 
 
 def metric_values(registry_text: str) -> dict[tuple[str, str], float]:
-    """{(sample name, store label): value} of a Prometheus text exposition."""
-    return {
-        (sample.name, sample.labels.get("store", "")): sample.value
-        for family in text_string_to_metric_families(registry_text)
-        for sample in family.samples
-    }
+    """{(sample name, store label): value} of a Prometheus text exposition (samples
+    with other labels too, such as ``kind``, summed)."""
+    values: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(registry_text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels.get("store", ""))
+            values[key] = values.get(key, 0) + sample.value
+    return values
 
 
 async def test_metrics_report_backend_health_and_failures(
@@ -1251,6 +1254,15 @@ async def test_metrics_report_backend_health_and_failures(
     assert values[("tornadose_publish_failures_total", "down")] == 1
     assert values[("tornadose_backend_errors_total", "healthy")] == 0
     assert values[("tornadose_backend_errors_total", "down")] > 0
+    kinds = {
+        sample.labels["kind"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "tornadose_backend_errors_total" and sample.labels["store"] == "down"
+    }
+    assert set(kinds) == {"unreachable", "refused", "redirected", "other"}
+    assert kinds["unreachable"] > 0
+    assert kinds["refused"] == kinds["redirected"] == kinds["other"] == 0
     assert values[("tornadose_published_total", "healthy")] == 2  # "ready" and "valid"
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tornadose.core.errors import (
         MessageValidationError,
         StoreClosed,
+        StoreRefused,
         StoreUnavailable,
         SubscriptionClosed,
         TornadoseError,
@@ -47,6 +48,7 @@ _EXPORTS = {
     "__version__": "tornadose._version",
     "MessageValidationError": "tornadose.core.errors",
     "StoreClosed": "tornadose.core.errors",
+    "StoreRefused": "tornadose.core.errors",
     "StoreUnavailable": "tornadose.core.errors",
     "SubscriptionClosed": "tornadose.core.errors",
     "TornadoseError": "tornadose.core.errors",
@@ -78,6 +80,7 @@ __all__ = [
     "QueueStore",
     "RedisStore",
     "StoreClosed",
+    "StoreRefused",
     "StoreStats",
     "StoreUnavailable",
     "Subscription",

@@ -3,6 +3,7 @@
 from tornadose.core.errors import (
     MessageValidationError,
     StoreClosed,
+    StoreRefused,
     StoreUnavailable,
     SubscriptionClosed,
     TornadoseError,
@@ -12,6 +13,7 @@ from tornadose.core.errors import (
 __all__ = [
     "MessageValidationError",
     "StoreClosed",
+    "StoreRefused",
     "StoreUnavailable",
     "SubscriptionClosed",
     "TornadoseError",

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.conftest import BACKENDS, wait_until
+from tests.redis_cluster_support import Cluster, redis_cluster
 from tests.redis_support import close_and_clear
 from tornadose.backends.redis.backend import RedisBackend
 from tornadose.core.backend import Backend
@@ -25,12 +26,14 @@ from tornadose.core.message import Message
 from tornadose.core.reasons import ResetReason, ResumeStatus
 
 MakeBackend = Callable[..., Backend]
+__all__ = ["redis_cluster"]  # a fixture, used by name
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, "redis-cluster"])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
     """``make(history=10)``: a fresh backend of the parameter's kind, closed after the
-    test (Redis: on a channel of its own, whose keys are deleted)."""
+    test (Redis: on a channel of its own, whose keys are deleted; Redis Cluster: on
+    the module's cluster, see ``tests/redis_cluster_support.py``)."""
     made: list[Backend] = []
     if request.param == "memory":
 
@@ -39,6 +42,19 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeBackend]:
             return made[-1]
 
         yield make_memory
+        return
+    if request.param == "redis-cluster":
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        prefix = f"test-backend-{uuid.uuid4().hex[:12]}"
+
+        def make_clustered(history: int = 10) -> Backend:
+            name = f"{prefix}-{len(made)}"
+            made.append(RedisBackend(name, cluster.url, history=history))
+            return made[-1]
+
+        yield make_clustered
+        for each in made:
+            await asyncio.wait_for(each.aclose(), 10)
         return
     url: str = request.getfixturevalue("redis_url")
     prefix = f"test-backend-{uuid.uuid4().hex[:12]}"

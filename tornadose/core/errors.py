@@ -3,7 +3,8 @@
 Every error a bad message can cause is a :class:`ValueError` subclass, so code that
 already catches ``ValueError`` around ``store.submit()`` keeps working.
 :class:`StoreClosed` (submitting to a closed store) is a :class:`RuntimeError`;
-:class:`StoreUnavailable` (the store's backend is down) is a :class:`ConnectionError`.
+:class:`StoreUnavailable` (the store's backend is down) is a :class:`ConnectionError`,
+and so is :class:`StoreRefused` (the backend answered, refusing the message).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MessageValidationError",
     "StoreClosed",
+    "StoreRefused",
     "StoreUnavailable",
     "SubscriptionClosed",
     "TornadoseError",
@@ -76,8 +78,31 @@ class StoreUnavailable(TornadoseError, ConnectionError):
     :attr:`maybe_published` is ``False`` when the message certainly was not
     published (the backend was unreachable until the deadline), and ``True`` when the
     connection broke after the message was sent, so it may have been published.
+    :attr:`kind` says what happened: ``"unreachable"`` (no answer), ``"redirected"``
+    (a Redis Cluster kept moving the channel's slot until the deadline), ``"refused"``
+    (see :class:`StoreRefused`) or ``"other"``; :attr:`code` is the backend's error
+    code when it answered with one (``"WRONGTYPE"``, ``"NOPERM"``...), else ``None``.
     """
 
-    def __init__(self, message: str, *, maybe_published: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        maybe_published: bool = False,
+        kind: str = "unreachable",
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.maybe_published = maybe_published
+        self.kind = kind
+        self.code = code
+
+
+class StoreRefused(StoreUnavailable):
+    """The store's backend answered, refusing the message (Redis: ``WRONGTYPE``,
+    ``NOPERM``, ``OOM``, ``READONLY``, ``CROSSSLOT``...; :attr:`code` names it). It was
+    not published, and sending it again gets the same answer until the backend's
+    configuration or data changes: it was not retried."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, maybe_published=False, kind="refused", code=code)

@@ -18,7 +18,10 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
 ``tornadose_backend_up``                    gauge   1 while a RedisStore's reader is
                                                     connected, else 0
-``tornadose_backend_errors_total``          counter failed round trips to Redis
+``tornadose_backend_errors_total{kind}``    counter failed round trips to Redis, by
+                                                    kind: ``unreachable``, ``refused``,
+                                                    ``redirected`` (a cluster moving a
+                                                    slot or failing over), ``other``
 ``tornadose_invalid_entries_total``         counter stream entries skipped as invalid
 ``tornadose_publish_failures_total``        counter submissions Redis did not take
 ==========================================  ======  =====================================
@@ -75,7 +78,6 @@ class StoreCollector(Collector):
         # Stores with a backend (RedisStore) report these too.
         backend_gauges = {"backend_up": "1 while the store's backend reader is connected."}
         backend_counters = {
-            "backend_errors": "Failed round trips to the store's backend.",
             "invalid_entries": "Backend entries skipped as invalid messages.",
             "publish_failures": "Submissions the backend did not take (StoreUnavailable).",
         }
@@ -87,6 +89,12 @@ class StoreCollector(Collector):
             (name, CounterMetricFamily(f"tornadose_{name}", text, labels=["store"]))
             for name, text in backend_counters.items()
         )
+        errors = CounterMetricFamily(
+            "tornadose_backend_errors",
+            "Failed round trips to the store's backend, by kind (unreachable, refused, "
+            "redirected, other).",
+            labels=["store", "kind"],
+        )
         disconnects = CounterMetricFamily(
             "tornadose_disconnects", "Closed subscriptions, by reason.", labels=["store", "reason"]
         )
@@ -95,9 +103,19 @@ class StoreCollector(Collector):
             for name, family in families.items():
                 if name in snapshot:
                     family.add_metric([store_name], snapshot[name])
+            if "backend_errors" in snapshot:
+                kinds = {
+                    name.removeprefix("backend_errors_"): count
+                    for name, count in snapshot.items()
+                    if name.startswith("backend_errors_")
+                }
+                # A backend that does not tell kinds: all of them as "other".
+                for kind, count in (kinds or {"other": snapshot["backend_errors"]}).items():
+                    errors.add_metric([store_name, kind], count)
             for reason, count in store.stats.disconnects.items():
                 disconnects.add_metric([store_name, reason], count)
         yield from families.values()
+        yield errors
         yield disconnects
 
 

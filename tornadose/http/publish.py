@@ -18,7 +18,11 @@ status  ``error`` code              when
                                     ``errors`` holds pydantic's details
 503     ``store_closed``            the store was closed
 503     ``store_unavailable``       the store's backend (Redis) did not take the
-                                    message in time (see ``StoreUnavailable``)
+                                    message in time: unreachable, or a cluster
+                                    moving the channel (see ``StoreUnavailable``)
+503     ``store_refused``           the backend answered, refusing the message
+                                    (``WRONGTYPE``, ``NOPERM``, ``OOM``...); the
+                                    ``detail`` names Redis's error (``StoreRefused``)
 ======  ==========================  ===============================================
 
 Nothing is published unless the answer is 202.
@@ -35,6 +39,7 @@ import pydantic_core
 from tornadose.core.errors import (
     MessageValidationError,
     StoreClosed,
+    StoreRefused,
     StoreUnavailable,
     UnencodableMessage,
 )
@@ -120,6 +125,8 @@ async def publish_json(store: BaseStore, body: bytes, *, event: str | None = Non
         return error_answer(422, "unencodable", str(exc))
     except StoreClosed:
         return error_answer(503, "store_closed", "the channel's store is closed")
+    except StoreRefused as exc:
+        return error_answer(503, "store_refused", str(exc))
     except StoreUnavailable as exc:
         return error_answer(503, "store_unavailable", str(exc))
     accepted = PublishAccepted(id=published.id or "")

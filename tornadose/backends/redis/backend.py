@@ -16,14 +16,23 @@ client. It reaches its store only through the callbacks given to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tornadose.backends.redis.connection import RedisConnection, connection_for, forget_connection
-from tornadose.backends.redis.health import NETWORK_ERRORS, BackendHealth, Backoff
-from tornadose.backends.redis.layout import FLOOR_SUFFIX, InvalidEntry, decode_entry
+from tornadose.backends.redis.health import (
+    REDIS_ERRORS,
+    BackendHealth,
+    Backoff,
+    ErrorKind,
+    RefusalBackoff,
+    classify,
+)
+from tornadose.backends.redis.layout import FLOOR_SUFFIX, InvalidEntry, decode_entry, floor_key
 from tornadose.backends.redis.reader import Channel
 from tornadose.backends.redis.recent import RECENT_LIMIT, RecentEntries
 from tornadose.backends.redis.resume import plan_resume
@@ -34,12 +43,66 @@ from tornadose.core.history import Resume
 from tornadose.core.message import Message
 from tornadose.core.published import Published
 
-__all__ = ["DEFAULT_PUBLISH_TIMEOUT", "RedisBackend"]
+__all__ = [
+    "DEFAULT_PUBLISH_TIMEOUT",
+    "DEFAULT_STREAM_MAXLEN",
+    "DEFAULT_STREAM_RETENTION",
+    "RedisBackend",
+]
 
 logger = logging.getLogger("tornadose.redis")
 
 #: Seconds ``submit()`` waits for an unreachable Redis before it gives up.
 DEFAULT_PUBLISH_TIMEOUT = 5.0
+#: Seconds an entry stays in a channel's stream at least, even beyond ``history``
+#: entries: a reading process that falls behind by less than that loses nothing.
+DEFAULT_STREAM_RETENTION = 10.0
+#: A stream's entries at most, whatever their age (unless ``history`` is larger).
+DEFAULT_STREAM_MAXLEN = 1_000_000
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _cluster_flag(url: str | None) -> tuple[str | None, bool]:
+    """``url`` without its ``cluster=`` query parameter, and whether it said yes."""
+    if url is None or "cluster=" not in url:
+        return url, False
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flag = any(name == "cluster" and value.lower() in _TRUE for name, value in query)
+    rest = urlencode([(name, value) for name, value in query if name != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), flag
+
+
+def _startup_nodes(
+    url: str | None,
+    redis_kwargs: dict[str, Any],
+    *,
+    cluster: bool,
+    nodes: Sequence[str | tuple[str, int]] | None,
+) -> list[tuple[str, int]] | None:
+    """The ``(host, port)`` nodes a cluster client starts from (``None``: one Redis)."""
+    if nodes is not None:
+        found: list[tuple[str, int]] = []
+        for node in nodes:
+            if isinstance(node, str):
+                host, colon, port = node.rpartition(":")
+                if not colon or not port.isdigit():
+                    raise ValueError(f"a startup node is 'host:port', not {node!r}")
+                found.append((host.strip("[]"), int(port)))
+            else:
+                found.append((str(node[0]), int(node[1])))
+        if not found:
+            raise ValueError("startup_nodes must name at least one node")
+        return found
+    if not cluster:
+        return None
+    if url is not None:
+        parts = urlsplit(url)
+        return [(parts.hostname or "127.0.0.1", parts.port or 6379)]
+    host = redis_kwargs.pop("host", "127.0.0.1")
+    port = redis_kwargs.pop("port", 6379)
+    return [(str(host), int(port))]
 
 
 class RedisBackend:
@@ -68,6 +131,10 @@ class RedisBackend:
         history_max_age: float | None = None,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
         validate: Callable[[Any], Any] | None = None,
+        cluster: bool = False,
+        startup_nodes: Sequence[str | tuple[str, int]] | None = None,
+        stream_retention: float = DEFAULT_STREAM_RETENTION,
+        stream_maxlen: int | None = None,
         **redis_kwargs: Any,
     ) -> None:
         if not channel:
@@ -78,10 +145,30 @@ class RedisBackend:
             raise ValueError("a RedisStore needs history >= 1 (it is the stream's MAXLEN)")
         if publish_timeout < 0:
             raise ValueError(f"publish_timeout must not be negative, not {publish_timeout}")
+        if stream_retention < 0:
+            raise ValueError(f"stream_retention must not be negative, not {stream_retention}")
+        if stream_maxlen is None:
+            stream_maxlen = max(history, DEFAULT_STREAM_MAXLEN)
+        if stream_maxlen < history:
+            raise ValueError(
+                f"stream_maxlen ({stream_maxlen}) must be at least history ({history})"
+            )
+        url, cluster_url = _cluster_flag(url)
+        self.startup_nodes = _startup_nodes(
+            url, redis_kwargs, cluster=cluster or cluster_url, nodes=startup_nodes
+        )
         self.channel = channel
+        #: The channel's floor key (see :func:`~tornadose.backends.redis.layout.floor_key`).
+        self.floor_key = floor_key(channel, cluster=self.startup_nodes is not None)
         self.url = url
-        #: The stream's approximate ``MAXLEN``: the history a resume can reach.
+        #: The most entries a resume replays, and the stream's approximate ``MAXLEN``
+        #: once its entries are older than :attr:`stream_retention`.
         self.maxlen = history
+        #: Seconds an entry stays in the stream even beyond ``history`` entries.
+        self.stream_retention = stream_retention
+        self.retention_ms = round(stream_retention * 1000)
+        #: The stream's hard cap (``XADD ... MAXLEN ~``), whatever the entries' age.
+        self.stream_maxlen = stream_maxlen
         self.history_max_age = history_max_age
         self.publish_timeout = publish_timeout
         self.redis_kwargs = redis_kwargs
@@ -104,7 +191,7 @@ class RedisBackend:
         """The Redis connection in the running event loop (made on first use)."""
         loop = asyncio.get_running_loop()
         if self._connection is None or self._connection_loop is not loop:
-            self._connection = connection_for(self.url, self.redis_kwargs)
+            self._connection = connection_for(self.url, self.redis_kwargs, self.startup_nodes)
             self._connection_loop = loop
             self._connection.users.add(self)
         return self._connection
@@ -155,42 +242,55 @@ class RedisBackend:
         self._follow(channel)
 
         async def ask() -> Resume:
-            backoff, attempts = Backoff(), 0
+            backoff, refusals, attempts = Backoff(), RefusalBackoff(), 0
             while True:
                 # Entries read by this query may be judged from the cache only if
                 # nothing invalidated it since the query was sent.
                 decode = functools.partial(self._replayed, generation=self.recent.generation)
                 try:
                     return await plan_resume(
-                        connection.commands,
+                        await connection.route(self.channel),
                         channel,
                         last_event_id,
                         history=self.maxlen,
                         max_age=self.history_max_age,
                         decode=decode,
                     )
-                except NETWORK_ERRORS as exc:
-                    connection.health.mark_down()
+                except REDIS_ERRORS as exc:
+                    failure = classify(exc, cluster=connection.cluster)
+                    connection.health.mark_down(failure)
                     log = logger.warning if attempts == 0 else logger.debug
-                    log("a resume on channel %r waits for Redis: %s", self.channel, exc)
+                    log("a resume on channel %r waits: %s", self.channel, failure.describe())
                     attempts += 1
+                    if failure.kind is ErrorKind.REFUSED:
+                        await asyncio.sleep(refusals.delay())
+                        continue
+                    if failure.kind is ErrorKind.REDIRECTED or connection.cluster:
+                        with contextlib.suppress(*REDIS_ERRORS):
+                            await connection.refresh()
                     await asyncio.sleep(backoff.delay())
 
         return ask()
 
     def snapshot(self) -> dict[str, int]:
-        """``backend_up`` (1 while the connection's last round trip succeeded),
-        ``backend_errors``, ``invalid_entries``, ``publish_failures``; the history
-        lives in Redis: ``history_messages`` is 0."""
+        """``backend_up`` (1 while Redis answers), ``backend_errors`` (every failed
+        round trip) and the same by kind: ``backend_errors_unreachable``,
+        ``backend_errors_refused``, ``backend_errors_redirected`` (a cluster's slot
+        moving or master failing over), ``backend_errors_other``;
+        ``invalid_entries``, ``publish_failures``; the history lives in Redis:
+        ``history_messages`` is 0."""
         connection = self._connection
         health = connection.health if connection is not None else BackendHealth()
-        return {
+        numbers = {
             "history_messages": 0,
             "backend_up": int(health.up),
             "backend_errors": health.errors,
             "invalid_entries": self.invalid_entries,
             "publish_failures": self.publish_failures,
         }
+        for kind, count in health.by_kind.items():
+            numbers[f"backend_errors_{kind.value}"] = count
+        return numbers
 
     async def aclose(self) -> None:
         """Wait for this backend's pending submissions; close the connection once no
@@ -230,7 +330,7 @@ class RedisBackend:
     def failed(self, error: StoreUnavailable) -> None:
         """A submission failed: logged and counted in :attr:`publish_failures`."""
         self.publish_failures += 1
-        logger.warning("message not published to %r: %s", self.channel, error)
+        logger.warning("message not published to %r (%s): %s", self.channel, error.kind, error)
 
     def decode(
         self, entry_id: Any, fields: Mapping[Any, Any], *, where: str = ""

@@ -1,34 +1,187 @@
-"""Health of a Redis connection, and the backoff its loops wait with between failures."""
+"""Health of a Redis connection: what went wrong (by kind), and the backoffs its loops wait with.
+
+Every failure of a round trip to Redis is one of four kinds (:func:`classify`),
+counted apart in :class:`BackendHealth` and reported apart (log, ``backend_errors``
+metrics, the error a submission fails with):
+
+* ``unreachable``: no answer (connection refused or broken, a timeout, Redis still
+  loading its data). Retried with :class:`Backoff` (50 ms doubling to 2 s).
+* ``refused``: Redis answered with an error that the same command will get again
+  (``WRONGTYPE``, ``NOPERM``, ``OOM``, ``READONLY`` on a single node, ``CROSSSLOT``,
+  ``MOVED`` from a cluster node to a client not in cluster mode, a wrong password...).
+  A refused submission fails at once (it is not retried); a channel whose reads are
+  refused is tried again after :class:`RefusalBackoff` (1 s doubling to 30 s), never in
+  a hot loop, and logged once per refusal, not once per attempt.
+* ``redirected``: a Redis Cluster moved the channel's slot (``MOVED``, ``ASK``,
+  ``TRYAGAIN`` during a resharding; ``CLUSTERDOWN``/``MASTERDOWN`` or ``READONLY``
+  during a failover). The cluster's map is refreshed and the command sent again,
+  with :class:`Backoff`, within the submission's ``publish_timeout``.
+* ``other``: anything else (a bug): logged with its traceback.
+"""
 
 from __future__ import annotations
 
+import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    ExecAbortError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["NETWORK_ERRORS", "BackendHealth", "Backoff"]
+__all__ = [
+    "NETWORK_ERRORS",
+    "REDIS_ERRORS",
+    "BackendHealth",
+    "Backoff",
+    "ErrorKind",
+    "Failure",
+    "RefusalBackoff",
+    "classify",
+]
 
-#: What a lost or refused connection raises.
-NETWORK_ERRORS = (RedisError, OSError)
+#: What an unreachable Redis raises (a refusal is a ``ResponseError``, not one of these).
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    TimeoutError,
+)
+#: Everything a round trip to Redis may raise.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.05, 2.0
+_REFUSAL_FIRST, _REFUSAL_MAX = 1.0, 30.0
+
+
+class ErrorKind(enum.Enum):
+    """What a failed round trip to Redis was (see the module docstring)."""
+
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+    REDIRECTED = "redirected"
+    OTHER = "other"
+
+
+# Older redis-py versions strip the code from the message of the errors they know.
+_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (MovedError, "MOVED"),
+    (AskError, "ASK"),
+    (TryAgainError, "TRYAGAIN"),
+    (ClusterCrossSlotError, "CROSSSLOT"),
+    (ClusterDownError, "CLUSTERDOWN"),
+    (ReadOnlyError, "READONLY"),
+    (NoPermissionError, "NOPERM"),
+    (OutOfMemoryError, "OOM"),
+    (NoScriptError, "NOSCRIPT"),
+    (ExecAbortError, "EXECABORT"),
+    (BusyLoadingError, "LOADING"),
+    (AuthenticationError, "WRONGPASS"),
+)
+#: Codes that say a cluster's slot is moving or its master changing (in cluster mode).
+_REDIRECTS = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY"})
+
+
+def _code(error: BaseException) -> str | None:
+    status = getattr(error, "status_code", None)
+    if isinstance(status, str) and status:
+        return status
+    first = str(error).split(" ", 1)[0]
+    if first.isupper() and first.isalpha():
+        return first
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed round trip: its :class:`ErrorKind`, Redis's error code (``WRONGTYPE``,
+    ``NOPERM``...; ``None`` when Redis did not answer) and what Redis or the network said."""
+
+    kind: ErrorKind
+    code: str | None
+    detail: str
+
+    def describe(self) -> str:
+        """One phrase saying what happened, for logs and errors."""
+        if self.kind is ErrorKind.UNREACHABLE:
+            return f"Redis was unreachable ({self.detail})"
+        if self.kind is ErrorKind.REDIRECTED:
+            return f"the Redis Cluster moved the channel's slot or master ({self.detail})"
+        if self.kind is ErrorKind.REFUSED:
+            hint = ""
+            if self.code == "MOVED":
+                hint = (
+                    "; this Redis is a cluster node: create the store with cluster=True "
+                    "or startup_nodes=[...]"
+                )
+            elif self.code == "CROSSSLOT":
+                hint = "; the channel's keys are in different hash slots of a cluster"
+            return f"Redis refused the command ({self.detail}){hint}"
+        return f"talking to Redis failed ({self.detail})"
+
+
+def classify(error: BaseException, *, cluster: bool = False) -> Failure:
+    """What ``error`` (raised by, or answered in place of, a Redis command) was.
+
+    ``cluster``: the client follows a Redis Cluster, so slot moves and failovers are
+    ``redirected`` (retried after the map is refreshed); for a single-node client
+    ``MOVED`` or ``READONLY`` are refusals (it talks to a cluster node, or a replica).
+    """
+    text = str(error) or type(error).__name__
+    if isinstance(error, AuthenticationError):
+        return Failure(ErrorKind.REFUSED, _code(error), text)
+    if isinstance(error, ResponseError):
+        code = _code(error)
+        detail = text if code is None or text.startswith(code) else f"{code} {text}"
+        if cluster and code in _REDIRECTS:
+            return Failure(ErrorKind.REDIRECTED, code, detail)
+        return Failure(ErrorKind.REFUSED, code, detail)
+    if isinstance(error, NETWORK_ERRORS):
+        code = "LOADING" if isinstance(error, BusyLoadingError) else None
+        return Failure(ErrorKind.UNREACHABLE, code, text)
+    return Failure(ErrorKind.OTHER, None, f"{type(error).__name__}: {text}")
 
 
 class Backoff:
-    """Exponential backoff with jitter, from 50 ms up to 2 s."""
+    """Exponential backoff with jitter, from ``first`` (50 ms) up to ``most`` (2 s)."""
 
-    def __init__(self) -> None:
-        self._next = _BACKOFF_FIRST
+    def __init__(self, first: float = _BACKOFF_FIRST, most: float = _BACKOFF_MAX) -> None:
+        self.first, self.most = first, most
+        self._next = first
 
     def reset(self) -> None:
         """Start again from the shortest delay (after a success)."""
-        self._next = _BACKOFF_FIRST
+        self._next = self.first
 
     def delay(self) -> float:
-        """The next delay to wait, in seconds (doubling up to 2 s, with jitter)."""
+        """The next delay to wait, in seconds (doubling up to ``most``, with jitter)."""
         delay = self._next * random.uniform(0.5, 1.0)
-        self._next = min(self._next * 2, _BACKOFF_MAX)
+        self._next = min(self._next * 2, self.most)
         return delay
+
+
+class RefusalBackoff(Backoff):
+    """How long a refused read waits before it is tried again: 1 s doubling to 30 s."""
+
+    def __init__(self) -> None:
+        super().__init__(_REFUSAL_FIRST, _REFUSAL_MAX)
 
 
 @dataclass
@@ -37,14 +190,25 @@ class BackendHealth:
 
     #: Whether the last round trip to Redis (a read or a publish) succeeded.
     up: bool = True
-    #: Failed round trips to Redis (reads and writes), since the start.
-    errors: int = 0
+    #: Failed round trips to Redis since the start, by kind.
+    by_kind: dict[ErrorKind, int] = field(default_factory=lambda: dict.fromkeys(ErrorKind, 0))
+    #: The last failure (``None`` before the first).
+    last_failure: Failure | None = None
+
+    @property
+    def errors(self) -> int:
+        """Failed round trips to Redis (reads and writes, every kind), since the start."""
+        return sum(self.by_kind.values())
 
     def mark_up(self) -> None:
         """A round trip succeeded."""
         self.up = True
 
-    def mark_down(self) -> None:
-        """A round trip failed: counted, and the connection is down until one succeeds."""
-        self.up = False
-        self.errors += 1
+    def mark_down(self, failure: Failure | None = None) -> None:
+        """A round trip failed: counted by kind (``unreachable`` if not said). Only an
+        unreachable Redis marks the connection down: a refused command was answered."""
+        failure = failure or Failure(ErrorKind.UNREACHABLE, None, "no answer")
+        self.by_kind[failure.kind] += 1
+        self.last_failure = failure
+        if failure.kind is not ErrorKind.REFUSED:
+            self.up = False

@@ -3,7 +3,8 @@
 A :class:`~tornadose.backends.redis.store.RedisStore` channel is two Redis keys:
 
 * the **stream** ``<channel>`` (a Redis Stream): one entry per message, added with
-  ``XADD <channel> MAXLEN ~ <history> * data <json> [event <name>]``. The entry id
+  ``XADD <channel> MAXLEN ~ <cap> * data <json> [event <name>]``, and trimmed by
+  age (:data:`TRIM`). The entry id
   (``<milliseconds>-<sequence>``) is the message id clients see and resume from.
 
   ========  ========  ==================================================================
@@ -19,7 +20,9 @@ A :class:`~tornadose.backends.redis.store.RedisStore` channel is two Redis keys:
   validated like ``submit()`` ones, and an invalid entry is skipped, counted and
   logged (:func:`decode_entry`).
 
-* the **floor** ``<channel>:floor``: the id below which no entry of the current
+* the **floor** ``<channel>:floor`` (on a Redis Cluster ``{<channel>}:floor``, in
+  the stream's hash slot, unless the name has a hash tag already: :func:`floor_key`):
+  the id below which no entry of the current
   stream can be. It is set, if missing, whenever a tornadose process starts reading
   or publishes (:data:`ENSURE_FLOOR`, sent ahead of every batch of ``XADD``). If
   Redis loses its data (a restart without persistence), the floor goes too, and the
@@ -47,6 +50,7 @@ __all__ = [
     "ENSURE_FLOOR",
     "FLOOR_SUFFIX",
     "RAISE_FLOOR",
+    "TRIM",
     "ZERO",
     "Continuity",
     "InvalidEntry",
@@ -55,6 +59,8 @@ __all__ = [
     "decode_entry",
     "entry_content",
     "entry_fields",
+    "floor_key",
+    "hash_tag",
     "live_gap",
     "replay_gap",
 ]
@@ -81,6 +87,26 @@ end
 ENSURE_FLOOR = _FLOOR_LUA + "return floor\n"
 
 
+#: Lua: trim stream ``KEYS[1]``, keeping every entry younger than ``ARGV[2]``
+#: milliseconds (by Redis's clock) and, whatever their age, the newest ``ARGV[1]``:
+#: when at least ``ARGV[1]`` entries are younger than that, ``XTRIM MINID ~`` drops only
+#: older ones; otherwise ``XTRIM MAXLEN ~ ARGV[1]`` drops only entries that are both
+#: older and beyond the newest ``ARGV[1]``. Returns the number of entries removed.
+TRIM = """
+local keep = tonumber(ARGV[1])
+if redis.call('XLEN', KEYS[1]) <= keep then return 0 end
+local now = redis.call('TIME')
+local minid = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[2])
+if minid < 0 then minid = 0 end
+minid = string.format('%.0f', minid) .. '-0'
+local young = redis.call('XRANGE', KEYS[1], minid, '+', 'COUNT', keep)
+if #young >= keep then
+  return redis.call('XTRIM', KEYS[1], 'MINID', '~', minid)
+end
+return redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', keep)
+"""
+
+
 #: Lua: set the floor ``KEYS[1]`` to ``ARGV[1]`` unless it is already at or above it;
 #: returns the floor. Raising the floor past entries Redis lost makes every resume from
 #: before them a reset, on every process.
@@ -100,6 +126,37 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
+
+
+def hash_tag(key: str) -> str | None:
+    """The hash tag of ``key`` (what Redis Cluster hashes instead of the whole key:
+    the text between its first ``{`` and the first ``}`` after it, if not empty)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end < 0 or end == start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def floor_key(channel: str, *, cluster: bool = False) -> str:
+    """The floor key of ``channel``: ``<channel>:floor`` on a single Redis; on a Redis
+    Cluster a key in the stream's hash slot: the same if the channel's name has a
+    hash tag (``{app}:ticks`` -> ``{app}:ticks:floor``), else ``{<channel>}:floor``.
+    Raises ``ValueError`` for a cluster channel whose floor cannot share its slot (a
+    name with ``}`` but no hash tag)."""
+    if not cluster or hash_tag(channel) is not None:
+        return channel + FLOOR_SUFFIX
+    if "}" in channel:
+        suggestion = "{" + channel.replace("}", "") + "}"
+        raise ValueError(
+            f"on a Redis Cluster the channel {channel!r} needs a hash tag (a name with "
+            f"'}}' but no hash tag cannot have its floor key in its hash slot): name "
+            f"it {suggestion!r}, say"
+        )
+    return "{" + channel + "}" + FLOOR_SUFFIX
+
 
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_PART = 2**64 - 1

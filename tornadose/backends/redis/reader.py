@@ -11,21 +11,37 @@ Guarantees:
   (``lost``) first.
 * **Never dies silently**: connection losses are logged (``ERROR`` once per outage,
   ``INFO`` on recovery) and counted in the shared :class:`BackendHealth`; a channel
-  whose keys Redis refuses is logged and set aside while the others go on.
+  whose keys Redis refuses is logged once and set aside while the others go on,
+  tried again after 1 s, then 2, 4... up to every 30 s (never in a hot loop), and
+  read on from where it stood when Redis takes it again. A refusal is never
+  reported as a lost connection.
+* **Redis Cluster** (``cluster=True``): one reader per master; see
+  :mod:`~tornadose.backends.redis.cluster`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
-from tornadose.backends.redis.health import NETWORK_ERRORS, BackendHealth, Backoff
+from tornadose.backends.redis.health import (
+    NETWORK_ERRORS,
+    REDIS_ERRORS,
+    BackendHealth,
+    Backoff,
+    ErrorKind,
+    Failure,
+    RefusalBackoff,
+    classify,
+)
 from tornadose.backends.redis.layout import (
     ENSURE_FLOOR,
     FLOOR_SUFFIX,
@@ -38,11 +54,13 @@ from tornadose.backends.redis.layout import (
 
 __all__ = [
     "BLOCK_MS",
+    "POLL_MS",
     "READ_COUNT",
     "Channel",
     "Listener",
     "Reader",
     "StreamState",
+    "by_slot",
     "stream_info",
 ]
 
@@ -52,6 +70,9 @@ logger = logging.getLogger("tornadose.redis")
 READ_COUNT = 512
 #: Milliseconds a reader's wait for new entries blocks before it looks around again.
 BLOCK_MS = 1000
+#: Milliseconds between reads of an idle Redis Cluster master whose channels are in
+#: several hash slots (a blocking ``XREAD`` cannot span slots).
+POLL_MS = 20
 
 _CONTINUITY_LOGS = {
     Continuity.TRIMMED: "entries were trimmed before this process read them",
@@ -65,6 +86,8 @@ class Listener(Protocol):
 
     #: The channel's stream key.
     channel: str
+    #: The channel's floor key (in the stream's hash slot).
+    floor_key: str
 
     def deliver_entry(self, entry_id: Any, fields: Any) -> None:
         """One entry of the stream, in order."""
@@ -76,9 +99,9 @@ class Listener(Protocol):
 class Channel:
     """What the reader reads of one stream, for the listeners of this process."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, floor_key: str | None = None) -> None:
         self.key = key
-        self.floor_key = key + FLOOR_SUFFIX
+        self.floor_key = floor_key or key + FLOOR_SUFFIX
         self.listeners: set[Listener] = set()
         #: The last entry delivered here (``None`` until the reader starts reading).
         self.cursor: StreamId | None = None
@@ -90,6 +113,15 @@ class Channel:
         self.raise_floor_to: StreamId | None = None
         #: Why Redis refuses this channel's keys (``None``: it does not).
         self.error: str | None = None
+        #: Loop time after which a refused channel is tried again.
+        self.retry_at = 0.0
+        #: What Redis said when it last refused the channel (logged once per refusal).
+        self.refused: str | None = None
+        #: The waits between tries of a refused channel (1 s doubling to 30 s).
+        self.refusals = RefusalBackoff()
+        #: Redis Cluster: the channel's master failed over since it was last read, so
+        #: entries acknowledged by the old master may be lost (see ``ClusterReader``).
+        self.failed_over = False
         #: Set once the reader knows where the stream stands (or that it is refused).
         self.ready = asyncio.Event()
 
@@ -134,22 +166,43 @@ def _entries_by_key(response: Any) -> dict[str, list[tuple[Any, Any]]]:
     return result
 
 
+#: ``on_failure(reader, failure)``: a cluster node's reader was redirected or lost its
+#: node (the owner refreshes the cluster's map and moves channels to their masters).
+OnFailure = Callable[["Reader", Failure], None]
+
+
 class Reader:
     """Reads every channel with listeners here, on a connection of its own
-    (``client``); ``commands`` (another connection) only unblocks it."""
+    (``client``); ``commands`` (another connection) only unblocks it.
+
+    With ``cluster=True`` it is the reader of one Redis Cluster master: its channels
+    are read one hash slot per transaction (a transaction, or an ``XREAD``, cannot span
+    slots), and a redirection or a lost connection is reported to ``on_failure``.
+    """
 
     def __init__(
-        self, client: aioredis.Redis, commands: aioredis.Redis, health: BackendHealth
+        self,
+        client: aioredis.Redis,
+        commands: aioredis.Redis,
+        health: BackendHealth,
+        *,
+        cluster: bool = False,
+        on_failure: OnFailure | None = None,
     ) -> None:
         self.client = client
         self.commands = commands
         self.health = health
+        self.cluster = cluster
+        self.on_failure = on_failure
         self.channels: dict[str, Channel] = {}
         self._task: asyncio.Task[None] | None = None
+        #: The connection's id for ``CLIENT UNBLOCK`` (``None``: not connected; 0:
+        #: connected, but Redis refuses ``CLIENT ID``).
         self._client_id: int | None = None
         self._blocked = False
         #: Set when the channel set changes, so the reader does not block on an old one.
         self._channels_changed = False
+        self._wake = asyncio.Event()
         #: The reader lost its connection: check for lost data when it is back.
         self._lost_connection = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -165,14 +218,26 @@ class Reader:
         """Read ``listener``'s channel for it (it has subscribers)."""
         channel = self.channels.get(listener.channel)
         if channel is None:
-            channel = self.channels[listener.channel] = Channel(listener.channel)
-            self._channels_changed = True
-            if self._blocked and self._client_id is not None:
-                self._spawn(self._unblock(self._client_id))
+            channel = Channel(listener.channel, listener.floor_key)
+            self.adopt(channel)
         channel.listeners.add(listener)
+        return channel
+
+    def adopt(self, channel: Channel) -> None:
+        """Read ``channel`` (with its listeners and where it stands) from now on."""
+        self.channels[channel.key] = channel
+        self._channels_changed = True
+        self._wake.set()
+        if self._blocked and self._client_id:
+            self._spawn(self._unblock(self._client_id))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._read_forever())
-        return channel
+
+    def release(self, key: str) -> Channel | None:
+        """Stop reading channel ``key`` (it moves to another reader, or has no
+        listener left); returns it."""
+        self._channels_changed = True
+        return self.channels.pop(key, None)
 
     def detach(self, listener: Listener) -> None:
         """Stop reading ``listener``'s channel for it."""
@@ -192,7 +257,7 @@ class Reader:
     async def _unblock(self, client_id: int) -> None:
         try:
             await self.commands.client_unblock(client_id)
-        except NETWORK_ERRORS:
+        except REDIS_ERRORS:
             logger.debug("could not unblock the Redis reader", exc_info=True)
 
     # -- reading --------------------------------------------------------------------
@@ -202,11 +267,8 @@ class Reader:
         while self.channels:
             try:
                 if self._client_id is None:
-                    self._client_id = await self.client.client_id()
-                    if self._lost_connection:
-                        self._lost_connection = False
-                        logger.info("Redis reader reconnected")
-                    self.health.mark_up()
+                    await self._connect()
+                self._retry_refused()
                 for channel in list(self.channels.values()):
                     if channel.cursor is None and channel.error is None:
                         await self._establish(channel)
@@ -214,52 +276,137 @@ class Reader:
                 if channels and not await self._read_batch(channels):
                     await self._wait_for_entries(channels)
                 elif not channels:
-                    await asyncio.sleep(BLOCK_MS / 1000)  # only broken channels: idle
+                    await self._idle()  # only refused channels: until one is tried again
                 backoff.reset()
+            except ResponseError as exc:
+                # Redirected (a cluster's slot moved, or its master failed over).
+                failure = classify(exc, cluster=self.cluster)
+                self.health.mark_down(failure)
+                logger.info("Redis reader: %s", failure.describe())
+                if self.on_failure is not None:
+                    self.on_failure(self, failure)
+                await asyncio.sleep(backoff.delay())
             except NETWORK_ERRORS as exc:
                 self._client_id = None
+                failure = classify(exc, cluster=self.cluster)
                 if not self._lost_connection:
                     logger.error("Redis reader lost its connection (%s); reconnecting", exc)
                 self._lost_connection = True
-                self.health.mark_down()
+                self.health.mark_down(failure)
+                if self.on_failure is not None:
+                    self.on_failure(self, failure)
                 await asyncio.sleep(backoff.delay())
-            except Exception:
+            except Exception as exc:
                 # Never die silently: a bug here must not stop every channel.
                 logger.exception("Redis reader failed; it starts again")
-                self.health.mark_down()
+                self.health.mark_down(classify(exc, cluster=self.cluster))
                 await asyncio.sleep(backoff.delay())
+
+    async def _connect(self) -> None:
+        try:
+            self._client_id = await self.client.client_id()
+        except ResponseError as exc:
+            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+                raise
+            # Refused (an ACL without CLIENT): read on; a new channel then waits for
+            # the blocking read to end instead of interrupting it.
+            logger.warning("Redis refuses CLIENT ID (%s): channels start within 1 s", exc)
+            self._client_id = 0
+        if self._lost_connection:
+            self._lost_connection = False
+            logger.info("Redis reader reconnected")
+        self.health.mark_up()
+
+    async def _idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        retries = [c.retry_at for c in self.channels.values() if c.error is not None]
+        wait = min([BLOCK_MS / 1000, *(at - loop.time() for at in retries)])
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(wait, 0.001))
+
+    def _retry_refused(self) -> None:
+        """Refused channels whose wait is over are read again."""
+        now = asyncio.get_running_loop().time()
+        for channel in self.channels.values():
+            if channel.error is not None and now >= channel.retry_at:
+                channel.error = None
+
+    def _readable_again(self, channel: Channel) -> None:
+        if channel.refused is not None:
+            logger.info("Redis no longer refuses the keys of channel %r", channel.key)
+            channel.refused = None
+            channel.refusals.reset()
 
     async def _establish(self, channel: Channel) -> None:
         pipe = self.client.pipeline(transaction=True)
         pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
         pipe.xinfo_stream(channel.key)
-        floor, info = await pipe.execute(raise_on_error=False)
         try:
+            floor, info = await pipe.execute(raise_on_error=False)
             if isinstance(floor, Exception):
                 raise floor
             stream = stream_info(info)
         except ResponseError as exc:
-            self._break(channel, exc)
+            failure = classify(exc, cluster=self.cluster)
+            if failure.kind is ErrorKind.REDIRECTED:
+                raise
+            self._break(channel, failure)
             return
+        if self.channels.get(channel.key) is not channel:
+            return  # moved to another reader (or left) meanwhile
         channel.floor = StreamId.parse(floor)
         channel.cursor = stream.newest if stream else ZERO
         channel.seq = stream.entries_added if stream else 0
         channel.ready.set()
+        self._readable_again(channel)
 
-    def _break(self, channel: Channel, error: ResponseError) -> None:
-        """Stop reading ``channel``, whose keys Redis refuses (another program's key of
-        another type, an ACL): logged once; other channels go on."""
-        channel.error = str(error)
+    def _break(self, channel: Channel, failure: Failure) -> None:
+        """Set ``channel`` aside: Redis refuses its keys (another program's key of
+        another type, an ACL, no memory...). Logged once per refusal; tried again
+        after a wait (1 s doubling to 30 s); other channels go on."""
+        loop = asyncio.get_running_loop()
+        channel.error = failure.describe()
+        channel.retry_at = loop.time() + channel.refusals.delay()
         channel.ready.set()
-        self.health.errors += 1
-        logger.error(
-            "Redis refuses the keys of channel %r (%s); it is not read until its "
-            "subscribers come again",
+        self.health.mark_down(failure)
+        log = logger.debug if channel.refused == failure.detail else logger.error
+        channel.refused = failure.detail
+        log(
+            "Redis refuses the keys of channel %r (%s); it is tried again from time to "
+            "time (1 s doubling to 30 s) while it has subscribers",
             channel.key,
-            error,
+            failure.detail,
         )
 
     async def _read_batch(self, channels: Sequence[Channel]) -> bool:
+        """Read what is new in ``channels`` and deliver it, one transaction (one hash
+        slot, in a cluster) after the other. Returns whether anything was read."""
+        if not self.cluster:
+            return await self._read_refusing(channels)
+        delivered = False
+        for group in by_slot(channels).values():
+            delivered = await self._read_refusing(group) or delivered
+        return delivered
+
+    async def _read_refusing(self, channels: Sequence[Channel]) -> bool:
+        """:meth:`_read_group`; if Redis refuses the transaction as a whole, each
+        channel alone, so that only those it refuses are set aside."""
+        try:
+            return await self._read_group(channels)
+        except ResponseError as exc:
+            failure = classify(exc, cluster=self.cluster)
+            if failure.kind is ErrorKind.REDIRECTED:
+                raise
+            if len(channels) == 1:
+                self._break(channels[0], failure)
+                return False
+        delivered = False
+        for channel in channels:
+            delivered = await self._read_refusing([channel]) or delivered
+        return delivered
+
+    async def _read_group(self, channels: Sequence[Channel]) -> bool:
         """Read what is new in ``channels`` and deliver it, each stream's floor and
         state read atomically with it and judged first (:func:`continuity`).
         Returns whether anything was read."""
@@ -267,45 +414,59 @@ class Reader:
         raising = [c for c in channels if c.raise_floor_to is not None]
         for channel in raising:
             pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
+        timed = any(c.failed_over for c in channels)
+        if timed:
+            pipe.time()
         for channel in channels:
             pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
             pipe.xinfo_stream(channel.key)
         pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
         *raised, response = await pipe.execute(raise_on_error=False)
         states = raised[len(raising) :]
+        now_ms = None
+        if timed:
+            clock, *states = states
+            if not isinstance(clock, Exception):
+                now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
         for channel, result in zip(raising, raised, strict=False):
             if not isinstance(result, Exception):
                 channel.floor = StreamId.parse(result)  # ours: not a new generation
                 channel.raise_floor_to = None
         delivered = False
         for index, channel in enumerate(channels):
+            if self.channels.get(channel.key) is not channel:
+                continue  # moved to another reader (or left) meanwhile: not ours now
             floor, info = states[2 * index], states[2 * index + 1]
             try:
                 if isinstance(floor, Exception):
                     raise floor
                 stream = stream_info(info)
             except ResponseError as exc:
-                self._break(channel, exc)  # and XREAD failed with it: read again
-                continue
+                self._break(channel, classify(exc, cluster=self.cluster))
+                continue  # and XREAD failed with it: read again
             if isinstance(response, Exception):
                 continue
+            self._readable_again(channel)
             batch = _entries_by_key(response).get(channel.key, [])
-            if self._continues(channel, StreamId.parse(floor), stream):
+            if self._continues(channel, StreamId.parse(floor), stream, now_ms):
                 self._deliver(channel, batch)
                 delivered = delivered or bool(batch)
                 if channel.seq is None and len(batch) < READ_COUNT and stream is not None:
                     channel.seq = stream.entries_added  # everything is read now
-        if isinstance(response, ConnectionError | TimeoutError):
-            raise response
         if isinstance(response, Exception) and not any(c.error for c in channels):
             raise response
         return delivered
 
     def _continues(
-        self, channel: Channel, floor: StreamId | None, stream: StreamState | None
+        self,
+        channel: Channel,
+        floor: StreamId | None,
+        stream: StreamState | None,
+        now_ms: int | None = None,
     ) -> bool:
         """Judge ``channel``'s stream; reset its subscribers if entries they had not
-        received are gone. Returns whether the batch read with it may be delivered."""
+        received are gone, or may be (its cluster master failed over). Returns
+        whether the batch read with it may be delivered."""
         assert channel.cursor is not None
         state = continuity(
             cursor=channel.cursor,
@@ -317,6 +478,8 @@ class Reader:
             entries_added=stream.entries_added if stream else 0,
             length=stream.length if stream else 0,
         )
+        if channel.failed_over:
+            return self._after_failover(channel, state, now_ms)
         if floor is not None and floor != channel.floor and state is Continuity.INTACT:
             channel.floor = floor  # the floor key was set again; the stream is intact
         if state is Continuity.INTACT:
@@ -342,18 +505,53 @@ class Reader:
             channel.seq = None
         return False
 
+    def _after_failover(self, channel: Channel, state: Continuity, now_ms: int | None) -> bool:
+        """The first read of ``channel`` on the master that replaced a failed one.
+
+        Redis replicates asynchronously: entries the old master acknowledged may not
+        have reached the replica promoted in its place, and nothing tells which. So
+        the subscribers get a reset (``data_lost``), then every entry the new master
+        has after the cursor; and the floor is raised to the new master's clock, past
+        every id the old master may have handed out, so a client resuming from before
+        the failover gets a reset too (on every process)."""
+        assert channel.cursor is not None
+        channel.failed_over = False
+        logger.error(
+            "channel %r: its Redis Cluster master failed over; entries the old master "
+            "acknowledged may be lost (%s); its subscribers get a reset",
+            channel.key,
+            state.value,
+        )
+        self._reset(channel)
+        past = channel.cursor.after()
+        if now_ms is not None:
+            past = max(past, StreamId(now_ms, 0))
+        channel.raise_floor_to = past
+        channel.seq = None
+        if state is Continuity.NEW_GENERATION:
+            channel.cursor = max(channel.cursor, (channel.floor or ZERO).before())
+        return state in (Continuity.INTACT, Continuity.TRIMMED)
+
     async def _wait_for_entries(self, channels: Sequence[Channel]) -> None:
         channels = [c for c in channels if c.readable]
         if self._channels_changed or not channels:
             self._channels_changed = False
             return  # a channel was added (or broke) meanwhile: read again first
+        block = BLOCK_MS
+        if self.cluster:
+            # One XREAD cannot span hash slots: block on one slot's channels, and
+            # poll the others every POLL_MS while idle.
+            groups = list(by_slot(channels).values())
+            if len(groups) > 1:
+                block = POLL_MS
+            channels = groups[0]
         self._blocked = True
         try:
-            await self.client.xread(
-                {c.key: str(c.cursor) for c in channels}, count=1, block=BLOCK_MS
-            )
-        except ResponseError:
-            pass  # a key Redis refuses now (WRONGTYPE): the next read says which
+            await self.client.xread({c.key: str(c.cursor) for c in channels}, count=1, block=block)
+        except ResponseError as exc:
+            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+                raise
+            # A key Redis refuses now (WRONGTYPE): the next read says which.
         finally:
             self._blocked = False
 
@@ -376,10 +574,19 @@ class Reader:
     async def aclose(self) -> None:
         """Stop reading (after the current round trip) and close the connection."""
         self.channels.clear()
-        if self._blocked and self._client_id is not None:
+        self._wake.set()
+        if self._blocked and self._client_id:
             await self._unblock(self._client_id)
         for task in (self._task, *self._tasks):
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=BLOCK_MS / 1000 + 1)
         await self.client.aclose()
+
+
+def by_slot(channels: Iterable[Channel]) -> dict[int, list[Channel]]:
+    """``channels`` by the Redis Cluster hash slot of their keys, in order."""
+    groups: dict[int, list[Channel]] = {}
+    for channel in channels:
+        groups.setdefault(key_slot(channel.key.encode()), []).append(channel)
+    return groups

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from tornadose.backends.redis.layout import ZERO, StreamId, replay_gap
 from tornadose.backends.redis.reader import Channel, stream_info
@@ -52,8 +53,9 @@ async def plan_resume(
     network's errors (the caller retries)."""
     await channel.ready.wait()
     cursor = channel.cursor
-    assert cursor is not None
-    assert channel.floor is not None
+    if cursor is None or channel.floor is None:
+        # Redis refuses the channel's keys (the reader tries again from time to time).
+        raise ResponseError(channel.error or f"channel {channel.key!r} is not read yet")
 
     def reset(reason: ResetReason) -> Resume:
         reset_id = str(cursor) if cursor > ZERO else None

@@ -54,7 +54,6 @@ from typing import Any, ClassVar
 from tornadose.backends.redis.backend import DEFAULT_PUBLISH_TIMEOUT, RedisBackend
 from tornadose.backends.redis.connection import RedisConnection
 from tornadose.backends.redis.health import BackendHealth
-from tornadose.backends.redis.layout import FLOOR_SUFFIX
 from tornadose.core.backend import Backend
 from tornadose.core.history import History
 from tornadose.core.published import Published
@@ -78,9 +77,19 @@ class RedisStore(BaseStore):
     ``url`` (``redis://host:port/db``) or ``redis_kwargs`` (``host``, ``port``,
     ``password``...) say how to reach Redis, as for ``redis.asyncio.Redis``. The
     store options of every store apply (``schema``, ``max_queue``, ``overflow``,
-    ``history``...); ``history`` (default 1000) is also the stream's approximate
-    ``MAXLEN``. Create it anywhere; it connects on first use, from the running event
-    loop. ``submit()`` needs a running loop.
+    ``history``...); ``history`` (default 1000) is the most a resume replays.
+
+    Redis-only options: ``stream_retention`` (seconds, default 10): entries younger
+    than that stay in the stream even beyond ``history`` entries, so a process whose
+    reader falls behind by less than that loses nothing (``0``: trim to about
+    ``history`` on every ``XADD``); ``stream_maxlen`` (default 1,000,000): the
+    stream's cap whatever the age. A Redis Cluster: ``cluster=True`` (``url`` or
+    ``host``/``port`` name a node), a URL with ``?cluster=true``, or
+    ``startup_nodes=["host:port", ...]`` (see :mod:`~tornadose.backends.redis.cluster`).
+
+    Create it anywhere; it connects on first use, from the running event loop.
+    ``submit()`` needs a running loop. A message Redis refuses (``WRONGTYPE``,
+    ``NOPERM``...) fails at once with :class:`~tornadose.core.errors.StoreRefused`.
     """
 
     default_overflow: ClassVar[OverflowPolicy] = OverflowPolicy.DISCONNECT
@@ -157,7 +166,7 @@ class RedisStore(BaseStore):
         raise AttributeError(
             f"a RedisStore has no epoch: its ids are the entry ids of the Redis Stream "
             f"{self.channel!r} ('<milliseconds>-<sequence>'); the key "
-            f"{self.channel + FLOOR_SUFFIX!r} marks the stream's generation (a resume from "
+            f"{self._redis.floor_key!r} marks the stream's generation (a resume from "
             f"an id below it gets a reset)"
         )
 

@@ -33,15 +33,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from tornadose.backends.redis.health import NETWORK_ERRORS, BackendHealth, Backoff
-from tornadose.backends.redis.layout import ENSURE_FLOOR, FLOOR_SUFFIX, entry_fields
-from tornadose.backends.redis.reader import Reader
-from tornadose.core.errors import StoreUnavailable
+from tornadose.backends.redis.health import (
+    REDIS_ERRORS,
+    BackendHealth,
+    Backoff,
+    ErrorKind,
+    Failure,
+    classify,
+)
+from tornadose.backends.redis.layout import ENSURE_FLOOR, TRIM, entry_fields
+from tornadose.core.errors import StoreRefused, StoreUnavailable
 from tornadose.core.message import Message
 
 __all__ = ["WRITE_BATCH", "Submission", "Submitter", "Writer"]
@@ -50,6 +58,8 @@ logger = logging.getLogger("tornadose.redis")
 
 #: Submissions taken in one batch (sent as one transaction per channel), at most.
 WRITE_BATCH = 256
+#: Seconds between two trims by age of one channel by one process, at least.
+TRIM_INTERVAL = 0.5
 
 
 class Submitter(Protocol):
@@ -57,10 +67,17 @@ class Submitter(Protocol):
 
     #: The channel's stream key.
     channel: str
-    #: The stream's approximate ``MAXLEN``.
-    maxlen: int
+    #: The channel's floor key (in the stream's hash slot).
+    floor_key: str
     #: Seconds a submission waits for an unreachable Redis.
     publish_timeout: float
+
+    #: The stream's approximate ``MAXLEN`` when its entries are older than ``retention_ms``.
+    maxlen: int
+    #: Milliseconds an entry stays in the stream, even beyond ``maxlen`` entries.
+    retention_ms: int
+    #: The stream's hard cap (``XADD ... MAXLEN ~``), whatever the entries' age.
+    stream_maxlen: int
 
     def failed(self, error: StoreUnavailable) -> None:
         """A submission failed (count and log it)."""
@@ -85,15 +102,65 @@ def _unreachable(submitter: Submitter, cause: BaseException | None = None) -> St
     )
 
 
-class Writer:
-    """Sends the submissions of one connection, in order, through ``commands``."""
+def _refused(name: str, failure: Failure) -> StoreRefused:
+    return StoreRefused(
+        f"{failure.describe()}; the message to {name!r} was not published (a refused "
+        f"message is not sent again)",
+        code=failure.code,
+    )
 
-    def __init__(self, commands: aioredis.Redis, health: BackendHealth, reader: Reader) -> None:
+
+def _still_redirected(submitter: Submitter, failure: Failure) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"for {submitter.publish_timeout:g} s {failure.describe()}; the message to "
+        f"{submitter.channel!r} was not published",
+        kind=ErrorKind.REDIRECTED.value,
+        code=failure.code,
+    )
+
+
+#: ``route(key)``: the client of the Redis node that holds ``key`` (one node: always
+#: the same client; a cluster: the master of its slot).
+Route = Callable[[str], Awaitable[aioredis.Redis]]
+
+
+async def _refresh_nothing() -> None:
+    return None
+
+
+class Writer:
+    """Sends the submissions of one connection, in order, through ``commands`` (one
+    Redis) or the clients ``route`` picks per channel (a cluster, whose map
+    ``refresh`` updates after a redirection or a lost node)."""
+
+    def __init__(
+        self,
+        commands: aioredis.Redis | None,
+        health: BackendHealth,
+        reader: Any,
+        *,
+        route: Route | None = None,
+        refresh: Callable[[], Awaitable[None]] = _refresh_nothing,
+        cluster: bool = False,
+    ) -> None:
         self.commands = commands
         self.health = health
+        #: The reader: its ``channels`` (by key) tell whether a channel's reading started.
         self.reader = reader
+        self.cluster = cluster
+        self._route = route
+        self._refresh = refresh
         self._outbox: deque[Submission] = deque()
         self._task: asyncio.Task[None] | None = None
+        #: When each channel was last trimmed by age (loop time).
+        self._trimmed: dict[str, float] = {}
+
+    async def route(self, key: str) -> aioredis.Redis:
+        """The client to send ``key``'s commands to."""
+        if self._route is not None:
+            return await self._route(key)
+        assert self.commands is not None
+        return self.commands
 
     def enqueue(self, submission: Submission) -> None:
         """Queue ``submission``; the writer sends them in order."""
@@ -131,9 +198,13 @@ class Writer:
             try:
                 # Bounded by the deadline even when Redis accepts but does not answer.
                 async with asyncio.timeout(max(head.deadline - loop.time(), 0.05)):
-                    await self.commands.ping()
-            except (*NETWORK_ERRORS, TimeoutError) as exc:
-                self.health.mark_down()
+                    client = await self.route(head.submitter.channel)
+                    await client.ping()
+            except ResponseError:
+                pass  # Redis answered (refusing PING, say): the batch says more
+            except REDIS_ERRORS as exc:
+                self.health.mark_down(classify(exc, cluster=self.cluster))
+                await self._after_failure(exc)
                 now = loop.time()
                 while self._outbox and self._outbox[0].deadline <= now:
                     failed = self._outbox.popleft()
@@ -141,16 +212,49 @@ class Writer:
                 if self._outbox:
                     await asyncio.sleep(min(backoff.delay(), self._outbox[0].deadline - now))
                 continue
-            backoff.reset()
             batch = self._take_batch()
             try:
-                await self._send(batch)
+                again = await self._send(batch)
             except Exception as exc:
                 # Never leave a submission unanswered: whoever awaits it would hang.
                 logger.exception("publishing to Redis failed")
                 for submission in batch:
-                    error = StoreUnavailable(f"publishing failed: {exc}", maybe_published=True)
+                    error = StoreUnavailable(
+                        f"publishing failed: {exc}", maybe_published=True, kind="other"
+                    )
                     self._fail(submission, error)
+                continue
+            if not again:
+                backoff.reset()
+                continue
+            # Redirected (a cluster's slot moving): those go first again, in order,
+            # after the map was refreshed and a short wait; failed at their deadline.
+            now = loop.time()
+            for submission, failure in reversed(again):
+                if submission.deadline <= now:
+                    self._fail(submission, _still_redirected(submission.submitter, failure))
+                else:
+                    self._outbox.appendleft(submission)
+            if self._outbox:
+                await asyncio.sleep(min(backoff.delay(), max(self._outbox[0].deadline - now, 0)))
+
+    async def _after_failure(self, error: BaseException) -> None:
+        """A cluster's map is refreshed after a lost node or a redirection."""
+        if self.cluster:
+            try:
+                await self._refresh()
+            except REDIS_ERRORS:
+                logger.debug("could not refresh the Redis Cluster's map after %r", error)
+
+    def _trim_due(self, name: str, now: float) -> bool:
+        """Whether to trim ``name`` with this batch (each channel every
+        :data:`TRIM_INTERVAL` s at most, from each process)."""
+        if now - self._trimmed.get(name, -TRIM_INTERVAL) < TRIM_INTERVAL:
+            return False
+        self._trimmed[name] = now
+        if len(self._trimmed) > 4 * WRITE_BATCH:  # forget channels not published lately
+            self._trimmed = {k: t for k, t in self._trimmed.items() if now - t < TRIM_INTERVAL}
+        return True
 
     def _take_batch(self) -> list[Submission]:
         batch: list[Submission] = []
@@ -160,42 +264,71 @@ class Writer:
             batch.append(self._outbox.popleft())
         return batch
 
-    async def _send(self, batch: list[Submission]) -> None:
+    async def _send(self, batch: list[Submission]) -> list[tuple[Submission, Failure]]:
         """Send ``batch``: one transaction per channel, concurrently (each channel's
-        submissions keep their order), and answer every submission."""
+        submissions keep their order), and answer every submission, except those a
+        cluster redirected: returned (in batch order), to be sent again."""
         by_channel: dict[str, list[Submission]] = {}
         for submission in batch:
             by_channel.setdefault(submission.submitter.channel, []).append(submission)
-        reached = await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(self._send_channel(name, group) for name, group in by_channel.items())
         )
-        if all(reached):
-            self.health.mark_up()
+        again: dict[int, Failure] = {}
+        failures = [failure for failure in outcomes if failure is not None]
+        for (_, group), failure in zip(by_channel.items(), outcomes, strict=True):
+            if failure is not None and failure.kind is ErrorKind.REDIRECTED:
+                again.update((id(submission), failure) for submission in group)
+        if any(f.kind in (ErrorKind.UNREACHABLE, ErrorKind.REDIRECTED) for f in failures):
+            await self._after_failure(RuntimeError(failures[0].detail))
         else:
-            self.health.mark_down()
+            self.health.mark_up()
+        return [(s, again[id(s)]) for s in batch if id(s) in again]
 
-    async def _send_channel(self, name: str, group: list[Submission]) -> bool:
+    async def _send_channel(self, name: str, group: list[Submission]) -> Failure | None:
         """One ``MULTI``/``EXEC`` for the submissions ``group`` of channel ``name``: its
         floor first (so no entry is ever added without one, even right after Redis
-        restarted), then its entries in order. Answers every submission of ``group``;
-        returns whether Redis answered (``False``: the connection failed)."""
-        pipe = self.commands.pipeline(transaction=True)
-        pipe.eval(ENSURE_FLOOR, 2, name, name + FLOOR_SUFFIX)
-        for submission in group:
-            pipe.execute_command(
-                "XADD",
-                name,
-                "MAXLEN",
-                "~",
-                submission.submitter.maxlen,
-                "*",
-                *entry_fields(submission.message),
-            )
+        restarted), then its entries in order. Answers every submission of ``group``
+        except when a cluster redirected the transaction (then nothing was added).
+        Returns ``None`` when Redis ran the transaction, else what went wrong
+        (counted in the health)."""
+        submitter = group[0].submitter
         deadline = max(s.deadline for s in group)
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(max(deadline - asyncio.get_running_loop().time(), 1.0)):
+            async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
+                client = await self.route(name)
+                pipe = client.pipeline(transaction=True)
+                pipe.eval(ENSURE_FLOOR, 2, name, submitter.floor_key)
+                # Without retention by age, XADD trims to about ``history`` itself.
+                by_age = submitter.retention_ms > 0
+                cap = submitter.stream_maxlen if by_age else submitter.maxlen
+                for submission in group:
+                    pipe.execute_command(
+                        "XADD",
+                        *(name, "MAXLEN", "~", cap, "*"),
+                        *entry_fields(submission.message),
+                    )
+                trimming = by_age and self._trim_due(name, loop.time())
+                if trimming:
+                    pipe.eval(TRIM, 1, name, submitter.maxlen, submitter.retention_ms)
                 floor, *results = await pipe.execute(raise_on_error=False)
-        except (*NETWORK_ERRORS, TimeoutError) as exc:
+                if trimming:
+                    trimmed = results.pop()
+                    if isinstance(trimmed, Exception):
+                        logger.error("could not trim channel %r: %s", name, trimmed)
+        except ResponseError as exc:
+            # Refused as a whole (EXECABORT: an error while queueing): nothing was added.
+            failure = classify(exc, cluster=self.cluster)
+            self.health.mark_down(failure)
+            if failure.kind is not ErrorKind.REDIRECTED:
+                logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
+                for submission in group:
+                    self._fail(submission, _refused(name, failure))
+            return failure
+        except REDIS_ERRORS as exc:
+            failure = classify(exc, cluster=self.cluster)
+            self.health.mark_down(failure)
             for submission in group:
                 error = StoreUnavailable(
                     f"the connection to Redis broke while publishing to {name!r}; the "
@@ -203,22 +336,30 @@ class Writer:
                     maybe_published=True,
                 )
                 self._fail(submission, error)
-            return False
+            return failure
         except Exception as exc:
             # Never leave a submission unanswered: whoever awaits it would hang.
             logger.exception("publishing to channel %r failed", name)
+            failure = classify(exc, cluster=self.cluster)
+            self.health.mark_down(failure)
             for submission in group:
-                error = StoreUnavailable(f"publishing failed: {exc}", maybe_published=True)
+                error = StoreUnavailable(
+                    f"publishing failed: {exc}", maybe_published=True, kind="other"
+                )
                 self._fail(submission, error)
-            return True
+            return failure
         if isinstance(floor, Exception):
             logger.error("could not set the floor of channel %r: %s", name, floor)
+        refused: Failure | None = None
         for submission, result in zip(group, results, strict=True):
             if isinstance(result, Exception):
-                self._fail(submission, StoreUnavailable(f"Redis refused the message: {result}"))
+                refused = classify(result, cluster=self.cluster)
+                self._fail(submission, _refused(name, refused))
             elif not submission.future.done():
                 submission.future.set_result(submission.message.with_id(result.decode()))
-        return True
+        if refused is not None:
+            self.health.mark_down(refused)
+        return None
 
     def _fail(self, submission: Submission, error: StoreUnavailable) -> None:
         future = submission.future
