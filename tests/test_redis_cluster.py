@@ -27,8 +27,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from redis.crc import key_slot
 
+from tests.programs import StartProgram
 from tests.redis_cluster_support import Cluster, redis_cluster, start_cluster
 from tests.test_redis_processes import (
     RESUMED,
@@ -246,3 +248,30 @@ async def test_a_master_fails_over_while_publishing_and_no_loss_is_silent(
             or stream_order(before_reset[-1]) < stream_order(entry)
             for n in resets
         ), f"acknowledged {entry} missing without a reset: {got}"
+
+
+async def test_tornadose_serve_takes_a_cluster_url(
+    tmp_path: Path, start_program: StartProgram, redis_cluster: Cluster
+) -> None:
+    """``tornadose serve --redis '<node>?cluster=true'`` checks the node at startup,
+    serves, and its channel lives on the cluster: a POST is acknowledged and lands in
+    the channel's stream on the master that owns its slot."""
+    from tests.test_cli import http_client, start_serve, stop, write_channels_module
+
+    channel = f"cli-{uuid.uuid4().hex[:8]}"
+    name = write_channels_module(tmp_path, channel)
+    program, base = await start_serve(
+        start_program, "live_channels:channels", "uvicorn", "--redis", redis_cluster.url
+    )
+    async with http_client() as client:
+        answer = await client.post(f"{base}/{name}/publish", json={"text": "on a cluster"})
+        assert answer.status_code == 202, (answer.text, program.describe())
+    host, port = redis_cluster.master_of(channel).rsplit(":", 1)
+    master = redis.Redis(host=host, port=int(port))
+    try:
+        entries = master.xrange(channel)
+    finally:
+        master.close()
+    assert len(entries) == 1
+    assert b"on a cluster" in b"".join(value for _, fields in entries for value in fields.values())
+    assert await stop(program) == 0, program.describe()

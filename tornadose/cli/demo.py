@@ -363,7 +363,11 @@ async def _check_redis(url: str) -> None:
     import redis.asyncio
     from redis.exceptions import RedisError
 
-    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    from tornadose.backends.redis.backend import split_cluster_flag
+
+    node_url, _ = split_cluster_flag(url)  # a cluster URL: its node answers PING too
+    assert node_url is not None
+    client = redis.asyncio.Redis.from_url(node_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         await client.ping()
     except (RedisError, OSError) as exc:

@@ -59,8 +59,14 @@ def check_redis(url: str, timeout: float = 3.0, *, source: str = "--redis") -> N
     import redis
     from redis.exceptions import RedisError
 
+    from tornadose.backends.redis.backend import split_cluster_flag
+
+    node_url, _ = split_cluster_flag(url)  # a cluster URL: its node answers PING too
+    assert node_url is not None
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis.Redis.from_url(
+            node_url, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
     except ValueError as exc:  # redis-py's word for a URL it cannot read
         raise UsageError(f"{source}: not a Redis URL: {url!r} ({_one_line(exc)})") from None
     try:

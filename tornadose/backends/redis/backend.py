@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_STREAM_MAXLEN",
     "DEFAULT_STREAM_RETENTION",
     "RedisBackend",
+    "split_cluster_flag",
 ]
 
 logger = logging.getLogger("tornadose.redis")
@@ -63,8 +64,9 @@ DEFAULT_STREAM_MAXLEN = 1_000_000
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def _cluster_flag(url: str | None) -> tuple[str | None, bool]:
-    """``url`` without its ``cluster=`` query parameter, and whether it said yes."""
+def split_cluster_flag(url: str | None) -> tuple[str | None, bool]:
+    """``url`` without its ``cluster=`` query parameter (which redis-py does not know),
+    and whether it said yes (``1``, ``true``, ``yes``, ``on``)."""
     if url is None or "cluster=" not in url:
         return url, False
     parts = urlsplit(url)
@@ -153,7 +155,7 @@ class RedisBackend:
             raise ValueError(
                 f"stream_maxlen ({stream_maxlen}) must be at least history ({history})"
             )
-        url, cluster_url = _cluster_flag(url)
+        url, cluster_url = split_cluster_flag(url)
         self.startup_nodes = _startup_nodes(
             url, redis_kwargs, cluster=cluster or cluster_url, nodes=startup_nodes
         )
