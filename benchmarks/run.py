@@ -44,7 +44,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,17 @@ SPECS: list[Spec] = [
         requires=("uvicorn", "redis"),
         backend="redis",
         redis_url_option="redis_url",
+    ),
+    Spec(
+        "tornadose-uvicorn-redis-cluster",
+        "tornadose_uvicorn",
+        "sse",
+        "uvicorn",
+        "tornadose EventSourceApp, RedisStore on a Redis Cluster",
+        True,
+        requires=("uvicorn", "redis"),
+        backend="redis cluster",
+        redis_url_option="redis_cluster_url",
     ),
     Spec("raw-asyncio", "raw_asyncio", "sse", "asyncio", "raw asyncio, a write per event"),
     Spec(
@@ -528,7 +541,12 @@ async def redis_unreachable(url: str) -> str | None:
         except ImportError:
             _redis_checked[url] = "the redis package is not installed (pip install '.[redis]')"
             return _redis_checked[url]
-        client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        from tornadose.backends.redis.backend import split_cluster_flag
+
+        node_url, _ = split_cluster_flag(url)  # a cluster node answers PING too
+        client = redis.asyncio.Redis.from_url(
+            node_url or url, socket_connect_timeout=2, socket_timeout=2
+        )
         try:
             await asyncio.wait_for(client.ping(), 5)
         except Exception as exc:
@@ -546,7 +564,12 @@ async def forget_channel(url: str, channel: str) -> None:
     key Redis will not delete from this connection, on another cluster node say, stays)."""
     import redis.asyncio
 
-    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    from tornadose.backends.redis.backend import split_cluster_flag
+
+    node_url, _ = split_cluster_flag(url)
+    client = redis.asyncio.Redis.from_url(
+        node_url or url, socket_connect_timeout=2, socket_timeout=5
+    )
     try:
         keys = [key async for key in client.scan_iter(match=f"*{channel}*", count=1000)]
         for key in keys:
@@ -745,6 +768,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"Redis of the RedisStore rows (default {DEFAULT_REDIS_URL}; "
         "skipped, saying why, if it does not answer)",
     )
+    add(
+        "--redis-cluster-url",
+        help="a Redis Cluster node's URL ending in ?cluster=true, for the cluster row (default: "
+        "start a throwaway 3-master + 3-replica cluster on free loopback ports with redis-server)",
+    )
     add("--hold", type=int, help="subscribers of the hold test (default 10000; quick 2000; 0: off)")
     add("--hold-seconds", type=float, help="seconds they are held (default 5; quick 2)")
     add(
@@ -890,6 +918,7 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
             "regimes",
             "hold",
             "redis_url",
+            "redis_cluster_url",
         )
     }
     config["regime_labels"] = {r: regime_label(r, options.burst) for r in options.regimes}
@@ -906,11 +935,12 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
     if busy is not None and busy > 0.2:
         print(f"warning: other processes keep {busy} cores busy; numbers will suffer", flush=True)
     begun = time.monotonic()
-    for spec in specs:
-        print(f"- {spec.name}: {spec.label} ...", flush=True)
-        outcome = await bench_contender(spec, options, counter)
-        results["contenders"].append(outcome)
-        print("  " + report.one_line(outcome), flush=True)
+    with throwaway_cluster(options, specs):
+        for spec in specs:
+            print(f"- {spec.name}: {spec.label} ...", flush=True)
+            outcome = await bench_contender(spec, options, counter)
+            results["contenders"].append(outcome)
+            print("  " + report.one_line(outcome), flush=True)
     if options.hold:
         for spec in specs:
             if spec.name in HOLD_SPECS:
@@ -920,6 +950,37 @@ async def run(options: argparse.Namespace) -> dict[str, Any]:
                 print("  " + report.hold_line(outcome), flush=True)
     results["seconds"] = round(time.monotonic() - begun, 1)
     return results
+
+
+@contextlib.contextmanager
+def throwaway_cluster(options: argparse.Namespace, specs: list[Spec]) -> Iterator[None]:
+    """Start a Redis Cluster for the cluster row when it runs and ``--redis-cluster-url``
+    names none: 3 masters + 3 replicas on free loopback ports, the test suite's own
+    (``tests/redis_cluster_support.py``), killed afterwards. If it cannot start (no
+    ``redis-server``/``redis-cli``), the row is skipped with the reason."""
+    wanted = any(spec.redis_url_option == "redis_cluster_url" for spec in specs)
+    if not wanted or options.redis_cluster_url is not None:
+        yield
+        return
+    from tests.redis_cluster_support import start_cluster
+
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as directory:
+        print("- starting a Redis Cluster (3 masters + 3 replicas) ...", flush=True)
+        try:
+            cluster = start_cluster(Path(directory))
+        except BaseException as exc:  # pytest's skip/fail outcomes are BaseExceptions
+            reason = f"could not start a Redis Cluster: {type(exc).__name__}: {exc}"
+            print(f"  {reason}", flush=True)
+            options.redis_cluster_url = "redis://127.0.0.1:1/0?cluster=true"
+            _redis_checked[options.redis_cluster_url] = reason
+            yield
+            return
+        options.redis_cluster_url = cluster.url
+        try:
+            yield
+        finally:
+            for node in cluster.nodes:
+                node.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
