@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
-from typing import Any, TypeVar, Unpack
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Unpack
 
 from tornadose._compat.asyncio_tasks import start_eagerly
 from tornadose.core.reasons import CloseReason
@@ -59,7 +59,6 @@ __all__ = [
 _SSE_HEADERS = raw_headers(sse.RESPONSE_HEADERS)
 
 logger = logging.getLogger("tornadose.asgi")
-T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 ASGIMessage = MutableMapping[str, Any]
@@ -106,61 +105,61 @@ def _request(scope: Scope) -> subscribe.Request:
     return subscribe.Request(scope.get("method", "GET"), headers, query, websocket)
 
 
-def _eager(send: Callable[[T], Coroutine[Any, Any, None]]) -> streams.WriteNow[T]:
-    """The synchronous form of ``send`` (for direct delivery): it starts the coroutine
-    at once, see :func:`~tornadose._compat.asyncio_tasks.start_eagerly`."""
-    return lambda item: start_eagerly(send(item))
-
-
 class _Stream:
     """One open ASGI stream: the :class:`~tornadose.delivery.session.Transport`
     of :func:`~tornadose.delivery.session.serve`, and the watcher of the client's
-    disconnect (a second task, reading ``receive``)."""
+    disconnect (a second task, reading ``receive``).
+
+    Kept small (an idle connection holds it for the stream's life): slots, and its
+    own methods as the callables it hands out, instead of closures."""
+
+    __slots__ = ("options", "receive", "send", "subscription", "websocket")
 
     gone_errors: tuple[type[BaseException], ...] = (OSError,)
 
     def __init__(self, app: _SubscriberApp, send: Send, receive: Receive) -> None:
-        self.app, self.send, self.receive = app, send, receive
+        self.options, self.send, self.receive = app.options, send, receive
         self.websocket = app.endpoint.kind is subscribe.Kind.WEBSOCKET
+        self.subscription: Subscription | None = None
 
-    async def run(self, subscription: Subscription) -> None:
-        if not self.websocket:
-            start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS}
-            await self.send(start)
-            await self.write(b"")  # an empty chunk: the server sends the headers now
-        watcher = asyncio.ensure_future(self._wait_disconnect())
-        watcher.add_done_callback(lambda done: self._disconnected(subscription, done))
-        try:
-            await serve(subscription, self, self.app.lifecycle)
-        finally:
-            watcher.cancel()
-
-    async def _wait_disconnect(self) -> None:
+    async def wait_disconnect(self) -> None:
+        """Read from the client until it is gone (its frames are ignored)."""
         gone = "websocket.disconnect" if self.websocket else "http.disconnect"
         while (await self.receive())["type"] != gone:
-            pass  # frames from the client are ignored
+            pass
 
-    @staticmethod
-    def _disconnected(subscription: Subscription, watcher: asyncio.Future[None]) -> None:
+    def disconnected(self, watcher: asyncio.Future[None]) -> None:
+        """:meth:`wait_disconnect` ended: the client is gone (unless it was cancelled)."""
         if watcher.cancelled():
             return
         if watcher.exception() is not None:
             logger.error("receiving from the client failed", exc_info=watcher.exception())
-        subscription.close(CloseReason.CLIENT_GONE)
+        if self.subscription is not None:
+            self.subscription.close(CloseReason.CLIENT_GONE)
 
     def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
-        options, write, send = self.app.options, self.write, self.send_frames
+        options = self.options
         if isinstance(options, streams.SSEOptions):
-            return streams.stream_sse(subscription, write, options, write_now=_eager(write))
-        send_now = _eager(send)
-        return streams.stream_websocket(subscription, send, options, send_frames_now=send_now)
+            return streams.stream_sse(subscription, self.write, options, write_now=self.write_now)
+        return streams.stream_websocket(
+            subscription, self.send_frames, options, send_frames_now=self.send_frames_now
+        )
 
     async def write(self, chunk: bytes) -> None:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
+    def write_now(self, chunk: bytes) -> Awaitable[None] | None:
+        """:meth:`write`, synchronously (for direct delivery): started at once, see
+        :func:`~tornadose._compat.asyncio_tasks.start_eagerly`."""
+        return start_eagerly(self.write(chunk))
+
     async def send_frames(self, frames: list[str]) -> None:
         for text in frames:
             await self.send({"type": "websocket.send", "text": text})
+
+    def send_frames_now(self, frames: list[str]) -> Awaitable[None] | None:
+        """:meth:`send_frames`, synchronously, as :meth:`write_now`."""
+        return start_eagerly(self.send_frames(frames))
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         if not self.websocket:
@@ -202,13 +201,32 @@ class _SubscriberApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return  # lifespan: nothing to start or stop (served alone, uvicorn goes on)
+        # Admitted in a coroutine of its own, which is over before streaming starts:
+        # the request's headers are not kept for the stream's life.
+        stream = await self._admit(scope, receive, send)
+        subscription = stream.subscription if stream is not None else None
+        if stream is None or subscription is None:
+            return
+        if not stream.websocket:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await stream.write(b"")  # an empty chunk: the server sends the headers now
+        watcher = asyncio.ensure_future(stream.wait_disconnect())
+        watcher.add_done_callback(stream.disconnected)
+        try:
+            await serve(subscription, stream, self.lifecycle)
+        finally:
+            watcher.cancel()
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> _Stream | None:
+        """Admit the request and register its stream (with its subscription), or
+        answer a refusal (``None``)."""
         request = _request(scope)
         if request.websocket and (await receive())["type"] != "websocket.connect":
-            return
+            return None
         refusal = await subscribe.authorize(self.endpoint, request)
         if refusal is not None:
             await _refuse(scope, send, refusal)
-            return
+            return None
         stream = _Stream(self, send, receive)
         if stream.websocket:  # accepted before registering: a closed store closes it
             await send({"type": "websocket.accept"})
@@ -219,7 +237,9 @@ class _SubscriberApp:
             code, text = close_code_for(outcome)
             await send({"type": "websocket.close", "code": code, "reason": text})
         else:
-            await stream.run(outcome)
+            stream.subscription = outcome
+            return stream
+        return None
 
 
 _Read = Callable[[BaseStore, Any], tuple[subscribe.Subscribing, streams.StreamOptions]]

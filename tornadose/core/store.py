@@ -147,6 +147,8 @@ class BaseStore:
         self._backend: Backend | None = None
         self._attached = False
         self._subscriptions: dict[object, Subscription] = {}
+        #: One bound method for every subscription's close callback, not one each.
+        self._on_subscription_close = self._forget
         self._resumes: set[asyncio.Future[Resume]] = set()
         self._closed = False
         self.initialize(*args, **kwargs)
@@ -260,7 +262,7 @@ class BaseStore:
             max_bytes=self.max_queue_bytes,
             overflow=self.overflow,
             stats=self.stats,
-            on_close=self._forget,
+            on_close=self._on_subscription_close,
             resume=resume,
         )
         self._subscriptions[subscriber] = subscription

@@ -130,7 +130,8 @@ class Subscription:
         #: Until it keeps one message, live messages for which it is true are skipped.
         self._gate: Callable[[Message], bool] | None = None
         self._stats = stats
-        self._close_callbacks: list[Callable[[Subscription], None]] = [on_close]
+        # A tuple (rarely added to): a list would cost a growth block per subscriber.
+        self._close_callbacks: tuple[Callable[[Subscription], None], ...] = (on_close,)
         # A list, not a deque: an idle subscription costs 56 bytes for it, not 600+
         # (a deque allocates a block of 64 slots).
         self._queue: list[Message] = []
@@ -272,7 +273,7 @@ class Subscription:
         if self._close_reason is not None:
             callback(self)
         else:
-            self._close_callbacks.append(callback)
+            self._close_callbacks = (*self._close_callbacks, callback)
 
     # -- the reader's side ----------------------------------------------------------
 
@@ -311,12 +312,21 @@ class Subscription:
         switch), or wake the reader with :meth:`wake`. A close, a release or a
         replay always wakes the reader.
         """
-        if self._held and self._close_reason is None:
-            await self._wait(timeout, wants_messages=True, on_ready=on_ready)
-            if self._held and self._close_reason is None:
+        # Waited for here, not in a helper coroutine: an idle subscriber's reader is
+        # parked in this frame, and a second frame would cost memory per subscriber.
+        wait = self._close_reason is None and (self._held or not self._queue)
+        while wait:
+            was_held = self._held
+            waiter, timer = self._arm(timeout, True, on_ready)
+            try:
+                await waiter
+            finally:
+                self._disarm(timer)
+            if not was_held or self._close_reason is not None:
+                break
+            if self._held:
                 return []
-        if not self._queue and self._close_reason is None:
-            await self._wait(timeout, wants_messages=True, on_ready=on_ready)
+            wait = not self._queue  # released with nothing readable: wait as when empty
         if not self._queue and self._close_reason is not None:
             raise SubscriptionClosed(self._close_reason)
         return self.take_batch(max_messages)
@@ -354,7 +364,11 @@ class Subscription:
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, returning early if the subscription closes."""
         if self._close_reason is None and seconds > 0:
-            await self._wait(seconds, wants_messages=False)
+            waiter, timer = self._arm(seconds, False, None)
+            try:
+                await waiter
+            finally:
+                self._disarm(timer)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._iterate()
@@ -389,13 +403,12 @@ class Subscription:
 
     # -- internals ------------------------------------------------------------------
 
-    async def _wait(
-        self,
-        timeout: float | None,
-        *,
-        wants_messages: bool,
-        on_ready: Callable[[], None] | None = None,
-    ) -> None:
+    def _arm(
+        self, timeout: float | None, wants_messages: bool, on_ready: Callable[[], None] | None
+    ) -> tuple[asyncio.Future[None], asyncio.TimerHandle | None]:
+        """Set up the reader's wait: the future :meth:`_wake` resolves, and its timer
+        (``None`` without ``timeout``); the reader awaits the one, then calls
+        :meth:`_disarm` with the other, whatever happened."""
         if self._waiter is not None:
             raise RuntimeError("a Subscription can be read by one task at a time")
         loop = asyncio.get_running_loop()
@@ -403,15 +416,14 @@ class Subscription:
         self._waiter = waiter
         self._waiter_wants_messages = wants_messages
         self._on_ready = on_ready
-        timer = loop.call_later(timeout, self._wake) if timeout else None
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            self._waiter_wants_messages = False
-            self._on_ready = None
-            if timer is not None:
-                timer.cancel()
+        return waiter, loop.call_later(timeout, self._wake) if timeout else None
+
+    def _disarm(self, timer: asyncio.TimerHandle | None) -> None:
+        self._waiter = None
+        self._waiter_wants_messages = False
+        self._on_ready = None
+        if timer is not None:
+            timer.cancel()
 
     def wake(self) -> None:
         """Wake a reader waiting in :meth:`get_batch`, which then returns ``[]`` if

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_DEADLINE",
     "PROCESS",
     "Lifecycle",
+    "OpenStream",
     "Step",
     "drain_process",
     "install_signal_handlers",
@@ -83,21 +84,23 @@ class Lifecycle:
     def __init__(self, name: str = "", *, deadline: float | None = None) -> None:
         self.name = name
         self.deadline = deadline
-        self._open: dict[int, _OpenStream] = {}
+        #: The open streams (each its own key: no id number to keep per stream).
+        self._open: dict[OpenStream, OpenStream] = {}
         self._draining = False
         self._idle_waiters: set[asyncio.Event] = set()
         _lifecycles.add(self)
 
-    def streaming(self, subscription: Subscription, cut: Callable[[], object]) -> _OpenStream:
+    def streaming(self, subscription: Subscription, cut: Callable[[], object]) -> OpenStream:
         """Count ``subscription``'s stream as open for the duration of a ``with`` block.
 
         Adapters wrap each stream in it, final frame included, and give ``cut``: how
         to end the stream at once, even mid-write (abort the connection). On a drain
         (or at once, if one already started) the subscription is closed with
         ``SERVER_SHUTDOWN`` whatever state it is in, and ``cut`` is called if the
-        stream is still open ``deadline`` seconds later.
+        stream is still open ``deadline`` seconds later. (An object that supervises
+        a stream anyway can be that ``with`` block itself: see :class:`OpenStream`.)
         """
-        return _OpenStream(self, subscription, cut)
+        return _CutBy(self, subscription, cut)
 
     @property
     def open_streams(self) -> int:
@@ -146,8 +149,8 @@ class Lifecycle:
     def _deadline(self) -> float:
         return DEFAULT_DEADLINE if self.deadline is None else self.deadline
 
-    def _ended(self, stream: _OpenStream) -> None:
-        del self._open[id(stream)]
+    def _ended(self, stream: OpenStream) -> None:
+        del self._open[stream]
         if not self._open:
             _wake(self._idle_waiters)
         if not _process_open():
@@ -157,22 +160,27 @@ class Lifecycle:
         return f"<Lifecycle {self.name or hex(id(self))} open={len(self._open)}>"
 
 
-class _OpenStream:
-    """A stream counted by :meth:`Lifecycle.streaming`: how to cut it, and the drain's
-    timer."""
+class OpenStream:
+    """A stream counted in a :class:`Lifecycle` while a ``with`` block on it runs:
+    what :meth:`Lifecycle.streaming` returns, and the base class of an object that
+    supervises a stream anyway (:class:`~tornadose.delivery.session.Session`), so
+    that counting it costs no second object. Subclasses define :meth:`cut`."""
 
-    __slots__ = ("cut", "lifecycle", "subscription", "timer")
+    __slots__ = ("lifecycle", "subscription", "timer")
 
-    def __init__(
-        self, lifecycle: Lifecycle, subscription: Subscription, cut: Callable[[], object]
-    ) -> None:
+    def __init__(self, lifecycle: Lifecycle, subscription: Subscription) -> None:
         self.lifecycle = lifecycle
         self.subscription = subscription
-        self.cut = cut
+        #: The drain's deadline (set once a drain began).
         self.timer: asyncio.TimerHandle | None = None
 
+    def cut(self) -> object:
+        """End the stream at once, even mid-write: called if it is still open at the
+        drain's deadline."""
+        raise NotImplementedError
+
     def __enter__(self) -> None:
-        self.lifecycle._open[id(self)] = self
+        self.lifecycle._open[self] = self
         if self.lifecycle.draining:
             self.begin_drain()
 
@@ -190,6 +198,21 @@ class _OpenStream:
             except RuntimeError:  # drained outside the loop: nothing can be timed
                 return
             self.timer = loop.call_later(self.lifecycle._deadline(), self.cut)
+
+
+class _CutBy(OpenStream):
+    """An :class:`OpenStream` cut by calling a function (:meth:`Lifecycle.streaming`)."""
+
+    __slots__ = ("_cut",)
+
+    def __init__(
+        self, lifecycle: Lifecycle, subscription: Subscription, cut: Callable[[], object]
+    ) -> None:
+        super().__init__(lifecycle, subscription)
+        self._cut = cut
+
+    def cut(self) -> object:
+        return self._cut()
 
 
 async def shut_down_together(

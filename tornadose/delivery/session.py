@@ -34,13 +34,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any, Protocol
 
 from tornadose.core.reasons import CUT_REASONS, CloseReason
 from tornadose.core.subscription import Subscription
 from tornadose.delivery.close import close_code_for
-from tornadose.delivery.lifecycle import Lifecycle, install_signal_handlers
+from tornadose.delivery.lifecycle import Lifecycle, OpenStream, install_signal_handlers
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
@@ -105,14 +105,21 @@ class Transport(Protocol):
         ...
 
 
-class Session:
+class Session(OpenStream):
     """One stream under supervision (see the module docstring); :func:`serve` makes
-    and runs one."""
+    and runs one.
 
-    __slots__ = ("_at_deadline", "_fired", "_interruptible", "_task", "subscription", "transport")
+    It is also how the stream counts in its lifecycle (an
+    :class:`~tornadose.delivery.lifecycle.OpenStream`, cut at a drain's deadline by
+    :meth:`cut`) and its subscription's close callback (:meth:`__call__`): one object
+    per stream, with no bound method kept for either role."""
 
-    def __init__(self, subscription: Subscription, transport: Transport) -> None:
-        self.subscription = subscription
+    __slots__ = ("_at_deadline", "_fired", "_interruptible", "_task", "transport")
+
+    def __init__(
+        self, subscription: Subscription, transport: Transport, lifecycle: Lifecycle
+    ) -> None:
+        super().__init__(lifecycle, subscription)
         self.transport = transport
         self._task: asyncio.Task[Any] | None = None
         self._interruptible = False
@@ -125,55 +132,67 @@ class Session:
             self._fired = True
             self._task.cancel()
 
-    def cut_at_deadline(self) -> None:
+    def cut(self) -> None:
         """The drain's deadline passed with the stream still open: interrupt it; it
         ends with no last frame."""
         if self._interruptible and not self._fired:
             self._at_deadline = True
             self.interrupt()
 
-    def _on_close(self, subscription: Subscription) -> None:
+    def __call__(self, subscription: Subscription) -> None:
+        """The subscription closed: a cut (slow consumer, write timeout) interrupts
+        delivery at once."""
         if subscription.close_reason in CUT_REASONS:
             self.interrupt()
 
-    async def run(self, lifecycle: Lifecycle) -> CloseReason:
+    async def run(self) -> CloseReason:
         """Deliver until the subscription closes, then end the stream; returns why
-        it closed. Runs in the task that delivers (it is the one interrupted)."""
+        it closed. Runs in the task that delivers (it is the one interrupted).
+
+        Delivery is awaited in this frame, not in a helper coroutine: an idle
+        stream's task is parked through it, and every frame costs memory per stream."""
         self._task = asyncio.current_task()
         install_signal_handlers(asyncio.get_running_loop())
         subscription = self.subscription
-        subscription.add_close_callback(self._on_close)
-        with lifecycle.streaming(subscription, cut=self.cut_at_deadline):
+        subscription.add_close_callback(self)
+        with self:
             self._interruptible = True
             try:
-                reason, close = await self._delivered()
+                try:
+                    reason = await self.transport.deliver(subscription)
+                    close = close_code_for(reason)
+                except asyncio.CancelledError:
+                    if not self._interrupted_by_us():
+                        raise  # the request itself is being cancelled
+                    reason = subscription.close_reason or CloseReason.CLIENT_GONE
+                    close = close_code_for(reason)
+                except Exception as exc:
+                    reason, close = self._failed(exc)
             finally:
                 self._interruptible = False
                 subscription.close(CloseReason.DEREGISTERED)
             await self._end(reason, close)
         return reason
 
-    async def _delivered(self) -> tuple[CloseReason, tuple[int, str]]:
-        """Why delivery ended, and the close frame a WebSocket then gets."""
+    def _interrupted_by_us(self) -> bool:
+        """Whether the cancellation being handled is our :meth:`interrupt` alone (then
+        it is consumed), not the request's own."""
+        task = self._task
+        return self._fired and (task is None or task.uncancel() == 0)
+
+    def _failed(self, exc: Exception) -> tuple[CloseReason, tuple[int, str]]:
+        """Why delivery ended when it raised ``exc``, and the close frame a WebSocket
+        then gets: the client is gone, or a bug (logged)."""
         subscription = self.subscription
-        try:
-            reason = await self.transport.deliver(subscription)
-        except asyncio.CancelledError:
-            task = self._task
-            if not self._fired or (task is not None and task.uncancel() > 0):
-                raise  # the request itself is being cancelled
-            reason = subscription.close_reason or CloseReason.CLIENT_GONE
-        except Exception as exc:
-            if (
-                not isinstance(exc, self.transport.gone_errors)
-                and subscription.close_reason is not CloseReason.CLIENT_GONE
-            ):
-                logger.exception("delivery of %r failed; ending the stream", subscription)
-                subscription.close(CloseReason.DEREGISTERED)
-                return CloseReason.DEREGISTERED, _ERROR_FRAME
-            subscription.close(CloseReason.CLIENT_GONE)
-            reason = CloseReason.CLIENT_GONE
-        return reason, close_code_for(reason)
+        if (
+            not isinstance(exc, self.transport.gone_errors)
+            and subscription.close_reason is not CloseReason.CLIENT_GONE
+        ):
+            logger.exception("delivery of %r failed; ending the stream", subscription)
+            subscription.close(CloseReason.DEREGISTERED)
+            return CloseReason.DEREGISTERED, _ERROR_FRAME
+        subscription.close(CloseReason.CLIENT_GONE)
+        return CloseReason.CLIENT_GONE, close_code_for(CloseReason.CLIENT_GONE)
 
     async def _end(self, reason: CloseReason, close: tuple[int, str]) -> None:
         ending = ending_for(
@@ -189,10 +208,12 @@ class Session:
                 self.transport.abort()
 
 
-async def serve(
+def serve(
     subscription: Subscription, transport: Transport, lifecycle: Lifecycle
-) -> CloseReason:
+) -> Coroutine[Any, Any, CloseReason]:
     """Supervise ``subscription``'s stream over ``transport``, counted in
-    ``lifecycle``, until it has ended (see the module docstring); returns why it
-    closed. Runs delivery in the calling task, which a cut interrupts."""
-    return await Session(subscription, transport).run(lifecycle)
+    ``lifecycle``, until it has ended (see the module docstring): a coroutine that
+    returns why it closed. Delivery runs in the task that awaits it, which a cut
+    interrupts. (A plain function returning :meth:`Session.run`: no frame of its own
+    stays parked under an idle stream.)"""
+    return Session(subscription, transport, lifecycle).run()
