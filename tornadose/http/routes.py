@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Collection, Mapping
+import weakref
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -161,17 +162,85 @@ class WebSocketOptions(StreamKeywords, total=False):
 def sse_endpoint(store: BaseStore, options: EventsOptions) -> tuple[Subscribing, SSEOptions]:
     """Who may subscribe at an SSE endpoint made with ``options``, and how its
     stream is written. A store that is not a tornadose store, an unknown option or a
-    bad value raises (``TypeError``, ``ValueError``) here, when the endpoint is made."""
-    endpoint, stream = _split(store, Transport.SSE, options)
-    return endpoint, SSEOptions(**stream)
+    bad value raises (``TypeError``, ``ValueError``) here, when the endpoint is made.
+
+    Both are immutable, and equal ones are shared: for the same store and options
+    (hashable ones), the objects returned earlier are returned again while a handler
+    still holds them. A Tornado handler reads its options on every request, and
+    its open stream then keeps no copy of its own."""
+    return _shared(store, Transport.SSE, options, _make_sse)
 
 
 def websocket_endpoint(
     store: BaseStore, options: WebSocketOptions
 ) -> tuple[Subscribing, StreamOptions]:
     """As :func:`sse_endpoint`, for a WebSocket endpoint."""
+    return _shared(store, Transport.WEBSOCKET, options, _make_websocket)
+
+
+def _make_sse(store: BaseStore, options: Mapping[str, Any]) -> tuple[Subscribing, SSEOptions]:
+    endpoint, stream = _split(store, Transport.SSE, options)
+    return endpoint, SSEOptions(**stream)
+
+
+def _make_websocket(
+    store: BaseStore, options: Mapping[str, Any]
+) -> tuple[Subscribing, StreamOptions]:
     endpoint, stream = _split(store, Transport.WEBSOCKET, options)
     return endpoint, StreamOptions(**stream)
+
+
+#: Endpoints in use, by store (its id: an endpoint keeps its store alive, so the id
+#: is not reused while the entry exists), transport and access options; an entry
+#: goes when no handler holds its endpoint any more.
+_endpoints: weakref.WeakValueDictionary[tuple[Any, ...], Subscribing] = (
+    weakref.WeakValueDictionary()
+)
+#: Stream options made so far, by type and values (immutable numbers, no store).
+_stream_options: dict[tuple[Any, ...], StreamOptions] = {}
+#: The most stream options remembered (more are made anew each time).
+_MAX_STREAM_OPTIONS = 256
+
+
+def _shared(
+    store: BaseStore,
+    transport: Transport,
+    options: Mapping[str, Any],
+    make: Callable[[BaseStore, Mapping[str, Any]], tuple[Subscribing, Any]],
+) -> tuple[Subscribing, Any]:
+    """``make(store, options)``, its parts replaced by equal ones made earlier for
+    the same store, transport and options (values equal and of the same types) while
+    they are still in use: an unhashable value, such as a list of origins, is never
+    shared. ``make`` runs every time, so a bad option raises every time."""
+    endpoint, stream = make(store, options)
+    access = _ACCESS_OPTIONS[transport]
+    endpoint_key = _key((id(store), transport), options, lambda name: name in access)
+    if endpoint_key is not None:
+        known = _endpoints.get(endpoint_key)
+        if known is not None and known.store is store and known == endpoint:
+            endpoint = known
+        else:
+            _endpoints[endpoint_key] = endpoint
+    stream_key = _key((type(stream),), options, lambda name: name not in access)
+    if stream_key is not None:
+        same = _stream_options.get(stream_key)
+        if same is not None and same == stream:
+            stream = same
+        elif len(_stream_options) < _MAX_STREAM_OPTIONS:
+            _stream_options[stream_key] = stream
+    return endpoint, stream
+
+
+def _key(
+    head: tuple[Any, ...], options: Mapping[str, Any], keep: Callable[[str], bool]
+) -> tuple[Any, ...] | None:
+    """``head`` and the kept options as a dictionary key (``None``: unhashable)."""
+    key = (*head, *sorted((k, type(v), v) for k, v in options.items() if keep(k)))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 _ACCESS_OPTIONS = {

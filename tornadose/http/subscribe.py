@@ -64,7 +64,7 @@ class Kind(enum.Enum):
     WEBSOCKET = "websocket"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Subscribing:
     """Who may subscribe at one endpoint, and to what: its store, transport,
     authorize hook (with the channel name it is given) and, for WebSocket, the
