@@ -57,6 +57,13 @@ NAMES = list(TEXTS)
 LENGTH_FORMS = {0: 0, 125: 125, 126: 126, 128: 126, 65535: 126, 65536: 127}
 
 
+#: Tests of the direct write paths, which exist only on a checked Tornado.
+direct_writes = pytest.mark.skipif(
+    not compat.PRIVATE_API,
+    reason=f"Tornado {tornado.version} is not a checked one: no direct writes to test",
+)
+
+
 def test_the_texts_have_the_byte_lengths_they_are_named_for() -> None:
     for text, size in TEXTS.values():
         assert len(text.encode()) == size
@@ -238,12 +245,12 @@ async def receive(ws: ClientConnection, count: int) -> list[str]:
     return [await recv_text(ws) for _ in range(count)]
 
 
+@direct_writes
 async def test_the_websockets_client_reads_each_text_written_by_tornadose(
     tornado_server: TornadoStarter,
 ) -> None:
     """Each text published alone (a write of its own) arrives as the data of its
     envelope, the frame text being exactly the message's ``websocket`` form."""
-    assert compat.PRIVATE_API, "tornadose writes its own frames only on a checked Tornado"
     store, writes = QueueStore(), list[bytes]()
     url = await subscriber_server(tornado_server, store, writes)
     async with ws_subscribed(url, store, max_size=1 << 20) as ws:
@@ -259,6 +266,7 @@ async def test_the_websockets_client_reads_each_text_written_by_tornadose(
         assert len(writes) == len(TEXTS)  # one write each (the close frame comes after)
 
 
+@direct_writes
 async def test_envelopes_at_each_length_boundary_arrive_intact(
     tornado_server: TornadoStarter,
 ) -> None:
@@ -287,6 +295,7 @@ async def test_envelopes_at_each_length_boundary_arrive_intact(
         assert writes[1:] == [text_frame(e.encode()) for e in expected]
 
 
+@direct_writes
 async def test_several_frames_in_one_write_are_read_as_separate_messages(
     tornado_server: TornadoStarter,
 ) -> None:
@@ -304,6 +313,7 @@ async def test_several_frames_in_one_write_are_read_as_separate_messages(
     assert sent == [text_frames(frame_texts)]
 
 
+@direct_writes
 async def test_subscribers_of_one_flush_are_written_the_same_bytes_object(
     tornado_server: TornadoStarter,
 ) -> None:
