@@ -281,11 +281,12 @@ def start_cluster(directory: Path) -> Cluster:
         if created.returncode != 0:
             pytest.fail(f"redis-cli --cluster create failed: {created.stdout!r} {created.stderr!r}")
         cluster.wait_ok()
-        # Every replica attached (a failover needs one).
+        # Every replica attached and synced (a failover needs one; a test that wants
+        # a replica behind makes it so: Cluster.hold_back_replica).
         deadline = time.monotonic() + 30
         while len({n for n in cluster.slots().values()}) != 3 or not _replicas_synced(cluster):
             if time.monotonic() > deadline:
-                pytest.fail("the Redis Cluster's replicas did not attach within 30 s")
+                pytest.fail("the Redis Cluster's replicas did not sync within 30 s")
             time.sleep(0.1)
     except BaseException:
         for node in nodes:
@@ -295,15 +296,37 @@ def start_cluster(directory: Path) -> Cluster:
 
 
 def _replicas_synced(cluster: Cluster) -> bool:
+    """Whether every master has a replica that finished its first sync
+    (``master_link_status:up``, state ``online``) and has every write the master
+    has (its acknowledged offset is the master's): a failover then loses nothing."""
     for name in cluster.masters():
-        client = cluster.node(name).client()
-        try:
-            info = client.info("replication")
-        finally:
-            client.close()
-        if int(info.get("connected_slaves", 0)) < 1:
+        if not replica_synced(cluster, name):
             return False
     return True
+
+
+def replica_synced(cluster: Cluster, master: str) -> bool:
+    """Whether a replica of ``master`` is online and caught up (see :func:`_replicas_synced`)."""
+    client = cluster.node(master).client()
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    offset = int(info.get("master_repl_offset", -1))
+    for n in range(int(info.get("connected_slaves", 0))):
+        replica = info.get(f"slave{n}")
+        if not isinstance(replica, dict) or replica.get("state") != "online":
+            continue
+        if int(replica.get("offset", -2)) != offset:
+            continue
+        node = cluster.node(f"{replica['ip']}:{replica['port']}")
+        link = node.client()
+        try:
+            if link.info("replication").get("master_link_status") == "up":
+                return True
+        finally:
+            link.close()
+    return False
 
 
 @pytest.fixture(scope="module")

@@ -237,17 +237,58 @@ async def test_a_master_fails_over_while_publishing_and_no_loss_is_silent(
         await store.aclose()
     resets = [n for n, m in enumerate(got) if m.event == RESET_EVENT]
     assert resets, "a failover must reset the subscribers (entries may be lost)"
-    assert all(got[n].data["reason"] == "data_lost" for n in resets)
+    assert_losses_covered(got, acknowledged, "subscriber")
+
+
+def assert_losses_covered(got: list[Message], acknowledged: list[str], who: object) -> None:
+    """What a subscriber received (``got``, resets included) against the acknowledged
+    ids: the messages are in stream order, each once, every reset says ``data_lost``,
+    and every acknowledged id it did not get is covered by a reset that came after the
+    last message received before that id and before the first one received after it
+    (a reset elsewhere says nothing about that gap)."""
+    resets = [n for n, m in enumerate(got) if m.event == RESET_EVENT]
+    assert all(got[n].data["reason"] == "data_lost" for n in resets), (who, got)
     received = [m.id for m in got if m.event is None]
-    assert_strictly_increasing(received, "subscriber")
-    missing = [entry for entry in acknowledged if entry not in set(received)]
-    for entry in missing:
-        # The reset covering it: the last message before the reset came before it.
-        assert any(
-            (before_reset := [m.id for m in got[:n] if m.event is None]) == []
-            or stream_order(before_reset[-1]) < stream_order(entry)
-            for n in resets
-        ), f"acknowledged {entry} missing without a reset: {got}"
+    assert_strictly_increasing(received, who)
+    have = set(received)
+    for entry in acknowledged:
+        if entry in have:
+            continue
+        order = stream_order(entry)
+        before = [n for n, m in enumerate(got) if m.event is None and stream_order(m.id) < order]
+        after = [n for n, m in enumerate(got) if m.event is None and stream_order(m.id) > order]
+        low = before[-1] if before else -1
+        high = after[0] if after else len(got)
+        assert any(low < n < high for n in resets), (
+            f"{who}: acknowledged {entry} missing without a reset between the messages "
+            f"around it: {[(m.event or m.id) for m in got]}"
+        )
+
+
+def test_the_loss_checker_wants_the_reset_in_the_gap() -> None:
+    """The failover tests' checker itself: a missing id is covered only by a reset
+    between the messages received around it."""
+
+    def events(*items: str) -> list[Message]:
+        return [
+            Message({"reason": "data_lost"}, id=None, event=RESET_EVENT)
+            if item == "RESET"
+            else Message({}, id=item)
+            for item in items
+        ]
+
+    got = events("1-0", "RESET", "3-0", "5-0")
+    assert_losses_covered(got, ["1-0", "2-0", "3-0", "5-0"], "covered")
+    with pytest.raises(AssertionError, match="4-0 missing"):
+        assert_losses_covered(got, ["1-0", "3-0", "4-0", "5-0"], "gap after the reset")
+    with pytest.raises(AssertionError, match="0-5 missing"):
+        assert_losses_covered(got, ["0-5", "1-0", "3-0", "5-0"], "gap before the reset")
+    assert_losses_covered(events("RESET", "3-0"), ["1-0", "3-0"], "reset first")
+    assert_losses_covered(events("1-0", "RESET"), ["1-0", "9-0"], "reset last")
+    with pytest.raises(AssertionError, match="9-0 missing"):
+        assert_losses_covered(events("1-0", "RESET", "3-0"), ["1-0", "3-0", "9-0"], "tail")
+    with pytest.raises(AssertionError):
+        assert_losses_covered(events("1-0", "3-0", "3-0"), ["1-0", "3-0"], "duplicate")
 
 
 async def test_tornadose_serve_takes_a_cluster_url(
