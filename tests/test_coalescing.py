@@ -203,9 +203,9 @@ async def test_resuming_in_the_middle_of_a_burst_is_exact(
 
 @asynccontextmanager
 async def readers_of(
-    transport: str, endpoints: Endpoints, store: BaseStore, last_event_id: str
+    transport: str, endpoints: Endpoints, store: BaseStore, last_event_id: str | None = None
 ) -> AsyncIterator[ChunkCountingReader | WebSocketReader]:
-    """One resuming reader of ``transport``."""
+    """One reader of ``transport`` (resuming after ``last_event_id`` if given)."""
     if transport == "sse":
         reader = ChunkCountingReader(last_event_id)
         try:
@@ -214,8 +214,8 @@ async def readers_of(
         finally:
             await reader.close()
         return
-    url = f"{endpoints.ws}?last_event_id={last_event_id}"
-    async with connect(url, proxy=None, open_timeout=TIMEOUT) as ws:
+    query = f"?last_event_id={last_event_id}" if last_event_id else ""
+    async with connect(endpoints.ws + query, proxy=None, open_timeout=TIMEOUT) as ws:
         yield WebSocketReader(ws)
 
 
@@ -232,3 +232,34 @@ async def test_an_httpx_sse_client_reads_coalesced_writes_as_separate_events(
             received = [await anext(events) for _ in range(200)]
     assert [event.id for event in received] == [message.id for message in published]
     assert [event.data for event in received] == [f"message {n}" for n in range(200)]
+
+
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+async def test_bursts_above_a_full_write_are_not_held_back_into_a_cut(
+    serve_store: StoreServer, backend_store: BackendStore, transport: str
+) -> None:
+    """Bursts of 100 per loop turn, 3000 messages (three times the default
+    ``max_queue``) to two clients: a put-off sweep is brought forward once a full
+    write is queued, so clients that keep up are never cut as slow consumers and get
+    everything (held back for the last sweep's cost instead, a WebSocket client on
+    uvicorn falls 1000 behind and is cut)."""
+    store = backend_store("queue")
+    endpoints = await serve_store(store, sse={"heartbeat": 0})
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(readers_of(transport, endpoints, store))
+            for _ in range(2)
+        ]
+        await wait_until(lambda: len(store.subscribers) == 2)
+        published = []
+        for n in range(3000):
+            published.append(store.submit(n))
+            if n % 100 == 99:
+                await asyncio.sleep(0)
+        expected = [(await each).id for each in published]
+        # Read afterwards (the kernel's buffers hold it all): the clients take no time
+        # from the server's loop while it publishes.
+        await asyncio.gather(*(client.read_until(3000) for client in clients))
+    assert dict(store.stats.disconnects).get("slow_consumer", 0) == 0
+    for client in clients:
+        assert client.ids == expected

@@ -291,6 +291,15 @@ class Subscription:
         """The number of messages waiting to be read."""
         return len(self._queue)
 
+    @property
+    def half_full(self) -> bool:
+        """Whether the live messages queued reach half of ``max_messages`` or of
+        ``max_bytes``: a writer that waits to coalesce should wait no longer."""
+        live = len(self._queue) - self._exempt
+        if 2 * live >= self.max_messages:
+            return True
+        return self.max_bytes is not None and 2 * self._live_bytes >= self.max_bytes
+
     async def get_batch(
         self,
         max_messages: int | None = None,

@@ -353,9 +353,16 @@ class _Stream(Generic[T]):
             await self.pacer.finish(in_flight)
 
     def _on_ready(self) -> None:
-        if not self._ready and self._flusher is not None:
+        flusher = self._flusher
+        if flusher is None:
+            return
+        if not self._ready:
             self._ready = True
-            self._flusher.add(self)
+            flusher.add(self)
+        elif len(self._subscription) >= self._max_batch or self._subscription.half_full:
+            # A full write is queued, or the queue nears its bound: waiting longer
+            # to coalesce gains nothing and risks cutting the client.
+            flusher.hurry()
 
     def write_queued(self, cache: _EncodeCache) -> None:
         """Write what is queued now, unless the task was woken meanwhile (the
@@ -411,30 +418,44 @@ class _Flusher:
     the last sweep ended too recently: then it is put off as
     :class:`~tornadose.delivery.coalescing.SweepPacing` decides (at most
     :data:`~tornadose.delivery.coalescing.DEFAULT_MAX_WAIT`), so that under load
-    several messages share each connection's write. Messages published in one turn
+    several messages share each connection's write. A put-off sweep is brought
+    forward to the next turn as soon as a waiting stream has a full write queued
+    (``max_batch`` messages) or half of its queue bound, so coalescing never makes
+    a client that keeps up overflow its queue. Messages published in one turn
     (a burst) always reach each connection in one write (up to ``max_batch``
     messages), as a woken task would have written them, and a quiet stream's single
     message goes out on the next turn.
     """
 
-    __slots__ = ("_loop", "_pacing", "_ready")
+    __slots__ = ("_loop", "_pacing", "_ready", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ready: list[_Stream[Any]] = []
         self._pacing = SweepPacing()
+        #: The put-off sweep, while one is.
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, stream: _Stream[Any]) -> None:
         if not self._ready:
             loop = self._loop
             delay = self._pacing.delay(loop.time())
             if delay:
-                loop.call_later(delay, self._flush)
+                self._timer = loop.call_later(delay, self._flush)
             else:
                 loop.call_soon(self._flush)
         self._ready.append(stream)
 
+    def hurry(self) -> None:
+        """Sweep on the next loop turn instead of when the put-off sweep was due."""
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._timer = None
         started = self._loop.time()
         try:
             self._sweep()
