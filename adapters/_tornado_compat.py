@@ -28,6 +28,7 @@ __all__ = [
     "SUPPORTED",
     "disable_compression",
     "reason_of",
+    "refuse_keep_alive",
     "send_text_frames",
     "write_body",
 ]
@@ -46,6 +47,22 @@ def reason_of(handler: RequestHandler) -> str:
         if isinstance(reason, str):
             return reason
     return http.client.responses.get(handler.get_status(), "Unknown")
+
+
+def refuse_keep_alive(handler: RequestHandler) -> None:
+    """Answer an HTTP/1.0 request ``Connection: close`` and close after the response,
+    even if it asked for keep-alive: a body of unknown length (an event stream, which
+    HTTP/1.0 cannot chunk) ends only when the connection does. Tornado decides when it
+    reads the request (``HTTP1Connection._disconnect_on_finish``) and writes
+    ``Connection: Keep-Alive`` from the request's headers (the object the connection
+    reads when the response headers go out), so both are changed before the headers
+    go out. Fallback (another Tornado): ``Connection: close`` is only set on the
+    response, and an HTTP/1.0 keep-alive client may not see the stream end."""
+    handler.set_header("Connection", "close")
+    connection = handler.request.connection
+    if PRIVATE_API and hasattr(connection, "_disconnect_on_finish"):
+        handler.request.headers["Connection"] = "close"
+        connection._disconnect_on_finish = True  # type: ignore[union-attr]
 
 
 def disable_compression(handler: RequestHandler) -> None:

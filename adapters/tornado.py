@@ -295,6 +295,8 @@ class EventSource(BaseHandler):
             return
         for name, value in sse.RESPONSE_HEADERS:
             self.set_header(name, value)
+        if self.request.version == "HTTP/1.0":
+            compat.refuse_keep_alive(self)  # no chunking: only the close ends the body
         compat.disable_compression(self)
         self.flush()
         await (self._delivery or self.run_delivery(subscription))  # a subclass may have begun

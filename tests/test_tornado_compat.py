@@ -313,6 +313,29 @@ async def test_sse_over_http_1_0_is_written_as_is_and_ends_with_the_connection(
         raw.abort()
 
 
+async def test_sse_over_http_1_0_with_keep_alive_still_ends_with_the_connection(
+    tornado_server: TornadoStarter,
+) -> None:
+    """An HTTP/1.0 client asking for ``Connection: keep-alive`` is answered
+    ``Connection: close``: without chunking, only the connection's end can tell it the
+    stream ended, and it does end when the server drains."""
+    store, record = QueueStore(), Record()
+    base = await tornado_server(sse_rules(store, record, retry=1500))
+    raw = await RawHTTP.connect(port_of(base))
+    try:
+        raw.send("GET", "/events", version="HTTP/1.0", Connection="keep-alive")
+        head = await raw.head()
+        assert header_of(head, "Connection") == "close", head
+        await wait_until(lambda: len(store.subscribers) == 1)
+        store.submit("last")
+        assert record.application is not None
+        lifecycle_of(record.application).drain()
+        body = await raw.until_eof()
+        assert b"data: last\n" in body
+    finally:
+        raw.abort()
+
+
 @direct_writes
 @pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
 async def test_sse_bytes_on_the_wire_are_tornados_own(
