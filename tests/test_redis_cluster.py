@@ -290,6 +290,33 @@ async def test_a_master_fails_over_while_publishing_and_no_loss_is_silent(
     assert false == []
 
 
+async def test_resume_from_an_id_the_promoted_replica_never_got_is_a_reset(
+    redis_cluster: Cluster,
+) -> None:
+    """A client comes back with an id its old master handed out and the promoted
+    replica never got (here: an id between two entries), to a process that was not
+    reading the channel: tornadose.reset (data_lost), not a resume with a gap."""
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    publisher = RedisStore(channel, url=redis_cluster.url)
+    try:
+        kept = [await publisher.submit(n) for n in range(3)]
+        ms, _, _ = (kept[-1].id or "").partition("-")
+        missing = f"{int(ms) + 1}-0"
+        await asyncio.sleep(0.01)
+        later = await publisher.submit("after the lost one")
+    finally:
+        await publisher.aclose()
+    store = RedisStore(channel, url=redis_cluster.url)
+    try:
+        async with store.subscribe(last_event_id=missing) as resuming:
+            first = await asyncio.wait_for(resuming.get_batch(), TIMEOUT)
+    finally:
+        await store.aclose()
+    assert first[0].event == RESET_EVENT, first
+    assert first[0].data == {"reason": "data_lost", "last_event_id": missing}
+    assert later.id not in [m.id for m in first if m.event is None]
+
+
 def assert_losses_covered(got: list[Message], acknowledged: list[str], who: object) -> None:
     """What a subscriber received (``got``, resets included) against the acknowledged
     ids: the messages are in stream order, each once, every reset says ``data_lost``,

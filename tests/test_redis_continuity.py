@@ -566,6 +566,35 @@ async def test_resume_planned_before_the_reader_noticed_a_lost_tail_is_a_reset(
             assert first.event == RESET_EVENT, f"resumed across lost messages: {first.data}"
 
 
+async def test_resume_from_an_id_the_stream_does_not_have_is_a_reset(
+    make_store: MakeStore, channel: str
+) -> None:
+    """A client resumes from an id between two entries of the stream (an entry a
+    failed-over master handed out and its promoted replica never got), on a process
+    that was not reading the channel: the stream's first entry is older, so no trim
+    explains it: tornadose.reset (data_lost), never tornadose.resumed followed by the
+    next entry (a silent gap)."""
+    publisher = make_store()
+    kept = [await publisher.submit(n) for n in range(4)]
+    last = StreamId.parse(kept[-1].id or "")
+    assert last is not None
+    missing = str(StreamId(last.ms + 1, 0))
+    await asyncio.sleep(0.01)
+    later = await publisher.submit("after the lost one")
+    await publisher.aclose()
+    store = make_store()
+    async with store.subscribe(last_event_id=missing) as resuming:
+        assert seen(await take_all(resuming, 1)) == [
+            (RESET_EVENT, later.id, {"reason": "data_lost", "last_event_id": missing})
+        ]
+    # The entries it does have resume exactly.
+    async with store.subscribe(last_event_id=kept[2].id) as resuming:
+        assert seen(await take_all(resuming, 2)) == [
+            (RESUMED_EVENT, kept[2].id, {"after": kept[2].id, "replayed": 2}),
+            *seen([kept[3], later]),
+        ]
+
+
 # -- the floor key deleted ------------------------------------------------------------------
 
 
