@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -393,3 +393,85 @@ async def test_tornadose_serve_takes_a_cluster_url(
     assert len(entries) == 1
     assert b"on a cluster" in b"".join(value for _, fields in entries for value in fields.values())
     assert await stop(program) == 0, program.describe()
+
+
+async def test_a_dead_master_delays_no_other_master_and_fails_only_its_own_unsent(
+    own_cluster: Cluster,
+) -> None:
+    """Channels B (its master killed) and A (a healthy master) published through one
+    process, B's submission always queued first. A's publishes are acknowledged as
+    fast as ever; B's wait for the promoted replica and are acknowledged (none fails
+    at once with ``maybe_published``). Then B's new master dies with no replica left
+    (the cluster told to serve the slots still covered, as its healthy masters
+    then do during a failover too): B's publishes fail after
+    ``publish_timeout``, with ``maybe_published=False`` (nothing was sent), A's go on."""
+    a_name, b_name = own_cluster.keys_on_masters(f"test-{uuid.uuid4().hex[:6]}-", 2)
+    a_store = RedisStore(a_name, url=own_cluster.url, publish_timeout=15)
+    b_store = RedisStore(b_name, url=own_cluster.url, publish_timeout=15)
+    b_short = RedisStore(b_name, url=own_cluster.url, publish_timeout=2)
+    assert a_store.connection is b_store.connection is b_short.connection
+    loop = asyncio.get_running_loop()
+    a_waits: list[float] = []
+    b_results: list[str | BaseException] = []
+
+    async def timed(store: RedisStore, n: int) -> float:
+        started = loop.time()
+        await store.submit({"n": n})
+        return loop.time() - started
+
+    async def b_publish(store: RedisStore, n: int) -> None:
+        try:
+            b_results.append((await store.submit({"n": n})).id or "")
+        except StoreUnavailable as exc:
+            b_results.append(exc)
+
+    async def both(b: RedisStore, until: Callable[[], bool], limit: float) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        n = 0
+        deadline = loop.time() + limit
+        while not until() and loop.time() < deadline:
+            tasks.append(asyncio.create_task(b_publish(b, n)))  # queued first
+            a_waits.append(await timed(a_store, n))
+            n += 1
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    # Healthy masters serve their slots while a master is down (by default the whole
+    # cluster answers CLUSTERDOWN until a replica is promoted, A's too).
+    for node in own_cluster.nodes:
+        client = node.client()
+        try:
+            client.config_set("cluster-require-full-coverage", "no")
+        finally:
+            client.close()
+    try:
+        await a_store.submit("warm")
+        await b_store.submit("warm")
+        b_master = own_cluster.master_of(b_name)
+        failing_over = asyncio.create_task(asyncio.to_thread(own_cluster.fail_over, b_master))
+        await both(b_store, failing_over.done, 30)
+        promoted = await failing_over
+        await both(b_store, lambda: False, 1.0)  # and after the promotion
+        # Only a transaction on its way when the master died may have failed (it may
+        # have been added): every later one waited for the promoted replica.
+        errors = [r for r in b_results if isinstance(r, BaseException)]
+        assert len(errors) <= 2, errors[:3]
+        assert all(isinstance(e, StoreUnavailable) and e.maybe_published for e in errors)
+        assert len(b_results) > 20
+        assert max(a_waits) < 0.5, f"A waited {max(a_waits):.2f} s behind B's dead master"
+        # No replica left for B's slots: its publishes cannot be answered.
+        own_cluster.node(promoted).kill()
+        b_results.clear()
+        a_waits.clear()
+        started = loop.time()
+        await both(b_short, lambda: loop.time() - started > 3.0, 10)
+        assert b_results
+        assert all(isinstance(r, StoreUnavailable) for r in b_results), b_results[:3]
+        unsent = [r for r in b_results if isinstance(r, StoreUnavailable)]
+        assert [r.maybe_published for r in unsent] == [False] * len(unsent), unsent[:3]
+        assert all(r.kind in ("unreachable", "redirected") for r in unsent), unsent[:3]
+        assert "unreachable" in str(unsent[0]) or "moved" in str(unsent[0]), unsent[0]
+        assert max(a_waits) < 0.5, f"A waited {max(a_waits):.2f} s"
+    finally:
+        for store in (a_store, b_store, b_short):
+            await store.aclose()
