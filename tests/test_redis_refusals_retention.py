@@ -269,3 +269,40 @@ async def test_a_burst_at_full_publish_rate_reaches_100_subscribers_of_another_p
     assert {r["resets"] for r in results} == {0}, (rate, report)
     assert report["disconnects"] in ({}, {"store_closed": SUBSCRIBERS}), report
     print(f"burst of {BURST} at {rate:,.0f} msg/s delivered to {SUBSCRIBERS} subscribers")
+
+
+async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
+    redis_url: str, channel: str, logs: pytest.LogCaptureFixture
+) -> None:
+    """A user Redis does not know (WRONGPASS; redis-py raises it as a connection
+    error): the publish answer is 503 store_refused naming it, at once; with a
+    subscriber, the reader logs the refusal once, never "lost its connection", and
+    tries again with a growing wait (not in a loop); counted as refused, and
+    ``backend_up`` is 0 (nothing can be sent)."""
+    assert redis_url.startswith("redis://")
+    wrong = redis_url.replace("redis://", "redis://nobody-here:wrong-password@", 1)
+    store = RedisStore(channel, url=wrong, publish_timeout=5)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
+        assert loop.time() - started < 1.0
+        assert answer.status == 503
+        body = ErrorBody.model_validate_json(answer.body)
+        assert body.error == "store_refused", body
+        assert "WRONGPASS" in body.detail and "password" in body.detail, body.detail
+        async with store.subscribe():
+            await asyncio.sleep(2.5)
+            started = loop.time()
+            with pytest.raises(StoreRefused) as refused:
+                await asyncio.wait_for(store.submit(2), TIMEOUT)
+            assert loop.time() - started < 1.0
+            assert refused.value.code == "WRONGPASS"
+            numbers = store.snapshot()
+        assert numbers["backend_errors_unreachable"] == 0, numbers
+        assert 2 <= numbers["backend_errors_refused"] <= 6, numbers
+        assert numbers["backend_up"] == 0
+    finally:
+        await store.aclose()
+    assert logged(logs, logging.ERROR, "lost its connection") == 0
+    assert logged(logs, logging.ERROR, "refuses the reader's connection") == 1

@@ -39,7 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import AuthenticationError, ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tornadose.backends.redis.health import (
@@ -115,6 +115,8 @@ class ClusterTopology:
         try:
             await step
         except RedisClusterException as exc:
+            if isinstance(exc.__cause__, AuthenticationError):
+                raise exc.__cause__ from exc  # the nodes answered, refusing the login
             # Not a RedisError: said as what it is, an unreachable cluster.
             raise RedisConnectionError(f"no node of the Redis Cluster answered: {exc}") from exc
 

@@ -8,7 +8,8 @@ metrics, the error a submission fails with):
   loading its data). Retried with :class:`Backoff` (50 ms doubling to 2 s).
 * ``refused``: Redis answered with an error that the same command will get again
   (``WRONGTYPE``, ``NOPERM``, ``OOM``, ``READONLY`` on a single node, ``CROSSSLOT``,
-  ``MOVED`` from a cluster node to a client not in cluster mode, a wrong password...).
+  ``MOVED`` from a cluster node to a client not in cluster mode, a wrong password:
+  ``WRONGPASS``/``NOAUTH``, which redis-py raises as a connection error...).
   A refused submission fails at once (it is not retried); a channel whose reads are
   refused is tried again after :class:`RefusalBackoff` (1 s doubling to 30 s), never in
   a hot loop, and logged once per refusal, not once per attempt.
@@ -45,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "LOGIN_REFUSED",
     "NETWORK_ERRORS",
     "REDIS_ERRORS",
     "BackendHealth",
@@ -92,6 +94,8 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (BusyLoadingError, "LOADING"),
     (AuthenticationError, "WRONGPASS"),
 )
+#: Codes that say Redis refuses this process's login: nothing can be done on it.
+LOGIN_REFUSED = frozenset({"WRONGPASS", "NOAUTH"})
 #: Codes that say a cluster's slot is moving or its master changing (in cluster mode).
 _REDIRECTS = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY"})
 
@@ -118,6 +122,12 @@ class Failure:
     code: str | None
     detail: str
 
+    @property
+    def login_refused(self) -> bool:
+        """Whether Redis refused the connection itself (a wrong password, a user that
+        does not exist or is disabled): no command can be sent on it."""
+        return self.kind is ErrorKind.REFUSED and self.code in LOGIN_REFUSED
+
     def describe(self) -> str:
         """One phrase saying what happened, for logs and errors."""
         if self.kind is ErrorKind.UNREACHABLE:
@@ -131,6 +141,8 @@ class Failure:
                     "; this Redis is a cluster node: create the store with cluster=True "
                     "or startup_nodes=[...]"
                 )
+            elif self.login_refused:
+                hint = "; check the password and user name the store connects with"
             elif self.code == "CROSSSLOT":
                 hint = "; the channel's keys are in different hash slots of a cluster"
             return f"Redis refused the command ({self.detail}){hint}"
@@ -146,7 +158,9 @@ def classify(error: BaseException, *, cluster: bool = False) -> Failure:
     """
     text = str(error) or type(error).__name__
     if isinstance(error, AuthenticationError):
-        return Failure(ErrorKind.REFUSED, _code(error), text)
+        # A ConnectionError for redis-py, but Redis answered: it refuses the login.
+        code = "NOAUTH" if "required" in text.lower() else "WRONGPASS"
+        return Failure(ErrorKind.REFUSED, code, text if text.startswith(code) else f"{code} {text}")
     if isinstance(error, ResponseError):
         code = _code(error)
         detail = text if code is None or text.startswith(code) else f"{code} {text}"
@@ -205,10 +219,11 @@ class BackendHealth:
         self.up = True
 
     def mark_down(self, failure: Failure | None = None) -> None:
-        """A round trip failed: counted by kind (``unreachable`` if not said). Only an
-        unreachable Redis marks the connection down: a refused command was answered."""
+        """A round trip failed: counted by kind (``unreachable`` if not said). A refused
+        command was answered and leaves the connection up, except a refused login (a
+        wrong password): then nothing can be sent."""
         failure = failure or Failure(ErrorKind.UNREACHABLE, None, "no answer")
         self.by_kind[failure.kind] += 1
         self.last_failure = failure
-        if failure.kind is not ErrorKind.REFUSED:
+        if failure.kind is not ErrorKind.REFUSED or failure.login_refused:
             self.up = False

@@ -13,7 +13,8 @@ Guarantees:
   ``INFO`` on recovery) and counted in the shared :class:`BackendHealth`; a channel
   whose keys Redis refuses is logged once and set aside while the others go on,
   tried again after 1 s, then 2, 4... up to every 30 s (never in a hot loop), and
-  read on from where it stood when Redis takes it again. A refusal is never
+  read on from where it stood when Redis takes it again. A refused login (a wrong
+  password) is logged once and tried again the same way. A refusal is never
   reported as a lost connection.
 * **Redis Cluster** (``cluster=True``): one reader per master; see
   :mod:`~tornadose.backends.redis.cluster`.
@@ -219,6 +220,9 @@ class Reader:
         self._wake = asyncio.Event()
         #: The reader lost its connection: check for lost data when it is back.
         self._lost_connection = False
+        #: Why Redis refuses the reader's login (``None``: it does not).
+        self._refused: str | None = None
+        self._refusals = RefusalBackoff()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -303,6 +307,12 @@ class Reader:
             except NETWORK_ERRORS as exc:
                 self._client_id = None
                 failure = classify(exc, cluster=self.cluster)
+                if failure.kind is ErrorKind.REFUSED:
+                    # Redis answered, refusing the login (a wrong password): not a
+                    # lost connection, and not retried in a hot loop.
+                    self.health.mark_down(failure)
+                    await self._login_refused(failure)
+                    continue
                 if not self._lost_connection:
                     logger.error("Redis reader lost its connection (%s); reconnecting", exc)
                 self._lost_connection = True
@@ -315,6 +325,26 @@ class Reader:
                 logger.exception("Redis reader failed; it starts again")
                 self.health.mark_down(classify(exc, cluster=self.cluster))
                 await asyncio.sleep(backoff.delay())
+
+    async def _login_refused(self, failure: Failure) -> None:
+        """Redis refuses this process's connection: logged once per refusal, every
+        channel's publishes let through (they are refused too, at once), tried again
+        after 1 s doubling to 30 s."""
+        log = logger.debug if self._refused == failure.detail else logger.error
+        self._refused = failure.detail
+        log(
+            "Redis refuses the reader's connection (%s); tried again from time to time "
+            "(1 s doubling to 30 s)",
+            failure.describe(),
+        )
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._refusals.delay()
+        while (left := until - loop.time()) > 0:
+            for channel in self.channels.values():
+                channel.ready.set()  # nobody waits for a reader that cannot log in
+            self._wake.clear()  # set when a channel comes: let its publishes through
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
 
     async def _connect(self) -> None:
         try:
@@ -329,6 +359,10 @@ class Reader:
         if self._lost_connection:
             self._lost_connection = False
             logger.info("Redis reader reconnected")
+        if self._refused is not None:
+            self._refused = None
+            self._refusals.reset()
+            logger.info("Redis accepts the reader's connection again")
         self.health.mark_up()
 
     async def _idle(self) -> None:
