@@ -306,3 +306,32 @@ async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
         await store.aclose()
     assert logged(logs, logging.ERROR, "lost its connection") == 0
     assert logged(logs, logging.ERROR, "refuses the reader's connection") == 1
+
+
+@pytest.mark.parametrize("rule", ["-xadd", "-eval"])
+async def test_a_refusal_never_echoes_the_message_or_the_script(
+    own_redis: OwnRedis, logs: pytest.LogCaptureFixture, rule: str
+) -> None:
+    """NOPERM while queueing the transaction (XADD, or the floor's EVAL): redis-py puts
+    the refused command's arguments in its error text (another client's message, the
+    Lua source). The 503 detail and every log line say NOPERM and Redis's own words,
+    never the payload nor the script."""
+    server = own_redis()
+    url = await acl_user(server.port, f"no{rule[1:]}", rule)
+    store = RedisStore(f"test-{uuid.uuid4().hex[:8]}", url=url, publish_timeout=5)
+    secret = "4111-1111-1111-1111"
+    try:
+        answer = await asyncio.wait_for(
+            publish_json(store, json.dumps({"card": secret}).encode()), TIMEOUT
+        )
+        body = ErrorBody.model_validate_json(answer.body)
+        assert (answer.status, body.error) == (503, "store_refused"), body
+        assert "NOPERM" in body.detail, body.detail
+        assert rule[1:] in body.detail.lower()  # Redis's words name the command
+        for text in (body.detail, *(r.getMessage() for r in logs.records)):
+            assert secret not in text, text
+            assert "redis.call" not in text, text
+            assert "pipeline caused error" not in text, text
+    finally:
+        await store.aclose()
+    assert logged(logs, logging.ERROR, "NOPERM") >= 1

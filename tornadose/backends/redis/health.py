@@ -55,6 +55,7 @@ __all__ = [
     "Failure",
     "RefusalBackoff",
     "classify",
+    "redis_said",
 ]
 
 #: What an unreachable Redis raises (a refusal is a ``ResponseError``, not one of these).
@@ -100,11 +101,26 @@ LOGIN_REFUSED = frozenset({"WRONGPASS", "NOAUTH"})
 _REDIRECTS = frozenset({"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY"})
 
 
+#: What redis-py puts between a pipeline command's arguments and Redis's answer.
+_ANNOTATION = " of pipeline caused error: "
+
+
+def redis_said(error: BaseException) -> str:
+    """What Redis (or the network) said in ``error``, without the command redis-py
+    echoes in front of a pipeline's error (``Command # 2 (XADD ch ... data {...}) of
+    pipeline caused error: ...``): its arguments are messages (another client's
+    payload) and script sources, which no log line or error answer may carry."""
+    text = str(error) or type(error).__name__
+    if text.startswith("Command # ") and _ANNOTATION in text:
+        return text.rpartition(_ANNOTATION)[2]
+    return text
+
+
 def _code(error: BaseException) -> str | None:
     status = getattr(error, "status_code", None)
     if isinstance(status, str) and status:
         return status
-    first = str(error).split(" ", 1)[0]
+    first = redis_said(error).split(" ", 1)[0]
     if first.isupper() and first.isalpha():
         return first
     for kind, code in _CODES:
@@ -150,13 +166,14 @@ class Failure:
 
 
 def classify(error: BaseException, *, cluster: bool = False) -> Failure:
-    """What ``error`` (raised by, or answered in place of, a Redis command) was.
+    """What ``error`` (raised by, or answered in place of, a Redis command) was; its
+    detail is what Redis said, never the command's arguments (:func:`redis_said`).
 
     ``cluster``: the client follows a Redis Cluster, so slot moves and failovers are
     ``redirected`` (retried after the map is refreshed); for a single-node client
     ``MOVED`` or ``READONLY`` are refusals (it talks to a cluster node, or a replica).
     """
-    text = str(error) or type(error).__name__
+    text = redis_said(error)
     if isinstance(error, AuthenticationError):
         # A ConnectionError for redis-py, but Redis answered: it refuses the login.
         code = "NOAUTH" if "required" in text.lower() else "WRONGPASS"

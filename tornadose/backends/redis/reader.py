@@ -42,6 +42,7 @@ from tornadose.backends.redis.health import (
     Failure,
     RefusalBackoff,
     classify,
+    redis_said,
 )
 from tornadose.backends.redis.layout import (
     ENSURE_FLOOR,
@@ -354,7 +355,9 @@ class Reader:
                 raise
             # Refused (an ACL without CLIENT): read on; a new channel then waits for
             # the blocking read to end instead of interrupting it.
-            logger.warning("Redis refuses CLIENT ID (%s): channels start within 1 s", exc)
+            logger.warning(
+                "Redis refuses CLIENT ID (%s): channels start within 1 s", redis_said(exc)
+            )
             self._client_id = 0
         if self._lost_connection:
             self._lost_connection = False

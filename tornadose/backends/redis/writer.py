@@ -224,7 +224,9 @@ class Writer:
                 logger.exception("publishing to Redis failed")
                 for submission in batch:
                     error = StoreUnavailable(
-                        f"publishing failed: {exc}", maybe_published=True, kind="other"
+                        f"publishing failed: {classify(exc).detail}",
+                        maybe_published=True,
+                        kind="other",
                     )
                     self._fail(submission, error)
                 continue
