@@ -229,6 +229,13 @@ class Cluster:
     def migrate_slot(self, slot: int, target: str) -> None:
         """Move ``slot`` (and its keys) to master ``target``, as ``redis-cli --cluster
         reshard`` does: IMPORTING/MIGRATING, MIGRATE in batches, then SETSLOT NODE."""
+        self.start_migration(slot, target)
+        self.finish_migration(slot, target)
+
+    def start_migration(self, slot: int, target: str) -> None:
+        """The first half of :meth:`migrate_slot`: ``slot`` IMPORTING on ``target`` and
+        MIGRATING on its master, its keys MIGRATEd to ``target``. The map still names
+        the source, which answers ``ASK`` for those keys until :meth:`finish_migration`."""
         source = self.slots()[slot]
         ids = self._node_ids()
         src, dst = self.node(source).client(), self.node(target).client()
@@ -242,15 +249,19 @@ class Cluster:
                 src.execute_command(
                     "MIGRATE", "127.0.0.1", self.node(target).port, "", 0, 5000, "KEYS", *keys
                 )
-            for name in self.masters():
-                client = self.node(name).client()
-                try:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-                finally:
-                    client.close()
         finally:
             src.close()
             dst.close()
+
+    def finish_migration(self, slot: int, target: str) -> None:
+        """``CLUSTER SETSLOT slot NODE target`` on every master: the slot moved."""
+        ids = self._node_ids()
+        for name in self.masters():
+            client = self.node(name).client()
+            try:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            finally:
+                client.close()
 
     def _node_ids(self) -> dict[str, str]:
         alive = next(node for node in self.nodes if node.alive())

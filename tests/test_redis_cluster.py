@@ -5,10 +5,13 @@ What is checked, as users see it:
 * a Tornado process and a uvicorn process (``examples/redis_hub.py`` given a cluster
   URL) serve channels living on different masters: every SSE and WebSocket client of
   both gets the identical id sequence, and a client resumes on the other process;
-* a live channel's slot migrated to another master while it is published to: every
+* a live channel's slot migrated to another master while it is published to (and a
+  slot left migrating: publishes and reads follow ASK with ASKING): every
   acknowledged message reaches the subscriber once, in order, without a reset;
 * a channel's master killed and its replica promoted while publishing: message by
   message, every acknowledged id the subscriber misses is covered by a reset;
+* a dead master delays no other master's publishes; its own wait for the promoted
+  replica, or fail after ``publish_timeout`` with ``maybe_published=False``;
 * the backend contract (``tests/backends/test_backend_contract.py``) runs against
   the cluster too.
 
@@ -206,6 +209,41 @@ async def test_a_live_channels_slot_migrates_to_another_master_while_publishing(
             assert [m.event for m in got if m.event is not None] == []
             assert [m.id for m in got] == acknowledged
             assert list(store.connection.reader.readers) == [target]
+    finally:
+        await store.aclose()
+
+
+async def test_a_slot_left_migrating_is_followed_with_asking(redis_cluster: Cluster) -> None:
+    """A live channel's slot MIGRATING on its master, IMPORTING on another, its keys
+    MIGRATEd there, and no SETSLOT NODE yet: the source answers ASK. Publishes are
+    acknowledged at once (sent to the target after ASKING) and the subscriber, whose
+    reader still belongs to the source, receives them, in order, without a reset.
+    Then the slot is handed over and everything goes on."""
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(channel, url=redis_cluster.url, publish_timeout=10)
+    slot = key_slot(channel.encode())
+    source = redis_cluster.master_of(channel)
+    target = next(m for m in redis_cluster.masters() if m != source)
+    loop = asyncio.get_running_loop()
+    try:
+        async with subscribed(store) as subscription:
+            before = await store.submit("before")
+            await asyncio.to_thread(redis_cluster.start_migration, slot, target)
+            try:
+                sent: list[str] = [before.id or ""]
+                for n in range(10):
+                    started = loop.time()
+                    sent.append((await store.submit({"n": n})).id or "")
+                    assert loop.time() - started < 0.5, f"publish {n} waited for the ASK window"
+                got = await drain(subscription, sent[-1], timeout=3.0)
+                assert [m.event for m in got if m.event is not None] == []
+                assert [m.id for m in got] == sent
+                assert redis_cluster.master_of(channel) == source  # still migrating
+            finally:
+                await asyncio.to_thread(redis_cluster.finish_migration, slot, target)
+            after = await store.submit("after")
+            got = await drain(subscription, after.id or "")
+            assert [m.id for m in got] == [after.id]
     finally:
         await store.aclose()
 

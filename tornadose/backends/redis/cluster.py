@@ -13,10 +13,15 @@ Guarantees of :class:`ClusterReader`:
 * **One reading connection per master** that owns a channel with subscribers here
   (a :class:`~tornadose.backends.redis.reader.Reader` each), and only those: a master
   whose channels all left is closed.
-* **Resharding**: a channel whose slot moved (``MOVED``/``ASK``/``TRYAGAIN`` from its
-  master) is handed, with where it stood, to the reader of its new master after the
-  map is refreshed; reading goes on after the last entry delivered, the stream's
-  continuity judged as always (``MIGRATE`` keeps a stream whole, so nothing is reset).
+* **Resharding**: while a channel's slot is migrated, its keys may already be on the
+  target node: the source answers ``ASK``, and the read is sent to the target after
+  ``ASKING`` (the channel stays with its reader until the map says otherwise; the
+  reader then polls every :data:`~tornadose.backends.redis.reader.POLL_MS` ms,
+  since its blocking read on the source is redirected too). Once the slot moved
+  (``MOVED``), the channel is handed, with where it stood, to the reader of its new
+  master after the map is refreshed; reading goes on after the last entry
+  delivered, the stream's continuity judged as always (``MIGRATE`` keeps a stream
+  whole, so nothing is reset).
 * **Failover**: when a channel's master is lost, the map is refreshed (at most every
   0.25 s; a reader notices the lost master within its reconnection backoff, so
   processes notice at different moments) until a replica was promoted; the channel
@@ -151,9 +156,18 @@ class ClusterTopology:
         """The command client of the master that owns ``key``'s slot."""
         await self.ensure()
         node = self.owner(key)
-        client = self._clients.get(node.name)
+        return self._command_client(node.host, node.port)
+
+    async def ask(self, host: str, port: int) -> aioredis.Redis:
+        """The command client of node ``host:port`` (named by an ``ASK`` redirection:
+        a slot's target while it is migrated; the map does not say so until the end)."""
+        return self._command_client(host, port)
+
+    def _command_client(self, host: str, port: int) -> aioredis.Redis:
+        name = f"{host}:{port}"
+        client = self._clients.get(name)
         if client is None:
-            client = self._clients[node.name] = self.client(node)
+            client = self._clients[name] = self.client(ClusterNode(host, port))
         return client
 
     async def aclose(self) -> None:
@@ -284,7 +298,12 @@ class ClusterReader:
                 client = self.topology.client(owner, 1, socket_timeout=self.reader_timeout)
                 commands = self.topology.client(owner, 1)
                 reader = self.readers[owner.name] = Reader(
-                    client, commands, self.health, cluster=True, on_failure=self._on_failure
+                    client,
+                    commands,
+                    self.health,
+                    cluster=True,
+                    on_failure=self._on_failure,
+                    ask=self.topology.ask,
                 )
             reader.adopt(channel)
         self._close_idle()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
@@ -53,6 +54,7 @@ from tornadose.backends.redis.layout import (
     StreamId,
     continuity,
 )
+from tornadose.backends.redis.transaction import AskRoute, asked, transaction
 
 __all__ = [
     "BLOCK_MS",
@@ -204,8 +206,11 @@ class Reader:
         *,
         cluster: bool = False,
         on_failure: OnFailure | None = None,
+        ask: AskRoute | None = None,
     ) -> None:
         self.client = client
+        #: A cluster's client of the node an ``ASK`` redirection names.
+        self.ask = ask
         self.commands = commands
         self.health = health
         self.cluster = cluster
@@ -389,12 +394,32 @@ class Reader:
             channel.refused = None
             channel.refusals.reset()
 
-    async def _establish(self, channel: Channel) -> None:
+    async def _execute(self, build: Callable[[Pipeline], object]) -> list[Any]:
+        """Run the transaction ``build`` queues on the reader's connection; on a
+        cluster, if the source of a migrating slot answers ``ASK`` (the keys are on
+        the target already), run it again on the target after ``ASKING``."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-        pipe.xinfo_stream(channel.key)
+        build(pipe)
         try:
-            floor, info = await pipe.execute(raise_on_error=False)
+            return list(await pipe.execute(raise_on_error=False))
+        except ResponseError as exc:
+            target = asked(exc)
+            if not self.cluster or self.ask is None or target is None:
+                raise
+        pipe = await transaction(await self.ask(*target), asking=True)
+        try:
+            build(pipe)
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()
+
+    async def _establish(self, channel: Channel) -> None:
+        def build(pipe: Pipeline) -> None:
+            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+            pipe.xinfo_stream(channel.key)
+
+        try:
+            floor, info = await self._execute(build)
             if isinstance(floor, Exception):
                 raise floor
             stream = stream_info(info)
@@ -461,20 +486,22 @@ class Reader:
         """Read what is new in ``channels`` and deliver it, each stream's floor and
         state read atomically with it and judged first (:func:`continuity`).
         Returns whether anything was read."""
-        pipe = self.client.pipeline(transaction=True)
         for channel in channels:
             if channel.failed_over and channel.cursor is not None:
                 # Past every entry delivered here: raised in the transaction that
                 # reads the new master first, so the floor read below includes it.
                 channel.raise_floor_to = max(channel.raise_floor_to or ZERO, channel.cursor.after())
         raising = [c for c in channels if c.raise_floor_to is not None]
-        for channel in raising:
-            pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
-        for channel in channels:
-            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-            pipe.xinfo_stream(channel.key)
-        pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
-        *raised, response = await pipe.execute(raise_on_error=False)
+
+        def build(pipe: Pipeline) -> None:
+            for channel in raising:
+                pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
+            for channel in channels:
+                pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+                pipe.xinfo_stream(channel.key)
+            pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
+
+        *raised, response = await self._execute(build)
         states = raised[len(raising) :]
         for channel, result in zip(raising, raised, strict=False):
             if not isinstance(result, Exception):
@@ -620,6 +647,11 @@ class Reader:
         try:
             await self.client.xread({c.key: str(c.cursor) for c in channels}, count=1, block=block)
         except ResponseError as exc:
+            if asked(exc) is not None:
+                # A slot being migrated, its keys on the target already: no blocking
+                # read there (ASKING lasts one command); the next read goes there: poll.
+                await asyncio.sleep(POLL_MS / 1000)
+                return
             if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
                 raise
             # A key Redis refuses now (WRONGTYPE): the next read says which.

@@ -56,6 +56,7 @@ from tornadose.backends.redis.health import (
     classify,
 )
 from tornadose.backends.redis.layout import ENSURE_FLOOR, TRIM, entry_fields
+from tornadose.backends.redis.transaction import AskRoute, asked, transaction
 from tornadose.core.errors import StoreRefused, StoreUnavailable
 from tornadose.core.message import Message
 
@@ -136,6 +137,13 @@ class _Hold:
     backoff: Backoff = field(default_factory=Backoff)
 
 
+@dataclass
+class _Attempt:
+    """Whether a channel's transaction left (its connection was taken and connected)."""
+
+    sent: bool = False
+
+
 #: ``route(key)``: the client of the Redis node that holds ``key`` (one node: always
 #: the same client; a cluster: the master of its slot).
 Route = Callable[[str], Awaitable[aioredis.Redis]]
@@ -148,7 +156,8 @@ async def _refresh_nothing() -> None:
 class Writer:
     """Sends the submissions of one connection, in order, through ``commands`` (one
     Redis) or the clients ``route`` picks per channel (a cluster, whose map
-    ``refresh`` updates after a redirection or a lost node)."""
+    ``refresh`` updates after a redirection or a lost node; ``ask`` gives the client of
+    the node an ``ASK`` redirection names)."""
 
     def __init__(
         self,
@@ -159,6 +168,7 @@ class Writer:
         route: Route | None = None,
         refresh: Callable[[], Awaitable[None]] = _refresh_nothing,
         cluster: bool = False,
+        ask: AskRoute | None = None,
     ) -> None:
         self.commands = commands
         self.health = health
@@ -167,6 +177,7 @@ class Writer:
         self.cluster = cluster
         self._route = route
         self._refresh = refresh
+        self._ask = ask
         self._outbox: deque[Submission] = deque()
         self._task: asyncio.Task[None] | None = None
         #: When each channel was last trimmed by age (loop time).
@@ -361,32 +372,26 @@ class Writer:
         submitter = group[0].submitter
         deadline = max(s.deadline for s in group)
         loop = asyncio.get_running_loop()
-        sent = False
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
                 client = await self.route(name)
-                pipe = client.pipeline(transaction=True)
+                trimming = submitter.retention_ms > 0 and self._trim_due(name, loop.time())
                 try:
-                    # Connected first, apart: a failure until here sent nothing (the
-                    # pool connects, or raises, before handing a connection out).
-                    pipe.connection = await client.connection_pool.get_connection()
-                    pipe.eval(ENSURE_FLOOR, 2, name, submitter.floor_key)
-                    # Without retention by age, XADD trims to about ``history`` itself.
-                    by_age = submitter.retention_ms > 0
-                    cap = submitter.stream_maxlen if by_age else submitter.maxlen
-                    for submission in group:
-                        pipe.execute_command(
-                            "XADD",
-                            *(name, "MAXLEN", "~", cap, "*"),
-                            *entry_fields(submission.message),
-                        )
-                    trimming = by_age and self._trim_due(name, loop.time())
-                    if trimming:
-                        pipe.eval(TRIM, 1, name, submitter.maxlen, submitter.retention_ms)
-                    sent = True
-                    floor, *results = await pipe.execute(raise_on_error=False)
-                finally:
-                    await pipe.reset()  # gives the connection back
+                    floor, *results = await self._transaction(
+                        client, name, group, trimming, attempt
+                    )
+                except ResponseError as exc:
+                    node = asked(exc)
+                    if not self.cluster or self._ask is None or node is None:
+                        raise
+                    # The slot is migrating and its keys are on the target already:
+                    # nothing was added (the transaction was aborted); sent there.
+                    attempt.sent = False
+                    target = await self._ask(*node)
+                    floor, *results = await self._transaction(
+                        target, name, group, trimming, attempt, asking=True
+                    )
                 if trimming:
                     trimmed = results.pop()
                     if isinstance(trimmed, Exception):
@@ -411,7 +416,7 @@ class Writer:
                 for submission in group:
                     self._fail(submission, _refused(name, failure))
                 return failure, False
-            if not sent:
+            if not attempt.sent:
                 return failure, True  # nothing was sent: waits for the node, in order
             for submission in group:
                 error = StoreUnavailable(
@@ -445,6 +450,38 @@ class Writer:
         if refused is not None:
             self.health.mark_down(refused)
         return refused, False
+
+    async def _transaction(
+        self,
+        client: aioredis.Redis,
+        name: str,
+        group: list[Submission],
+        trimming: bool,
+        attempt: _Attempt,
+        *,
+        asking: bool = False,
+    ) -> list[Any]:
+        """Run ``group``'s transaction on ``client`` (``ASKING`` first if ``asking``);
+        ``attempt.sent`` is set once it leaves (a failure before sent nothing)."""
+        submitter = group[0].submitter
+        pipe = await transaction(client, asking=asking)
+        try:
+            pipe.eval(ENSURE_FLOOR, 2, name, submitter.floor_key)
+            # Without retention by age, XADD trims to about ``history`` itself.
+            by_age = submitter.retention_ms > 0
+            cap = submitter.stream_maxlen if by_age else submitter.maxlen
+            for submission in group:
+                pipe.execute_command(
+                    "XADD",
+                    *(name, "MAXLEN", "~", cap, "*"),
+                    *entry_fields(submission.message),
+                )
+            if trimming:
+                pipe.eval(TRIM, 1, name, submitter.maxlen, submitter.retention_ms)
+            attempt.sent = True
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()  # gives the connection back
 
     def _fail(self, submission: Submission, error: StoreUnavailable) -> None:
         future = submission.future
