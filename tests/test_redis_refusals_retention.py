@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from tests.programs import StartProgram
 from tests.redis_support import RedisServer
 from tornadose.backends.redis.store import RedisStore
-from tornadose.errors import StoreRefused
+from tornadose.errors import StoreRefused, StoreUnavailable
 from tornadose.http.publish import publish_json
 from tornadose.schemas import ErrorBody
 
@@ -290,7 +290,8 @@ async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
         assert answer.status == 503
         body = ErrorBody.model_validate_json(answer.body)
         assert body.error == "store_refused", body
-        assert "WRONGPASS" in body.detail and "password" in body.detail, body.detail
+        assert "WRONGPASS" in body.detail, body.detail
+        assert "password" in body.detail, body.detail
         async with store.subscribe():
             await asyncio.sleep(2.5)
             started = loop.time()
@@ -335,3 +336,62 @@ async def test_a_refusal_never_echoes_the_message_or_the_script(
     finally:
         await store.aclose()
     assert logged(logs, logging.ERROR, "NOPERM") >= 1
+
+
+async def test_busy_and_noreplicas_are_waited_for_not_refused(
+    own_redis: OwnRedis, logs: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers that it cannot take a write now: NOREPLICAS (fewer replicas than
+    ``min-replicas-to-write``) and BUSY (a script running past
+    ``busy-reply-threshold``). A submission waits, within ``publish_timeout``, and is
+    acknowledged once Redis takes writes again; counted as ``busy``, not refused;
+    a subscriber gets it, its channel never set aside. Past the deadline it fails
+    with StoreUnavailable (kind ``busy``, code named, not published), not StoreRefused."""
+    server = own_redis()
+    admin = aioredis.Redis(port=server.port)
+    store = RedisStore(f"test-{uuid.uuid4().hex[:8]}", url=server.url, publish_timeout=5)
+    loop = asyncio.get_running_loop()
+    try:
+        async with store.subscribe() as subscription:
+            await store.submit("ready")
+            await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            await admin.config_set("min-replicas-to-write", 1)
+            pending = asyncio.ensure_future(store.submit("after NOREPLICAS"))
+            await asyncio.sleep(0.5)
+            assert not pending.done(), pending
+            await admin.config_set("min-replicas-to-write", 0)
+            published = await asyncio.wait_for(pending, TIMEOUT)
+            got = await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            assert [m.id for m in got] == [published.id]
+
+            await admin.config_set("busy-reply-threshold", 50)
+            spin = "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 2 do end"
+            script = asyncio.ensure_future(admin.eval(spin, 0))
+            await asyncio.sleep(0.3)
+            started = loop.time()
+            published = await asyncio.wait_for(store.submit("after BUSY"), TIMEOUT)
+            assert loop.time() - started > 0.5  # it waited for the script
+            await script
+            got = await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            assert [m.id for m in got] == [published.id]
+
+            await admin.config_set("min-replicas-to-write", 1)
+            short = RedisStore(store.channel, url=server.url, publish_timeout=1)
+            try:
+                started = loop.time()
+                with pytest.raises(StoreUnavailable) as failed:
+                    await asyncio.wait_for(short.submit("never"), TIMEOUT)
+                assert loop.time() - started >= 0.9
+            finally:
+                await short.aclose()
+            assert not isinstance(failed.value, StoreRefused)
+            assert (failed.value.kind, failed.value.code) == ("busy", "NOREPLICAS")
+            assert failed.value.maybe_published is False
+            await admin.config_set("min-replicas-to-write", 0)
+            numbers = store.snapshot()
+        assert numbers["backend_errors_busy"] >= 2, numbers
+        assert numbers["backend_errors_refused"] == 0, numbers
+    finally:
+        await store.aclose()
+        await admin.aclose()
+    assert logged(logs, logging.ERROR, "refuses the keys") == 0

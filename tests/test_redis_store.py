@@ -1260,7 +1260,7 @@ async def test_metrics_report_backend_health_and_failures(
         for sample in family.samples
         if sample.name == "tornadose_backend_errors_total" and sample.labels["store"] == "down"
     }
-    assert set(kinds) == {"unreachable", "refused", "redirected", "other"}
+    assert set(kinds) == {"unreachable", "busy", "refused", "redirected", "other"}
     assert kinds["unreachable"] > 0
     assert kinds["refused"] == kinds["redirected"] == kinds["other"] == 0
     assert values[("tornadose_published_total", "healthy")] == 2  # "ready" and "valid"

@@ -19,9 +19,12 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_backend_up``                    gauge   1 while a RedisStore's reader is
                                                     connected, else 0
 ``tornadose_backend_errors_total{kind}``    counter failed round trips to Redis, by
-                                                    kind: ``unreachable``, ``refused``,
-                                                    ``redirected`` (a cluster moving a
-                                                    slot or failing over), ``other``
+                                                    kind: ``unreachable``, ``busy``
+                                                    (Redis said "not now": BUSY,
+                                                    NOREPLICAS, LOADING...),
+                                                    ``refused``, ``redirected`` (a
+                                                    cluster moving a slot or failing
+                                                    over), ``other``
 ``tornadose_invalid_entries_total``         counter stream entries skipped as invalid
 ``tornadose_publish_failures_total``        counter submissions Redis did not take
 ==========================================  ======  =====================================
@@ -91,8 +94,8 @@ class StoreCollector(Collector):
         )
         errors = CounterMetricFamily(
             "tornadose_backend_errors",
-            "Failed round trips to the store's backend, by kind (unreachable, refused, "
-            "redirected, other).",
+            "Failed round trips to the store's backend, by kind (unreachable, busy, "
+            "refused, redirected, other).",
             labels=["store", "kind"],
         )
         disconnects = CounterMetricFamily(

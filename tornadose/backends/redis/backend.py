@@ -277,7 +277,7 @@ class RedisBackend:
     def snapshot(self) -> dict[str, int]:
         """``backend_up`` (1 while Redis answers), ``backend_errors`` (every failed
         round trip) and the same by kind: ``backend_errors_unreachable``,
-        ``backend_errors_refused``, ``backend_errors_redirected`` (a cluster's slot
+        ``backend_errors_busy`` (Redis said "not now"), ``backend_errors_refused``, ``backend_errors_redirected`` (a cluster's slot
         moving or master failing over), ``backend_errors_other``;
         ``invalid_entries``, ``publish_failures``; the history lives in Redis:
         ``history_messages`` is 0."""

@@ -1,11 +1,11 @@
 """Health of a Redis connection: what went wrong (by kind), and the backoffs its loops wait with.
 
-Every failure of a round trip to Redis is one of four kinds (:func:`classify`),
+Every failure of a round trip to Redis is one of five kinds (:func:`classify`),
 counted apart in :class:`BackendHealth` and reported apart (log, ``backend_errors``
 metrics, the error a submission fails with):
 
-* ``unreachable``: no answer (connection refused or broken, a timeout, Redis still
-  loading its data). Retried with :class:`Backoff` (50 ms doubling to 2 s).
+* ``unreachable``: no answer (connection refused or broken, a timeout). Retried
+  with :class:`Backoff` (50 ms doubling to 2 s).
 * ``refused``: Redis answered with an error that the same command will get again
   (``WRONGTYPE``, ``NOPERM``, ``OOM``, ``READONLY`` on a single node, ``CROSSSLOT``,
   ``MOVED`` from a cluster node to a client not in cluster mode, a wrong password:
@@ -13,6 +13,12 @@ metrics, the error a submission fails with):
   A refused submission fails at once (it is not retried); a channel whose reads are
   refused is tried again after :class:`RefusalBackoff` (1 s doubling to 30 s), never in
   a hot loop, and logged once per refusal, not once per attempt.
+* ``busy``: Redis answered that it cannot take the command now, and will later
+  (``BUSY``: a script or function runs too long; ``NOREPLICAS``: fewer replicas than
+  ``min-replicas-to-write``; ``LOADING``: loading its data; ``MASTERDOWN``: a replica
+  cut off from its master; ``TRYAGAIN`` outside cluster mode). Retried like an
+  unreachable Redis, within the submission's ``publish_timeout``; a read is retried
+  with :class:`Backoff`, its channel never set aside.
 * ``redirected``: a Redis Cluster moved the channel's slot (``MOVED``, ``ASK``,
   ``TRYAGAIN`` during a resharding; ``CLUSTERDOWN``/``MASTERDOWN`` or ``READONLY``
   during a failover). The cluster's map is refreshed and the command sent again,
@@ -46,6 +52,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
+    "BUSY_CODES",
     "LOGIN_REFUSED",
     "NETWORK_ERRORS",
     "REDIS_ERRORS",
@@ -75,6 +82,7 @@ class ErrorKind(enum.Enum):
     """What a failed round trip to Redis was (see the module docstring)."""
 
     UNREACHABLE = "unreachable"
+    BUSY = "busy"
     REFUSED = "refused"
     REDIRECTED = "redirected"
     OTHER = "other"
@@ -95,6 +103,8 @@ _CODES: tuple[tuple[type[BaseException], str], ...] = (
     (BusyLoadingError, "LOADING"),
     (AuthenticationError, "WRONGPASS"),
 )
+#: Codes that say Redis cannot take the command now, and will later.
+BUSY_CODES = frozenset({"BUSY", "NOREPLICAS", "LOADING", "MASTERDOWN", "TRYAGAIN"})
 #: Codes that say Redis refuses this process's login: nothing can be done on it.
 LOGIN_REFUSED = frozenset({"WRONGPASS", "NOAUTH"})
 #: Codes that say a cluster's slot is moving or its master changing (in cluster mode).
@@ -148,6 +158,8 @@ class Failure:
         """One phrase saying what happened, for logs and errors."""
         if self.kind is ErrorKind.UNREACHABLE:
             return f"Redis was unreachable ({self.detail})"
+        if self.kind is ErrorKind.BUSY:
+            return f"Redis could not take the command now ({self.detail})"
         if self.kind is ErrorKind.REDIRECTED:
             return f"the Redis Cluster moved the channel's slot or master ({self.detail})"
         if self.kind is ErrorKind.REFUSED:
@@ -183,10 +195,14 @@ def classify(error: BaseException, *, cluster: bool = False) -> Failure:
         detail = text if code is None or text.startswith(code) else f"{code} {text}"
         if cluster and code in _REDIRECTS:
             return Failure(ErrorKind.REDIRECTED, code, detail)
+        if code in BUSY_CODES:
+            return Failure(ErrorKind.BUSY, code, detail)
         return Failure(ErrorKind.REFUSED, code, detail)
+    if isinstance(error, BusyLoadingError):  # a ConnectionError for redis-py
+        detail = text if text.startswith("LOADING") else f"LOADING {text}"
+        return Failure(ErrorKind.BUSY, "LOADING", detail)
     if isinstance(error, NETWORK_ERRORS):
-        code = "LOADING" if isinstance(error, BusyLoadingError) else None
-        return Failure(ErrorKind.UNREACHABLE, code, text)
+        return Failure(ErrorKind.UNREACHABLE, None, text)
     return Failure(ErrorKind.OTHER, None, f"{type(error).__name__}: {text}")
 
 

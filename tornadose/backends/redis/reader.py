@@ -78,6 +78,9 @@ BLOCK_MS = 1000
 #: several hash slots (a blocking ``XREAD`` cannot span slots).
 POLL_MS = 20
 
+#: Failures a read is retried after (with a backoff), never setting its channel aside.
+_TRANSIENT = (ErrorKind.REDIRECTED, ErrorKind.BUSY)
+
 _CONTINUITY_LOGS = {
     Continuity.TRIMMED: "entries were trimmed before this process read them",
     Continuity.NEW_GENERATION: (
@@ -319,6 +322,11 @@ class Reader:
                     self.health.mark_down(failure)
                     await self._login_refused(failure)
                     continue
+                if failure.kind is ErrorKind.BUSY:  # LOADING: Redis answered
+                    self.health.mark_down(failure)
+                    logger.info("Redis reader: %s", failure.describe())
+                    await asyncio.sleep(backoff.delay())
+                    continue
                 if not self._lost_connection:
                     logger.error("Redis reader lost its connection (%s); reconnecting", exc)
                 self._lost_connection = True
@@ -356,7 +364,7 @@ class Reader:
         try:
             self._client_id = await self.client.client_id()
         except ResponseError as exc:
-            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+            if classify(exc, cluster=self.cluster).kind in _TRANSIENT:
                 raise
             # Refused (an ACL without CLIENT): read on; a new channel then waits for
             # the blocking read to end instead of interrupting it.
@@ -425,7 +433,7 @@ class Reader:
             stream = stream_info(info)
         except ResponseError as exc:
             failure = classify(exc, cluster=self.cluster)
-            if failure.kind is ErrorKind.REDIRECTED:
+            if failure.kind in _TRANSIENT:
                 raise
             self._break(channel, failure)
             return
@@ -472,7 +480,7 @@ class Reader:
             return await self._read_group(channels)
         except ResponseError as exc:
             failure = classify(exc, cluster=self.cluster)
-            if failure.kind is ErrorKind.REDIRECTED:
+            if failure.kind in _TRANSIENT:
                 raise
             if len(channels) == 1:
                 self._break(channels[0], failure)
@@ -652,7 +660,7 @@ class Reader:
                 # read there (ASKING lasts one command); the next read goes there: poll.
                 await asyncio.sleep(POLL_MS / 1000)
                 return
-            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+            if classify(exc, cluster=self.cluster).kind in _TRANSIENT:
                 raise
             # A key Redis refuses now (WRONGTYPE): the next read says which.
         finally:

@@ -118,11 +118,12 @@ def _refused(name: str, failure: Failure) -> StoreRefused:
     )
 
 
-def _still_redirected(submitter: Submitter, failure: Failure) -> StoreUnavailable:
+def _still(submitter: Submitter, failure: Failure) -> StoreUnavailable:
+    """Redirected, or busy, until the submission's deadline."""
     return StoreUnavailable(
         f"for {submitter.publish_timeout:g} s {failure.describe()}; the message to "
         f"{submitter.channel!r} was not published",
-        kind=ErrorKind.REDIRECTED.value,
+        kind=failure.kind.value,
         code=failure.code,
     )
 
@@ -257,8 +258,8 @@ class Writer:
                 kept.append(submission)
                 continue
             hold = self._held.get(submission.submitter.channel)
-            if hold is not None and hold.failure.kind is ErrorKind.REDIRECTED:
-                self._fail(submission, _still_redirected(submission.submitter, hold.failure))
+            if hold is not None and hold.failure.kind in (ErrorKind.REDIRECTED, ErrorKind.BUSY):
+                self._fail(submission, _still(submission.submitter, hold.failure))
             else:
                 cause = hold.failure.detail if hold is not None else None
                 self._fail(submission, _unreachable(submission.submitter, cause))
@@ -402,8 +403,8 @@ class Writer:
             # Refused as a whole (EXECABORT: an error while queueing): nothing was added.
             failure = classify(exc, cluster=self.cluster)
             self.health.mark_down(failure)
-            if failure.kind is ErrorKind.REDIRECTED:
-                return failure, True
+            if failure.kind in (ErrorKind.REDIRECTED, ErrorKind.BUSY):
+                return failure, True  # nothing was added: sent again, in order
             logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
             for submission in group:
                 self._fail(submission, _refused(name, failure))
@@ -411,6 +412,8 @@ class Writer:
         except REDIS_ERRORS as exc:
             failure = classify(exc, cluster=self.cluster)
             self.health.mark_down(failure)
+            if failure.kind is ErrorKind.BUSY and not attempt.sent:
+                return failure, True  # LOADING: nothing was added
             if failure.kind is ErrorKind.REFUSED:  # a wrong password, say
                 logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
                 for submission in group:
