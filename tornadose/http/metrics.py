@@ -16,8 +16,11 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_replayed_total``                counter messages replayed to resuming clients
 ``tornadose_resets_total``                  counter resumes answered with the reset signal
 ``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
-``tornadose_backend_up``                    gauge   1 while a RedisStore's reader is
-                                                    connected, else 0
+``tornadose_backend_up``                    gauge   1 while the last round trip to
+                                                    Redis succeeded or got a refused
+                                                    command; 0 after it was
+                                                    unreachable, busy, redirected, or
+                                                    refused the login
 ``tornadose_backend_errors_total{kind}``    counter failed round trips to Redis, by
                                                     kind: ``unreachable``, ``busy``
                                                     (Redis said "not now": BUSY,
@@ -79,7 +82,13 @@ class StoreCollector(Collector):
             for name, text in counters.items()
         )
         # Stores with a backend (RedisStore) report these too.
-        backend_gauges = {"backend_up": "1 while the store's backend reader is connected."}
+        backend_gauges = {
+            "backend_up": (
+                "1 while the last round trip to the store's backend succeeded (or got a "
+                "refused command), 0 after it was unreachable, busy, redirected or "
+                "refused the login."
+            )
+        }
         backend_counters = {
             "invalid_entries": "Backend entries skipped as invalid messages.",
             "publish_failures": "Submissions the backend did not take (StoreUnavailable).",

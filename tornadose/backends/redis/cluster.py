@@ -23,8 +23,9 @@ Guarantees of :class:`ClusterReader`:
   delivered, the stream's continuity judged as always (``MIGRATE`` keeps a stream
   whole, so nothing is reset).
 * **Failover**: when a channel's master is lost, the map is refreshed (at most every
-  0.25 s; a reader notices the lost master within its reconnection backoff, so
-  processes notice at different moments) until a replica was promoted; the channel
+  0.25 s: a cap, not a period; a reader notices the lost master when a read fails,
+  and again after each reconnection wait, up to 2 s, so processes notice it up to
+  a few seconds apart) until a replica was promoted; the channel
   moves to it flagged ``failed_over``: its subscribers get one ``data_lost`` reset,
   since Redis replicates asynchronously and the promoted replica may miss entries the
   old master acknowledged (nothing says which), then every entry the new master has

@@ -11,7 +11,7 @@ metrics, the error a submission fails with):
   ``MOVED`` from a cluster node to a client not in cluster mode, a wrong password:
   ``WRONGPASS``/``NOAUTH``, which redis-py raises as a connection error...).
   A refused submission fails at once (it is not retried); a channel whose reads are
-  refused is tried again after :class:`RefusalBackoff` (1 s doubling to 30 s), never in
+  refused is tried again after :class:`RefusalBackoff` (about 1 s doubling to 30 s), never in
   a hot loop, and logged once per refusal, not once per attempt.
 * ``busy``: Redis answered that it cannot take the command now, and will later
   (``BUSY``: a script or function runs too long; ``NOREPLICAS``: fewer replicas than
@@ -172,7 +172,11 @@ class Failure:
             elif self.login_refused:
                 hint = "; check the password and user name the store connects with"
             elif self.code == "CROSSSLOT":
-                hint = "; the channel's keys are in different hash slots of a cluster"
+                hint = (
+                    "; the channel's keys are in different hash slots: this Redis is a "
+                    "cluster node, create the store with cluster=True or "
+                    "startup_nodes=[...] (its keys then share one slot)"
+                )
             return f"Redis refused the command ({self.detail}){hint}"
         return f"talking to Redis failed ({self.detail})"
 
@@ -207,7 +211,9 @@ def classify(error: BaseException, *, cluster: bool = False) -> Failure:
 
 
 class Backoff:
-    """Exponential backoff with jitter, from ``first`` (50 ms) up to ``most`` (2 s)."""
+    """Exponential backoff with jitter, from ``first`` (50 ms) up to ``most`` (2 s):
+    each wait is a random 50 to 100 % of the nominal one (``first``, then doubling),
+    so that processes do not retry in step."""
 
     def __init__(self, first: float = _BACKOFF_FIRST, most: float = _BACKOFF_MAX) -> None:
         self.first, self.most = first, most
@@ -225,7 +231,8 @@ class Backoff:
 
 
 class RefusalBackoff(Backoff):
-    """How long a refused read waits before it is tried again: 1 s doubling to 30 s."""
+    """How long a refused read waits before it is tried again: 1 s doubling to 30 s,
+    nominally (each wait a random 50 to 100 % of that: 0.5 to 1 s, then 1 to 2 s...)."""
 
     def __init__(self) -> None:
         super().__init__(_REFUSAL_FIRST, _REFUSAL_MAX)
