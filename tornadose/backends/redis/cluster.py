@@ -32,7 +32,10 @@ Guarantees of :class:`ClusterReader`:
   after the last one delivered (nothing that exists is skipped). Each process raises
   the channel's floor past the last entry it delivered (the floor only rises; other
   processes read on from their own cursors), so a client resuming from an entry
-  delivered before the failover gets a reset.
+  delivered before the failover gets a reset. This assumes the promoted replica's
+  clock is not behind the old master's by more than the failover took: entry ids
+  start with the node's clock, and entries the new master adds with ids below the
+  last one a process delivered are not delivered there (see the README's limit).
 """
 
 from __future__ import annotations
