@@ -160,7 +160,7 @@ class ClusterTopology:
         """The command client of the master that owns ``key``'s slot."""
         await self.ensure()
         node = self.owner(key)
-        return self._command_client(node.host, node.port)
+        return self._command_client(node.host, int(node.port))
 
     async def ask(self, host: str, port: int) -> aioredis.Redis:
         """The command client of node ``host:port`` (named by an ``ASK`` redirection:

@@ -192,8 +192,9 @@ def classify(error: BaseException, *, cluster: bool = False) -> Failure:
     text = redis_said(error)
     if isinstance(error, AuthenticationError):
         # A ConnectionError for redis-py, but Redis answered: it refuses the login.
-        code = "NOAUTH" if "required" in text.lower() else "WRONGPASS"
-        return Failure(ErrorKind.REFUSED, code, text if text.startswith(code) else f"{code} {text}")
+        login = "NOAUTH" if "required" in text.lower() else "WRONGPASS"
+        detail = text if text.startswith(login) else f"{login} {text}"
+        return Failure(ErrorKind.REFUSED, login, detail)
     if isinstance(error, ResponseError):
         code = _code(error)
         detail = text if code is None or text.startswith(code) else f"{code} {text}"

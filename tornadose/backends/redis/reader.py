@@ -419,7 +419,7 @@ class Reader:
             build(pipe)
             return list(await pipe.execute(raise_on_error=False))
         finally:
-            await pipe.reset()
+            await pipe.reset()  # type: ignore[no-untyped-call]
 
     async def _establish(self, channel: Channel) -> None:
         def build(pipe: Pipeline) -> None:

@@ -36,12 +36,12 @@ async def transaction(client: aioredis.Redis, *, asking: bool = False) -> Pipeli
     ``reset()`` it (in a ``finally``) to give the connection back."""
     pipe = client.pipeline(transaction=True)
     try:
-        connection = await client.connection_pool.get_connection()
+        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         pipe.connection = connection  # reset() gives it back
         if asking:
             await connection.send_command("ASKING")
             await connection.read_response()
     except BaseException:
-        await pipe.reset()
+        await pipe.reset()  # type: ignore[no-untyped-call]
         raise
     return pipe

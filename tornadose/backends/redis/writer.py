@@ -102,7 +102,9 @@ class Submission:
     deadline: float
 
 
-def _unreachable(submitter: Submitter, cause: BaseException | None = None) -> StoreUnavailable:
+def _unreachable(
+    submitter: Submitter, cause: BaseException | str | None = None
+) -> StoreUnavailable:
     detail = f": {cause}" if cause is not None else ""
     return StoreUnavailable(
         f"Redis was unreachable for {submitter.publish_timeout:g} s; the message to "
@@ -484,7 +486,7 @@ class Writer:
             attempt.sent = True
             return list(await pipe.execute(raise_on_error=False))
         finally:
-            await pipe.reset()  # gives the connection back
+            await pipe.reset()  # type: ignore[no-untyped-call]
 
     def _fail(self, submission: Submission, error: StoreUnavailable) -> None:
         future = submission.future
