@@ -513,3 +513,34 @@ async def test_a_dead_master_delays_no_other_master_and_fails_only_its_own_unsen
     finally:
         for store in (a_store, b_store, b_short):
             await store.aclose()
+
+
+async def test_a_cluster_node_used_as_one_redis_is_refused_saying_so(
+    redis_cluster: Cluster,
+) -> None:
+    """A cluster node's URL without ``cluster=true``: a publish answers 503
+    ``store_refused`` at once (not after ``publish_timeout``), naming Redis's error
+    (CROSSSLOT for a plain name, MOVED for a hash-tagged name the node does not own)
+    and saying to set ``cluster=True``; counted as refused."""
+    from tornadose.http.publish import publish_json
+    from tornadose.schemas import ErrorBody
+
+    node = redis_cluster.nodes[0]
+    owned = {slot for slot, name in redis_cluster.slots().items() if name == node.name}
+    tagged = next(f"{{t{n}}}:x" for n in range(100_000) if key_slot(f"t{n}".encode()) not in owned)
+    loop = asyncio.get_running_loop()
+    for channel, code in ((f"test-{uuid.uuid4().hex[:8]}", "CROSSSLOT"), (tagged, "MOVED")):
+        store = RedisStore(channel, url=f"redis://{node.name}/0", publish_timeout=5)
+        try:
+            started = loop.time()
+            answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
+            assert loop.time() - started < 1.0
+            body = ErrorBody.model_validate_json(answer.body)
+            assert (answer.status, body.error) == (503, "store_refused"), body
+            assert code in body.detail, body.detail
+            assert "cluster=True" in body.detail, body.detail
+            numbers = store.snapshot()
+            assert numbers["backend_errors_refused"] >= 1, numbers
+            assert numbers["backend_errors_unreachable"] == 0, numbers
+        finally:
+            await store.aclose()

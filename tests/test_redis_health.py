@@ -5,7 +5,10 @@
   from a cluster node; never the command's arguments redis-py echoes);
 * the backoffs wait what the documentation says (jitter: 50 to 100 % of 50 ms, 1 s...
   doubling);
-* the ``history`` error says what ``history`` is (not "the stream's MAXLEN").
+* the ``history`` error says what ``history`` is (not "the stream's MAXLEN");
+* hash tags and floor keys (a channel's floor in its stream's slot on a cluster);
+  cluster URLs (``?cluster=true``), ``startup_nodes`` and ``cluster=True`` parsing;
+  ``stream_maxlen``/``stream_retention`` validation.
 """
 
 from __future__ import annotations
@@ -86,3 +89,52 @@ def test_the_history_error_says_what_history_is() -> None:
         _ = store.history
     assert "MAXLEN" not in str(missing.value)
     assert "most a resume replays" in str(missing.value)
+
+
+def test_hash_tags_and_floor_keys() -> None:
+    from redis.crc import key_slot
+
+    from tornadose.backends.redis.layout import floor_key, hash_tag
+
+    assert hash_tag("ticks") is None
+    assert hash_tag("{app}:ticks") == "app"
+    assert hash_tag("{}:ticks") is None  # an empty tag hashes the whole key
+    assert hash_tag("a{b}c{d}") == "b"  # the first one
+    assert floor_key("ticks") == "ticks:floor"  # one Redis: unchanged
+    assert floor_key("ticks", cluster=True) == "{ticks}:floor"
+    assert floor_key("{app}:ticks", cluster=True) == "{app}:ticks:floor"
+    for channel in ("ticks", "{app}:ticks", "a:b{c"):
+        floor = floor_key(channel, cluster=True)
+        assert key_slot(floor.encode()) == key_slot(channel.encode()), channel
+    with pytest.raises(ValueError, match="hash tag"):
+        floor_key("odd}name", cluster=True)
+
+
+def test_cluster_urls_and_startup_nodes() -> None:
+    from tornadose.backends.redis.backend import split_cluster_flag
+
+    assert split_cluster_flag("redis://h:7000/0?cluster=true") == ("redis://h:7000/0", True)
+    assert split_cluster_flag("redis://h:7000/0?cluster=no&x=1") == ("redis://h:7000/0?x=1", False)
+    assert split_cluster_flag("redis://h:7000/0") == ("redis://h:7000/0", False)
+    store = RedisStore("ch", url="redis://10.0.0.1:7000/0?cluster=1")
+    assert store.backend.startup_nodes == [("10.0.0.1", 7000)]
+    assert store.backend.floor_key == "{ch}:floor"
+    store = RedisStore("ch", startup_nodes=["10.0.0.1:7000", ("10.0.0.2", 7001), "[::1]:7002"])
+    assert store.backend.startup_nodes == [("10.0.0.1", 7000), ("10.0.0.2", 7001), ("::1", 7002)]
+    store = RedisStore("ch", host="10.0.0.3", port=7003, cluster=True)
+    assert store.backend.startup_nodes == [("10.0.0.3", 7003)]
+    assert RedisStore("ch", url="redis://10.0.0.1:7000/0").backend.startup_nodes is None
+    assert RedisStore("ch").backend.floor_key == "ch:floor"
+    with pytest.raises(ValueError, match="host:port"):
+        RedisStore("ch", startup_nodes=["10.0.0.1"])
+    with pytest.raises(ValueError, match="at least one node"):
+        RedisStore("ch", startup_nodes=[])
+
+
+def test_stream_maxlen_is_checked() -> None:
+    assert RedisStore("ch", history=10).backend.stream_maxlen == 1_000_000
+    assert RedisStore("ch", history=2_000_000).backend.stream_maxlen == 2_000_000
+    with pytest.raises(ValueError, match="stream_maxlen"):
+        RedisStore("ch", history=100, stream_maxlen=99)
+    with pytest.raises(ValueError, match="stream_retention"):
+        RedisStore("ch", stream_retention=-1)
