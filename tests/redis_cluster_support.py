@@ -38,13 +38,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def cluster_port() -> int:
-    """A free loopback port whose cluster bus port (10000 higher) is free too; Redis
-    wants the port at most 55535 for that."""
+def cluster_port(taken: frozenset[int] = frozenset()) -> int:
+    """A free loopback port whose cluster bus port (10000 higher) is free too, neither
+    of them in ``taken``; Redis wants the port at most 55535 for that."""
     while True:
         port = random.randint(20000, 55535)
+        if {port, port + 10000} & taken:
+            continue
         if _port_free(port) and _port_free(port + 10000):
             return port
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` ports for the nodes of one cluster (see :func:`cluster_port`): no two
+    alike, and none equal to another node's bus port."""
+    ports: list[int] = []
+    for _ in range(count):
+        ports.append(cluster_port(frozenset(ports) | {p + 10000 for p in ports}))
+    return ports
 
 
 @dataclass
@@ -279,7 +290,7 @@ def start_cluster(directory: Path) -> Cluster:
     if cli is None:
         _unavailable("redis-cli is not installed (needed to create the Redis Cluster)")
     assert cli is not None
-    nodes = [Node(cluster_port(), directory / f"node-{n}") for n in range(6)]
+    nodes = [Node(port, directory / f"node-{n}") for n, port in enumerate(cluster_ports(6))]
     cluster = Cluster(nodes)
     try:
         for node in nodes:

@@ -138,3 +138,13 @@ def test_stream_maxlen_is_checked() -> None:
         RedisStore("ch", history=100, stream_maxlen=99)
     with pytest.raises(ValueError, match="stream_retention"):
         RedisStore("ch", stream_retention=-1)
+
+
+def test_the_test_clusters_ports_never_clash() -> None:
+    from tests.redis_cluster_support import cluster_ports
+
+    for _ in range(20):
+        ports = cluster_ports(6)
+        used = ports + [port + 10000 for port in ports]
+        assert len(set(used)) == len(used), ports
+        assert all(20000 <= port <= 55535 for port in ports)
