@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -120,7 +120,7 @@ class ClusterTopology:
             await self._run(self.cluster.nodes_manager.initialize())
 
     @staticmethod
-    async def _run(step: Any) -> None:
+    async def _run(step: Awaitable[object]) -> None:
         try:
             await step
         except RedisClusterException as exc:

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ from tornadose.backends.redis.health import (
     classify,
 )
 from tornadose.backends.redis.layout import ENSURE_FLOOR, TRIM, entry_fields
+from tornadose.backends.redis.reader import Channel
 from tornadose.backends.redis.transaction import AskRoute, asked, transaction
 from tornadose.core.errors import StoreRefused, StoreUnavailable
 from tornadose.core.message import Message
@@ -89,6 +90,15 @@ class Submitter(Protocol):
 
     def failed(self, error: StoreUnavailable) -> None:
         """A submission failed (count and log it)."""
+
+
+class ReadsChannels(Protocol):
+    """The process's reader, as the writer sees it: a ``Reader`` or ``ClusterReader``."""
+
+    #: The channels read here, by key (a channel's ``ready`` is set once its reading
+    #: started).
+    @property
+    def channels(self) -> Mapping[str, Channel]: ...
 
 
 @dataclass
@@ -166,7 +176,7 @@ class Writer:
         self,
         commands: aioredis.Redis | None,
         health: BackendHealth,
-        reader: Any,
+        reader: ReadsChannels,
         *,
         route: Route | None = None,
         refresh: Callable[[], Awaitable[None]] = _refresh_nothing,
