@@ -201,9 +201,7 @@ class BaseHandler(JSONErrorHandler):
         )
 
     async def _write_through(self, chunk: bytes) -> None:
-        pending = self._write_now(chunk)
-        if pending is not None:
-            await pending
+        await streams.finish(self._write_now(chunk))
 
     def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
         # Straight to the connection's stream once the headers are out (the same bytes
@@ -361,9 +359,7 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         return compat.send_text_frames(self, texts)
 
     async def _send_frames(self, texts: list[str]) -> None:
-        pending = compat.send_text_frames(self, texts)
-        if pending is not None:
-            await pending
+        await streams.finish(compat.send_text_frames(self, texts))
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         """Close with ``close`` (Tornado aborts if the client does not answer)."""

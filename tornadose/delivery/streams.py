@@ -54,6 +54,7 @@ __all__ = [
     "SSEOptions",
     "StreamKeywords",
     "StreamOptions",
+    "finish",
     "stream_payloads",
     "stream_sse",
     "stream_websocket",
@@ -139,11 +140,15 @@ def write_through(write_now: WriteNow[T]) -> Callable[[T], Awaitable[None]]:
     ``write_now`` leaves pending. For an adapter whose framework writes at once."""
 
     async def write(payload: T) -> None:
-        pending = write_now(payload)
-        if pending is not None:
-            await pending
+        await finish(write_now(payload))
 
     return write
+
+
+async def finish(pending: Awaitable[None] | None) -> None:
+    """Wait for what a synchronous write (:data:`WriteNow`) left pending, if anything."""
+    if pending is not None:
+        await pending
 
 
 def stream_sse(
@@ -299,9 +304,7 @@ class _Stream(Generic[T]):
         if self._write_now is None or self._context is None:
             await self._write(payload)
             return
-        pending = run_in_task(None, self._context, self._write_now, payload)
-        if pending is not None:
-            await pending
+        await finish(run_in_task(None, self._context, self._write_now, payload))
 
     async def run(self, heartbeat: T | None, sse_options: SSEOptions | None = None) -> CloseReason:
         """Deliver until the subscription closes; return why it closed. With
