@@ -16,6 +16,8 @@ Both serve the same URLs, relative to ``prefix``:
 ``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
 ``GET  {prefix}/metrics``             every channel's metrics, Prometheus text format
+``GET  {prefix}/_multi/events``       several channels and patterns as one SSE stream
+``GET  {prefix}/_multi/ws``           the same over WebSocket (:mod:`tornadose.http.multi`)
 ====================================  ==============================================
 
 Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error
@@ -26,9 +28,10 @@ Routes are built when mounted: declare every channel first.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +41,17 @@ from tornadose.http.auth import Authorize
 from tornadose.http.cors import CORSPolicy
 from tornadose.http.publish import DEFAULT_MAX_BODY
 
-__all__ = ["CHANNEL_ENDPOINTS", "REDIS_URL_VARIABLE", "Channel", "Channels", "Endpoint", "Route"]
+__all__ = [
+    "CHANNEL_ENDPOINTS",
+    "REDIS_URL_VARIABLE",
+    "Channel",
+    "Channels",
+    "Endpoint",
+    "MultiLimits",
+    "Route",
+]
+
+logger = logging.getLogger("tornadose.channels")
 
 #: The environment variable that gives :class:`Channels` a default Redis URL.
 REDIS_URL_VARIABLE = "TORNADOSE_REDIS_URL"
@@ -55,6 +68,10 @@ class Endpoint(enum.Enum):
     SCHEMA = "schema.json"
     ASYNCAPI = "asyncapi.json"
     METRICS = "metrics"
+    #: Several channels and patterns on one SSE connection (:mod:`tornadose.http.multi`).
+    MULTI_EVENTS = "_multi/events"
+    #: The same over WebSocket.
+    MULTI_WEBSOCKET = "_multi/ws"
 
 
 #: What each channel serves, below ``{prefix}/{name}/``.
@@ -119,6 +136,27 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class MultiLimits:
+    """What one multi-channel connection may ask for (see :mod:`tornadose.http.multi`):
+    beyond them the request is refused with ``400`` (a channel a pattern comes to
+    match beyond ``max_channels`` is reported refused instead)."""
+
+    #: Channels on one connection: named ones and those patterns match, together.
+    max_channels: int = 64
+    #: Patterns on one connection.
+    max_patterns: int = 8
+    #: Messages queued for the connection's writer (channels back up behind it).
+    max_queue: int = 256
+    #: Bytes (of encoded SSE) queued for the connection's writer.
+    max_queue_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_channels", "max_patterns", "max_queue", "max_queue_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class Route:
     """One URL path (relative to the prefix) and what it serves."""
 
@@ -159,6 +197,7 @@ class Channels:
         cors_origins: Iterable[str] | None = None,
         cors_credentials: bool = False,
         cors_headers: Iterable[str] = (),
+        multi: MultiLimits | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
@@ -169,7 +208,11 @@ class Channels:
         self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
         #: Which other origins' pages may use these channels (``None``: none).
         self.cors = CORSPolicy.of(cors_origins, credentials=cors_credentials, headers=cors_headers)
+        #: The limits of multi-channel connections (:mod:`tornadose.http.multi`).
+        self.multi = multi or MultiLimits()
         self._channels: dict[str, Channel] = {}
+        #: Called with each channel declared from now on (see :meth:`watch`).
+        self._watchers: list[Callable[[Channel], None]] = []
         #: The servers (apps, sets of handlers) serving these channels: see :meth:`serve_from`.
         self._servers: set[object] = set()
 
@@ -199,7 +242,25 @@ class Channels:
             raise ValueError("give the schema to the store, or no store: not both")
         channel = Channel(name, store, description, **options)
         self._channels[name] = channel
+        for watcher in list(self._watchers):
+            try:
+                watcher(channel)
+            except Exception:
+                logger.exception("a watcher of %r failed on channel %r", self, name)
         return channel
+
+    def watch(self, watcher: Callable[[Channel], None]) -> Callable[[], None]:
+        """Call ``watcher(channel)`` with each channel declared from now on (how a
+        multi-channel connection's patterns pick up new channels); returns the
+        function that stops it. Watchers run inside :meth:`add`: they must be quick
+        (an exception is logged, never raised to the caller of ``add``)."""
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
 
     def _default_store(self, name: str, schema: Any) -> BaseStore:
         if self.redis_url is None:
@@ -232,6 +293,8 @@ class Channels:
         table = [
             Route("/asyncapi.json", Endpoint.ASYNCAPI, None),
             Route("/metrics", Endpoint.METRICS, None),
+            Route("/" + Endpoint.MULTI_EVENTS.value, Endpoint.MULTI_EVENTS, None),
+            Route("/" + Endpoint.MULTI_WEBSOCKET.value, Endpoint.MULTI_WEBSOCKET, None),
         ]
         for channel in self:
             for endpoint in CHANNEL_ENDPOINTS:

@@ -63,6 +63,10 @@ class Kind(enum.Enum):
     PUBLISH = "publish"
     #: A computed document (``AnswerHandler``, ``AnswerApp``): ``make_answer``.
     ANSWER = "answer"
+    #: Several channels over SSE (``MultiEventSource``, ``MultiEventSourceApp``).
+    MULTI_EVENTS = "multi_events"
+    #: Several channels over WebSocket (``MultiWebSocket``, ``MultiWebSocketApp``).
+    MULTI_WEBSOCKET = "multi_websocket"
 
 
 #: The HTTP methods each kind of endpoint serves (a WebSocket: its handshake).
@@ -71,6 +75,8 @@ METHODS: dict[Kind, tuple[str, ...]] = {
     Kind.WEBSOCKET: ("GET",),
     Kind.PUBLISH: ("POST",),
     Kind.ANSWER: documents.DOCUMENT_METHODS,
+    Kind.MULTI_EVENTS: ("GET",),
+    Kind.MULTI_WEBSOCKET: ("GET",),
 }
 
 
@@ -79,7 +85,7 @@ def cross_origin(channels: Channels, kind: Kind | None) -> CrossOrigin | None:
     that serves nothing, the ``404`` of an unknown channel), or ``None`` when the
     channels have no :attr:`~tornadose.http.channels.Channels.cors` policy or the
     endpoint is a WebSocket (no CORS: its origin check applies)."""
-    if channels.cors is None or kind is Kind.WEBSOCKET:
+    if channels.cors is None or kind in (Kind.WEBSOCKET, Kind.MULTI_WEBSOCKET):
         return None
     return CrossOrigin(channels.cors, METHODS[kind] if kind is not None else ())
 
@@ -102,6 +108,12 @@ def served(channels: Channels) -> list[Served]:
             table.append(_answer(path, partial(documents.asyncapi_answer, channels)))
         elif route.endpoint is Endpoint.METRICS:
             table.append(_answer(path, partial(documents.metrics_answer, channels)))
+        elif route.endpoint is Endpoint.MULTI_EVENTS:
+            table.append(Served(path, Kind.MULTI_EVENTS, {"channels": channels}))
+        elif route.endpoint is Endpoint.MULTI_WEBSOCKET:
+            origins = websocket_origins(None, channels.cors)
+            options = {"channels": channels, "allowed_origins": origins}
+            table.append(Served(path, Kind.MULTI_WEBSOCKET, options))
         else:
             assert route.channel is not None
             table.append(_channel_route(channels, route.channel, route.endpoint, path))
