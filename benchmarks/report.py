@@ -514,6 +514,26 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def text_chart(results: dict[str, Any], width: int = 40) -> str:
+    """Full-speed events/s of every SSE and WebSocket row as text bars, one block per
+    regime, on one linear scale (the plot for places that show only text: the
+    README, a terminal). ``#`` bars are tornadose, ``=`` bars the baselines."""
+    rows = [r for r in throughput_rows(results) if "events_per_s" in r]
+    if not rows:
+        return ""
+    top = max(r["events_per_s"] for r in rows)
+    tornadose = {c["name"] for c in results["contenders"] if c.get("tornadose")}
+    name_width = max(len(r["name"]) for r in rows)
+    lines = [f"events/s at full speed (one scale: the longest bar is {_k(top)})"]
+    for label in _labels(results).values():
+        lines += ["", f"{label}:"]
+        for r in (r for r in rows if r["regime"] == label):
+            mark = "#" if r["name"] in tornadose else "="
+            bar = mark * max(1, round(width * r["events_per_s"] / top))
+            lines.append(f"  {r['name']:{name_width}}  {bar} {_k(r['events_per_s'])}")
+    return "\n".join(lines)
+
+
 def _table(rows: list[tuple[str, ...]], left: int) -> list[str]:
     """Aligned columns: the first ``left`` to the left, the others to the right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -1035,6 +1035,9 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = report.targets(results)
     print()
     print(report.render(results))
+    chart = report.text_chart(results)
+    print("\n" + chart)
+    (options.results / "chart.txt").write_text(chart + "\n")
     json_path = options.results / "latest.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nnumbers: {json_path}")

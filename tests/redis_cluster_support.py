@@ -209,6 +209,23 @@ class Cluster:
             time.sleep(0.05)
         pytest.fail(f"no replica of {master} was promoted within {timeout} s")
 
+    def hold_back_replica(self, master: str) -> Node:
+        """Cut ``master``'s replica off (its link killed, and it cannot log in again:
+        a wrong ``masterauth``), so that what ``master`` acknowledges from now on is
+        not replicated; returns the replica. Its promotion then loses those writes."""
+        replica = self.replica_of(master)
+        link = replica.client()
+        try:
+            link.config_set("masterauth", "not-the-password")
+        finally:
+            link.close()
+        client = self.node(master).client()
+        try:
+            client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        finally:
+            client.close()
+        return replica
+
     def migrate_slot(self, slot: int, target: str) -> None:
         """Move ``slot`` (and its keys) to master ``target``, as ``redis-cli --cluster
         reshard`` does: IMPORTING/MIGRATING, MIGRATE in batches, then SETSLOT NODE."""
@@ -296,19 +313,25 @@ def start_cluster(directory: Path) -> Cluster:
 
 
 def _replicas_synced(cluster: Cluster) -> bool:
-    """Whether every master has a replica that finished its first sync
-    (``master_link_status:up``, state ``online``) and has every write the master
-    has (its acknowledged offset is the master's): a failover then loses nothing."""
-    for name in cluster.masters():
-        if not replica_synced(cluster, name):
-            return False
-    return True
+    """Whether every master has a replica that finished its sync and has every write
+    the master has (see :func:`replica_synced`): a failover then loses nothing."""
+    return all(replica_synced(cluster, name) for name in cluster.masters())
 
 
 def replica_synced(cluster: Cluster, master: str) -> bool:
-    """Whether a replica of ``master`` is online and caught up (see :func:`_replicas_synced`)."""
+    """Whether a replica of ``master`` has its link up (``master_link_status:up``,
+    state ``online``) and has applied every write ``master`` has: a probe key written
+    to ``master`` now is read on the replica, and its replication offset is the
+    master's. (A replica can say its link is up while nothing flows yet.)"""
+    owners = cluster.slots()
+    probe = next(
+        key
+        for key in (f"sync-probe-{n}" for n in range(100_000))
+        if owners[key_slot(key.encode())] == master
+    )
     client = cluster.node(master).client()
     try:
+        client.set(probe, "1")
         info = client.info("replication")
     finally:
         client.close()
@@ -317,12 +340,15 @@ def replica_synced(cluster: Cluster, master: str) -> bool:
         replica = info.get(f"slave{n}")
         if not isinstance(replica, dict) or replica.get("state") != "online":
             continue
-        if int(replica.get("offset", -2)) != offset:
-            continue
-        node = cluster.node(f"{replica['ip']}:{replica['port']}")
-        link = node.client()
+        link = cluster.node(f"{replica['ip']}:{replica['port']}").client()
         try:
-            if link.info("replication").get("master_link_status") == "up":
+            link.execute_command("READONLY")
+            state = link.info("replication")
+            if (
+                state.get("master_link_status") == "up"
+                and int(state.get("slave_repl_offset", -2)) >= offset
+                and link.get(probe) == b"1"
+            ):
                 return True
         finally:
             link.close()

@@ -120,6 +120,17 @@ def test_the_run_completes_and_prints_a_table_per_regime(run: Run) -> None:
         assert "error" not in c, c
     assert data["config"]["regimes"] == list(REGIMES)
     assert data["seconds"] < 45
+    # The text chart (what the README shows): a bar per contender in each regime.
+    chart = out[out.index("events/s at full speed (one scale") :]
+    for label in ("per-event", "batch k=10"):
+        block = chart[chart.index(label + ":") :].split("\n\n")[0]
+        measured = [
+            row["name"]
+            for row in data["throughput_rows"]
+            if row["regime"] == label and "events_per_s" in row
+        ]
+        assert measured
+        assert [line.split()[0] for line in block.splitlines()[1:]] == measured, block
 
 
 @pytest.mark.timeout(60)

@@ -566,6 +566,35 @@ async def test_resume_planned_before_the_reader_noticed_a_lost_tail_is_a_reset(
             assert first.event == RESET_EVENT, f"resumed across lost messages: {first.data}"
 
 
+async def test_resume_from_an_id_the_stream_does_not_have_is_a_reset(
+    make_store: MakeStore, channel: str
+) -> None:
+    """A client resumes from an id between two entries of the stream (an entry a
+    failed-over master handed out and its promoted replica never got), on a process
+    that was not reading the channel: the stream's first entry is older, so no trim
+    explains it: tornadose.reset (data_lost), never tornadose.resumed followed by the
+    next entry (a silent gap)."""
+    publisher = make_store()
+    kept = [await publisher.submit(n) for n in range(4)]
+    last = StreamId.parse(kept[-1].id or "")
+    assert last is not None
+    missing = str(StreamId(last.ms + 1, 0))
+    await asyncio.sleep(0.01)
+    later = await publisher.submit("after the lost one")
+    await publisher.aclose()
+    store = make_store()
+    async with store.subscribe(last_event_id=missing) as resuming:
+        assert seen(await take_all(resuming, 1)) == [
+            (RESET_EVENT, later.id, {"reason": "data_lost", "last_event_id": missing})
+        ]
+    # The entries it does have resume exactly.
+    async with store.subscribe(last_event_id=kept[2].id) as resuming:
+        assert seen(await take_all(resuming, 2)) == [
+            (RESUMED_EVENT, kept[2].id, {"after": kept[2].id, "replayed": 2}),
+            *seen([kept[3], later]),
+        ]
+
+
 # -- the floor key deleted ------------------------------------------------------------------
 
 
@@ -737,6 +766,7 @@ INTACT_STATE: dict[str, Any] = {
     "known_floor": sid(1),
     "floor": sid(1),
     "exists": True,
+    "first": sid(1),
     "newest": sid(10),
     "entries_added": 10,
     "length": 10,
@@ -750,6 +780,7 @@ def case(name: str, expected: Continuity, **changes: Any) -> Any:
 
 INTACT, TRIMMED = Continuity.INTACT, Continuity.TRIMMED
 NEW_GENERATION, LOST_TAIL = Continuity.NEW_GENERATION, Continuity.LOST_TAIL
+FLOOR_RAISED = Continuity.FLOOR_RAISED
 
 
 @pytest.mark.parametrize(
@@ -758,15 +789,23 @@ NEW_GENERATION, LOST_TAIL = Continuity.NEW_GENERATION, Continuity.LOST_TAIL
         case("nothing-changed", INTACT),
         case("new-entries", INTACT, newest=sid(12), entries_added=12, length=12),
         # The floor.
-        case("floor-raised-above-cursor", NEW_GENERATION, floor=sid(11)),
-        case("floor-just-above-cursor", NEW_GENERATION, floor=sid(10, 1)),
+        case("new-stream-above-cursor", NEW_GENERATION, floor=sid(11), first=sid(11)),
+        case("new-stream-empty", NEW_GENERATION, floor=sid(11), first=None, length=0),
+        case(
+            "floor-just-above-cursor-no-entry-below", NEW_GENERATION, floor=sid(10, 1), first=None
+        ),
+        # Raised by another process past lost entries; entries below it remain.
+        case("floor-raised-above-cursor", FLOOR_RAISED, floor=sid(11)),
+        case("floor-just-above-cursor", FLOOR_RAISED, floor=sid(10, 1)),
+        case("floor-raised-first-just-below", FLOOR_RAISED, floor=sid(11), first=sid(10, 9)),
         case("floor-set-again-at-cursor", INTACT, floor=sid(10)),
         case("floor-set-again-below-cursor", INTACT, floor=sid(5)),
         case("known-floor-above-cursor", INTACT, known_floor=sid(11), floor=sid(11)),
         case("first-floor-below-cursor", INTACT, known_floor=None, floor=sid(5)),
         case("no-floor", INTACT, floor=None),
         case("floor-raised-stream-missing", NEW_GENERATION, floor=sid(11), exists=False),
-        case("new-generation-before-lost-tail", NEW_GENERATION, floor=sid(11), newest=sid(5)),
+        case("new-generation-before-lost-tail", NEW_GENERATION, floor=sid(11), first=sid(11)),
+        case("raised-before-lost-tail", FLOOR_RAISED, floor=sid(11), newest=sid(5)),
         # A missing stream.
         case("missing-after-reading", NEW_GENERATION, exists=False),
         case("missing-after-counting", NEW_GENERATION, exists=False, cursor=ZERO, seq=3),
@@ -813,10 +852,11 @@ NEW_GENERATION, LOST_TAIL = Continuity.NEW_GENERATION, Continuity.LOST_TAIL
 )
 def test_continuity(changes: dict[str, Any], expected: Continuity) -> None:
     """Each branch of continuity(): a floor changed to above the cursor is a new
-    generation (at or below: the key was set again, intact); a missing stream is a new
-    generation once something was read; a newest id below the cursor, or fewer entries
-    ever added than read, is a lost tail; more trimmed than read is TRIMMED; with
-    ``seq`` unknown, the count and trim checks are skipped."""
+    generation when no entry is below it, raised by another process when entries
+    below it remain (at or below the cursor: the key was set again, intact); a
+    missing stream is a new generation once something was read; a newest id below
+    the cursor, or fewer entries ever added than read, is a lost tail; more trimmed
+    than read is TRIMMED; with ``seq`` unknown, the count and trim checks are skipped."""
     assert continuity(**{**INTACT_STATE, **changes}) is expected
 
 

@@ -17,12 +17,16 @@ Guarantees of :class:`ClusterReader`:
   master) is handed, with where it stood, to the reader of its new master after the
   map is refreshed; reading goes on after the last entry delivered, the stream's
   continuity judged as always (``MIGRATE`` keeps a stream whole, so nothing is reset).
-* **Failover**: when a channel's master is lost, the map is refreshed (every 0.25 s
-  at most) until a replica was promoted; the channel moves to it flagged
-  ``failed_over``: its subscribers get a ``data_lost`` reset, since Redis replicates
-  asynchronously and the promoted replica may miss entries the old master
-  acknowledged (nothing says which), then every entry the new master has after the
-  last one delivered; resumes from before the failover get a reset.
+* **Failover**: when a channel's master is lost, the map is refreshed (at most every
+  0.25 s; a reader notices the lost master within its reconnection backoff, so
+  processes notice at different moments) until a replica was promoted; the channel
+  moves to it flagged ``failed_over``: its subscribers get one ``data_lost`` reset,
+  since Redis replicates asynchronously and the promoted replica may miss entries the
+  old master acknowledged (nothing says which), then every entry the new master has
+  after the last one delivered (nothing that exists is skipped). Each process raises
+  the channel's floor past the last entry it delivered (the floor only rises; other
+  processes read on from their own cursors), so a client resuming from an entry
+  delivered before the failover gets a reset.
 """
 
 from __future__ import annotations

@@ -310,8 +310,12 @@ class Continuity(enum.Enum):
     #: Entries it had not read yet were trimmed: reset its subscribers, read on.
     TRIMMED = "trimmed"
     #: Redis lost the stream (restarted without it, or it was deleted): reset, and
-    #: read the new stream from its floor.
+    #: read the new stream from its floor (no entry is below it).
     NEW_GENERATION = "new_generation"
+    #: Another process raised the floor past entries Redis lost (a failover, a lost
+    #: tail), but entries below the new floor are still there: reset, and read on
+    #: from the cursor (nothing that exists is skipped).
+    FLOOR_RAISED = "floor_raised"
     #: The newest entries are gone (Redis restored an older copy): reset, and raise
     #: the floor past the cursor so no client resumes across the hole.
     LOST_TAIL = "lost_tail"
@@ -324,6 +328,7 @@ def continuity(
     known_floor: StreamId | None,
     floor: StreamId | None,
     exists: bool,
+    first: StreamId | None,
     newest: StreamId,
     entries_added: int,
     length: int,
@@ -331,15 +336,19 @@ def continuity(
     """Judge a channel from its floor and ``XINFO STREAM``, read atomically with the
     reader's next batch. ``cursor`` is the last entry the reader read, ``seq`` how
     many entries were ever added up to it (``None``: unknown), ``known_floor`` the
-    floor it last saw.
+    floor it last saw, ``first`` the stream's oldest entry (``None``: it has none).
 
-    A floor that changed to above the cursor is a new generation; one that changed
-    to at or below it (the key was deleted and set again from the stream's first
-    entry) is not. A missing stream, after the reader read entries, is a new
+    A floor that changed to above the cursor is a new generation when no entry of the
+    stream is below it (a new stream's floor is at or below its first entry), and a
+    floor raised by another process when entries below it remain; one that changed to
+    at or below the cursor (the key was deleted and set again from the stream's first
+    entry) is neither. A missing stream, after the reader read entries, is a new
     generation. A stream whose newest id is below the cursor, or that counts fewer
     entries than were read, lost its tail. Otherwise :func:`live_gap` decides.
     """
     if floor is not None and floor != known_floor and floor > cursor:
+        if exists and first is not None and first < floor:
+            return Continuity.FLOOR_RAISED
         return Continuity.NEW_GENERATION
     if not exists:
         read_some = cursor > ZERO or bool(seq)

@@ -76,7 +76,14 @@ POLL_MS = 20
 
 _CONTINUITY_LOGS = {
     Continuity.TRIMMED: "entries were trimmed before this process read them",
-    Continuity.NEW_GENERATION: "Redis lost the stream (restarted without it, or deleted)",
+    Continuity.NEW_GENERATION: (
+        "its floor rose above the last entry read here with no entry left below it "
+        "(Redis lost the stream: restarted without it, or deleted)"
+    ),
+    Continuity.FLOOR_RAISED: (
+        "another process raised its floor past entries Redis lost (a failover, or a "
+        "restored older copy); the entries still there are read on"
+    ),
     Continuity.LOST_TAIL: "Redis lost the stream's newest entries (restored an older copy)",
 }
 
@@ -122,6 +129,9 @@ class Channel:
         #: Redis Cluster: the channel's master failed over since it was last read, so
         #: entries acknowledged by the old master may be lost (see ``ClusterReader``).
         self.failed_over = False
+        #: The listeners told of a loss since the last entry delivered: they get no
+        #: second reset for the same gap (see ``Reader._reset``).
+        self.reset_sent: set[Listener] = set()
         #: Set once the reader knows where the stream stands (or that it is refused).
         self.ready = asyncio.Event()
 
@@ -138,6 +148,8 @@ class StreamState:
     newest: StreamId
     entries_added: int
     length: int
+    #: The oldest entry (``None``: the stream is empty).
+    first: StreamId | None = None
 
 
 def stream_info(info: Any) -> StreamState | None:
@@ -147,10 +159,12 @@ def stream_info(info: Any) -> StreamState | None:
     if isinstance(info, Exception):
         raise info
     fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(info).items()}
+    first = fields.get("first-entry")
     return StreamState(
         newest=StreamId.parse(fields["last-generated-id"]) or ZERO,
         entries_added=int(fields["entries-added"]),
         length=int(fields["length"]),
+        first=StreamId.parse(first[0]) if first else None,
     )
 
 
@@ -411,23 +425,20 @@ class Reader:
         state read atomically with it and judged first (:func:`continuity`).
         Returns whether anything was read."""
         pipe = self.client.pipeline(transaction=True)
+        for channel in channels:
+            if channel.failed_over and channel.cursor is not None:
+                # Past every entry delivered here: raised in the transaction that
+                # reads the new master first, so the floor read below includes it.
+                channel.raise_floor_to = max(channel.raise_floor_to or ZERO, channel.cursor.after())
         raising = [c for c in channels if c.raise_floor_to is not None]
         for channel in raising:
             pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
-        timed = any(c.failed_over for c in channels)
-        if timed:
-            pipe.time()
         for channel in channels:
             pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
             pipe.xinfo_stream(channel.key)
         pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
         *raised, response = await pipe.execute(raise_on_error=False)
         states = raised[len(raising) :]
-        now_ms = None
-        if timed:
-            clock, *states = states
-            if not isinstance(clock, Exception):
-                now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
         for channel, result in zip(raising, raised, strict=False):
             if not isinstance(result, Exception):
                 channel.floor = StreamId.parse(result)  # ours: not a new generation
@@ -448,7 +459,7 @@ class Reader:
                 continue
             self._readable_again(channel)
             batch = _entries_by_key(response).get(channel.key, [])
-            if self._continues(channel, StreamId.parse(floor), stream, now_ms):
+            if self._continues(channel, StreamId.parse(floor), stream):
                 self._deliver(channel, batch)
                 delivered = delivered or bool(batch)
                 if channel.seq is None and len(batch) < READ_COUNT and stream is not None:
@@ -462,7 +473,6 @@ class Reader:
         channel: Channel,
         floor: StreamId | None,
         stream: StreamState | None,
-        now_ms: int | None = None,
     ) -> bool:
         """Judge ``channel``'s stream; reset its subscribers if entries they had not
         received are gone, or may be (its cluster master failed over). Returns
@@ -474,29 +484,39 @@ class Reader:
             known_floor=channel.floor,
             floor=floor,
             exists=stream is not None,
+            first=stream.first if stream else None,
             newest=stream.newest if stream else ZERO,
             entries_added=stream.entries_added if stream else 0,
             length=stream.length if stream else 0,
         )
         if channel.failed_over:
-            return self._after_failover(channel, state, now_ms)
+            return self._after_failover(channel, state, floor, stream)
         if floor is not None and floor != channel.floor and state is Continuity.INTACT:
             channel.floor = floor  # the floor key was set again; the stream is intact
         if state is Continuity.INTACT:
             return True
-        logger.error(
-            "channel %r: %s; its subscribers get a reset",
+        told = self._reset(channel)
+        (logger.error if told else logger.info)(
+            "channel %r: %s; %s",
             channel.key,
             _CONTINUITY_LOGS[state],
+            "its subscribers get a reset"
+            if told
+            else "its subscribers had a reset for this gap already",
         )
-        self._reset(channel)
         if state is Continuity.TRIMMED:
             assert stream is not None
             channel.seq = stream.entries_added - stream.length
             return True
+        if state is Continuity.FLOOR_RAISED:
+            # Entries below the new floor still exist: read on from the cursor.
+            channel.floor = floor
+            channel.seq = None
+            return True
         if state is Continuity.NEW_GENERATION:
             assert floor is not None
             channel.floor = floor
+            # No entry of the stream is below the floor: nothing is skipped.
             channel.cursor = max(channel.cursor, floor.before())
             channel.seq = 0
         else:
@@ -505,32 +525,46 @@ class Reader:
             channel.seq = None
         return False
 
-    def _after_failover(self, channel: Channel, state: Continuity, now_ms: int | None) -> bool:
+    def _after_failover(
+        self,
+        channel: Channel,
+        state: Continuity,
+        floor: StreamId | None,
+        stream: StreamState | None,
+    ) -> bool:
         """The first read of ``channel`` on the master that replaced a failed one.
 
         Redis replicates asynchronously: entries the old master acknowledged may not
         have reached the replica promoted in its place, and nothing tells which. So
-        the subscribers get a reset (``data_lost``), then every entry the new master
-        has after the cursor; and the floor is raised to the new master's clock, past
-        every id the old master may have handed out, so a client resuming from before
-        the failover gets a reset too (on every process)."""
+        the subscribers get one reset (``data_lost``), then every entry the new
+        master has after the cursor (the cursor never moves: nothing that exists is
+        skipped). The floor was raised, in the transaction that read this, past the
+        last entry delivered here (each process raises it past its own; the floor
+        only rises), so a client resuming from an entry delivered before the failover
+        gets a reset too, on every process.
+
+        If the new master's newest id is below the cursor (the entries after it were
+        lost), the cursor goes back to it: every entry up to there was delivered, and
+        what the new master adds comes after it. Returns whether the batch read with
+        this (from the old cursor) may be delivered."""
         assert channel.cursor is not None
         channel.failed_over = False
-        logger.error(
+        told = self._reset(channel)
+        (logger.error if told else logger.info)(
             "channel %r: its Redis Cluster master failed over; entries the old master "
-            "acknowledged may be lost (%s); its subscribers get a reset",
+            "acknowledged may be lost (%s)%s",
             channel.key,
             state.value,
+            "; its subscribers get a reset" if told else "",
         )
-        self._reset(channel)
-        past = channel.cursor.after()
-        if now_ms is not None:
-            past = max(past, StreamId(now_ms, 0))
-        channel.raise_floor_to = past
+        if floor is not None:
+            channel.floor = floor
         channel.seq = None
-        if state is Continuity.NEW_GENERATION:
-            channel.cursor = max(channel.cursor, (channel.floor or ZERO).before())
-        return state in (Continuity.INTACT, Continuity.TRIMMED)
+        newest = stream.newest if stream is not None else ZERO
+        if newest < channel.cursor:
+            channel.cursor = newest
+            return False
+        return True
 
     async def _wait_for_entries(self, channels: Sequence[Channel]) -> None:
         channels = [c for c in channels if c.readable]
@@ -563,13 +597,23 @@ class Reader:
                 listener.deliver_entry(entry_id, fields)
         if last is not None:
             channel.cursor = StreamId.parse(last)
+            channel.reset_sent.clear()
             if channel.seq is not None:
                 channel.seq += count
 
-    def _reset(self, channel: Channel) -> None:
+    def _reset(self, channel: Channel) -> bool:
+        """Tell ``channel``'s listeners that entries after the cursor are lost, or may
+        be: each at most once between two delivered entries (a second loss noticed
+        in the same gap adds nothing). Returns whether any listener was told."""
         cursor = channel.cursor if channel.cursor is not None else ZERO
+        told = False
         for listener in list(channel.listeners):
+            if listener in channel.reset_sent:
+                continue
+            channel.reset_sent.add(listener)
             listener.lost(str(cursor))
+            told = True
+        return told
 
     async def aclose(self) -> None:
         """Stop reading (after the current round trip) and close the connection."""

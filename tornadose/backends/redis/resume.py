@@ -77,23 +77,30 @@ async def plan_resume(
     pipe.xinfo_stream(channel.key)
     pipe.xrange(channel.key, f"({after}", str(cursor), count=history + 1)
     pipe.xrange(channel.key, "-", "+", count=1)
+    pipe.xrange(channel.key, str(after), str(after), count=1)
     pipe.time()
-    raw_floor, info, entries, first, (seconds, microseconds) = await pipe.execute(
+    raw_floor, info, entries, first, itself, (seconds, microseconds) = await pipe.execute(
         raise_on_error=False
     )
     floor = StreamId.parse(raw_floor) if isinstance(raw_floor, bytes) else channel.floor
     if floor is None or after < floor:
         return reset(ResetReason.UNKNOWN_EPOCH)
+    for answer in (entries, first, itself):
+        if isinstance(answer, Exception):
+            raise answer
+    first_id = StreamId.parse(first[0][0]) if first else None
+    stream = stream_info(info)
+    within = stream is not None and first_id is not None and first_id <= after <= stream.newest
+    if within and not itself:
+        # The client's entry should be in the stream and is not: Redis lost it (a
+        # failover to a replica that never got it), or it was deleted. What followed
+        # it may be lost too: never resume across that.
+        return reset(ResetReason.DATA_LOST)
     if after >= cursor:
         # The client saw more than this process has delivered: skip up to its id.
-        stream = stream_info(info)
         if stream is None or after > stream.newest:
             return reset(ResetReason.UNKNOWN_ID)
         return Resume(ResumeStatus.RESUMED, last_event_id, skip=through(after))
-    for answer in (entries, first):
-        if isinstance(answer, Exception):
-            raise answer
-    stream = stream_info(info)
     if stream is None or stream.newest < cursor or channel.raise_floor_to is not None:
         # Redis lost entries this process delivered (its reader has not judged
         # that yet, or not raised the floor yet): what follows ``after`` has a hole.
@@ -101,7 +108,7 @@ async def plan_resume(
     reason = replay_gap(
         after,
         [StreamId.parse(entry_id) or ZERO for entry_id, _ in entries],
-        StreamId.parse(first[0][0]) if first else None,
+        first_id,
         history=history,
         max_age_ms=None if max_age is None else int(max_age * 1000),
         now_ms=seconds * 1000 + microseconds // 1000,
