@@ -188,7 +188,10 @@ async def test_three_channels_and_a_pattern_get_exactly_their_messages_in_order(
         assert reader.of(name) == [{"n": n, "on": name} for n in range(30)]
         got = [e.id for e in reader.events if e.channel == name]
         assert got == ids[name]
-    assert {e.channel for e in reader.events} == set(wanted)
+    assert {e.channel for e in reader.events} == {*wanted, None}
+    assert reader.events[0].event == "tornadose.subscribed"
+    assert sorted(reader.events[0].data["channels"]) == wanted
+    assert reader.events[0].data["patterns"] == ["sensors.*"]
     cursor = decode_cursor(reader.events[-1].cursor)
     assert cursor == {name: ids[name][-1] for name in wanted}
 

@@ -87,14 +87,14 @@ class Message:
         copy._json, copy._sse, copy._websocket = self._json, None, None
         return copy
 
-    def tagged(self, channel: str, cursor: str) -> Message:
+    def tagged(self, channel: str | None, cursor: str) -> Message:
         """This message as one event of a multi-channel connection (see
         :mod:`tornadose.core.multiplex`): its id is the connection's ``cursor``, its
         event name is kept, and its payload is the envelope
         ``{"channel": <channel>, "id": <this message's id>, "data": <payload>}``
         (SSE ``data``); the WebSocket frame is that envelope plus ``"event"`` when the
         message has a name and ``"cursor"``. The payload's JSON is reused, not
-        recomputed."""
+        recomputed. ``channel`` ``None`` (``null``): an event of the whole set."""
         sse.check_field("id", cursor)
         name = payload_to_json(channel)
         own_id = "null" if self.id is None else payload_to_json(self.id)

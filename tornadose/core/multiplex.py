@@ -52,7 +52,7 @@ from tornadose.core.reasons import CloseReason, OverflowPolicy, ResetReason, Res
 from tornadose.core.store import BaseStore
 from tornadose.core.subscription import StoreStats, Subscription
 
-__all__ = ["BEFORE_FIRST", "MOVE_BATCH", "REFUSED_EVENT", "Multiplex"]
+__all__ = ["BEFORE_FIRST", "MOVE_BATCH", "REFUSED_EVENT", "SUBSCRIBED_EVENT", "Multiplex"]
 
 logger = logging.getLogger("tornadose.multiplex")
 
@@ -63,6 +63,10 @@ REFUSED_EVENT = "tornadose.refused"
 #: A cursor's position for an in-memory channel that had published nothing when it
 #: was joined: resuming it is live if it still has not, else a reset.
 BEFORE_FIRST = "0"
+#: The SSE event type (and WebSocket ``"event"``) opening every multi-channel stream,
+#: its envelope's ``channel`` null, ``data`` ``{"channels": [...], "patterns": [...]}``
+#: (the channels joined, the patterns followed) and its id the cursor.
+SUBSCRIBED_EVENT = "tornadose.subscribed"
 #: Messages moved from one channel into the outlet at a time.
 MOVE_BATCH = 16
 #: Seconds a channel waits before looking again at an outlet at least half full.
@@ -158,6 +162,14 @@ class Multiplex:
         naming it); the cursor is unchanged."""
         data = {"status": status, "error": error, "detail": detail}
         self._queue(name, Message(data, id=None, event=REFUSED_EVENT), track=False)
+
+    def opened(self, patterns: list[str]) -> None:
+        """Tell the client the set it has, with the cursor of every channel joined: a
+        :data:`SUBSCRIBED_EVENT` (so a client that gets no message before it drops
+        still resumes exactly)."""
+        data = {"channels": self.channels, "patterns": patterns}
+        message = Message(data, id=None, event=SUBSCRIBED_EVENT)
+        self.outlet.put(message.tagged(None, encode_cursor(self.positions)))
 
     def _queue(self, name: str, message: Message, *, track: bool = True) -> None:
         if track:

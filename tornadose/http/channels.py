@@ -14,6 +14,8 @@ Both serve the same URLs, relative to ``prefix``:
 ``GET  {prefix}/{name}/ws``           the channel over WebSocket
 ``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.http.publish`)
 ``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
+``GET  {prefix}/{name}/presence``     the channel's subscriber counts (:mod:`~.presence`)
+``GET  {prefix}/_presence``           every channel's subscriber counts
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
 ``GET  {prefix}/metrics``             every channel's metrics, Prometheus text format
 ``GET  {prefix}/_multi/events``       several channels and patterns as one SSE stream
@@ -39,6 +41,7 @@ from tornadose.core.store import BaseStore, QueueStore
 from tornadose.delivery import streams
 from tornadose.http.auth import Authorize
 from tornadose.http.cors import CORSPolicy
+from tornadose.http.presence import Presence, PresenceBackend
 from tornadose.http.publish import DEFAULT_MAX_BODY
 
 __all__ = [
@@ -68,6 +71,10 @@ class Endpoint(enum.Enum):
     SCHEMA = "schema.json"
     ASYNCAPI = "asyncapi.json"
     METRICS = "metrics"
+    #: A channel's subscriber counts (:mod:`tornadose.http.presence`).
+    PRESENCE = "presence"
+    #: Every channel's subscriber counts.
+    ALL_PRESENCE = "_presence"
     #: Several channels and patterns on one SSE connection (:mod:`tornadose.http.multi`).
     MULTI_EVENTS = "_multi/events"
     #: The same over WebSocket.
@@ -75,7 +82,13 @@ class Endpoint(enum.Enum):
 
 
 #: What each channel serves, below ``{prefix}/{name}/``.
-CHANNEL_ENDPOINTS = (Endpoint.EVENTS, Endpoint.WEBSOCKET, Endpoint.PUBLISH, Endpoint.SCHEMA)
+CHANNEL_ENDPOINTS = (
+    Endpoint.EVENTS,
+    Endpoint.WEBSOCKET,
+    Endpoint.PUBLISH,
+    Endpoint.SCHEMA,
+    Endpoint.PRESENCE,
+)
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ class Channels:
         cors_credentials: bool = False,
         cors_headers: Iterable[str] = (),
         multi: MultiLimits | None = None,
+        presence_ttl: float | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
@@ -211,6 +225,8 @@ class Channels:
         #: The limits of multi-channel connections (:mod:`tornadose.http.multi`).
         self.multi = multi or MultiLimits()
         self._channels: dict[str, Channel] = {}
+        #: Subscriber counts per channel, here and (with ``redis_url``) in every process.
+        self.presence = Presence(self._stores, self._presence_backend(presence_ttl))
         #: Called with each channel declared from now on (see :meth:`watch`).
         self._watchers: list[Callable[[Channel], None]] = []
         #: The servers (apps, sets of handlers) serving these channels: see :meth:`serve_from`.
@@ -262,6 +278,16 @@ class Channels:
 
         return unwatch
 
+    def _stores(self) -> dict[str, BaseStore]:
+        return {name: channel.store for name, channel in self._channels.items()}
+
+    def _presence_backend(self, ttl: float | None) -> PresenceBackend | None:
+        if self.redis_url is None:
+            return None
+        from tornadose.backends.redis.presence import DEFAULT_TTL, RedisPresence
+
+        return RedisPresence(self.redis_url, ttl=ttl or DEFAULT_TTL)
+
     def _default_store(self, name: str, schema: Any) -> BaseStore:
         if self.redis_url is None:
             return QueueStore(schema=schema)
@@ -293,6 +319,7 @@ class Channels:
         table = [
             Route("/asyncapi.json", Endpoint.ASYNCAPI, None),
             Route("/metrics", Endpoint.METRICS, None),
+            Route("/" + Endpoint.ALL_PRESENCE.value, Endpoint.ALL_PRESENCE, None),
             Route("/" + Endpoint.MULTI_EVENTS.value, Endpoint.MULTI_EVENTS, None),
             Route("/" + Endpoint.MULTI_WEBSOCKET.value, Endpoint.MULTI_WEBSOCKET, None),
         ]
@@ -308,6 +335,7 @@ class Channels:
         """Note that ``server`` serves these channels (adapters call it: a
         ``ChannelsApp`` for itself, ``channel_handlers`` for the handlers it makes)."""
         self._servers.add(server)
+        self.presence.start()
 
     def stop_serving_from(self, server: object) -> bool:
         """``server`` stops serving these channels; whether no other server still does.

@@ -14,7 +14,10 @@ and declared later, while the connection is open. A pattern matches declared
 channels only: it discovers nothing in Redis, and costs a name comparison per
 declared channel when the connection opens or a channel is declared.
 
-**Events.** SSE: one event per message, ``id:`` the connection's *cursor*,
+**Events.** Every stream opens with a ``tornadose.subscribed`` event (after any
+``tornadose.refused`` ones): its envelope's ``channel`` is ``null``, its ``data``
+``{"channels": [joined...], "patterns": [followed...]}``, its id the cursor. Then
+SSE: one event per message, ``id:`` the connection's *cursor*,
 ``event:`` the message's own name (none for plain messages, so ``onmessage``
 gets them; ``tornadose.resumed``/``tornadose.reset`` per channel), ``data:`` the
 JSON envelope ``{"channel": "<name>", "id": "<the message's id in its channel>",
@@ -231,6 +234,7 @@ def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Ans
     if admitted.granted and not any(joined) and not admitted.patterns:
         multiplex.outlet.close(CloseReason.STORE_CLOSED)
         return CLOSED_STORE_ANSWER if endpoint.kind is Kind.SSE else CloseReason.STORE_CLOSED
+    multiplex.opened([pattern.text for pattern in admitted.patterns])
     if admitted.patterns:
         unwatch.append(endpoint.channels.watch(lambda c: _declared(admitted, multiplex, c)))
     return multiplex.outlet

@@ -35,6 +35,7 @@ from tornadose.http import documents
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channel, Channels, Endpoint
 from tornadose.http.cors import CrossOrigin, websocket_origins
+from tornadose.http.presence import presence_answer
 from tornadose.http.subscribe import Kind as Transport
 from tornadose.http.subscribe import Subscribing
 
@@ -108,6 +109,8 @@ def served(channels: Channels) -> list[Served]:
             table.append(_answer(path, partial(documents.asyncapi_answer, channels)))
         elif route.endpoint is Endpoint.METRICS:
             table.append(_answer(path, partial(documents.metrics_answer, channels)))
+        elif route.endpoint is Endpoint.ALL_PRESENCE:
+            table.append(_answer(path, partial(presence_answer, channels.presence)))
         elif route.endpoint is Endpoint.MULTI_EVENTS:
             table.append(Served(path, Kind.MULTI_EVENTS, {"channels": channels}))
         elif route.endpoint is Endpoint.MULTI_WEBSOCKET:
@@ -127,6 +130,8 @@ def _answer(path: str, make_answer: Any) -> Served:
 def _channel_route(channels: Channels, channel: Channel, endpoint: Endpoint, path: str) -> Served:
     if endpoint is Endpoint.SCHEMA:
         return _answer(path, partial(documents.schema_answer, channels, channel.name))
+    if endpoint is Endpoint.PRESENCE:
+        return _answer(path, partial(presence_answer, channels.presence, channel.name))
     common = {"store": channel.store, "authorize": channels.authorize, "channel": channel.name}
     if endpoint is Endpoint.PUBLISH:
         return Served(path, Kind.PUBLISH, {**common, "max_body": channel.max_body})

@@ -1,0 +1,150 @@
+"""Presence: subscriber counts per channel, served over HTTP by both adapters, in the
+metrics, and across processes on Redis (a killed process stops counting within
+``ttl + interval`` seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.clients import TIMEOUT
+from tests.conftest import StartProgram, TornadoStarter, UvicornStarter, free_port, wait_until
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
+from tornadose.http.channels import Channels
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.asynccontextmanager
+async def streams(url: str, count: int) -> AsyncIterator[None]:
+    """``count`` open SSE connections to ``url`` (headers received: registered)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(count):
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=TIMEOUT, trust_env=False)
+            )
+            response = await stack.enter_async_context(client.stream("GET", url))
+            assert response.status_code == 200
+        yield
+
+
+@pytest.mark.parametrize("adapter", ["tornado", "asgi"])
+async def test_presence_counts_the_subscribers_of_this_process(
+    adapter: str, tornado_server: TornadoStarter, uvicorn_server: UvicornStarter
+) -> None:
+    """Single-channel streams and multi-channel connections count once per channel,
+    at ``/{name}/presence``, ``/_presence`` and in the metrics."""
+    channels = Channels(prefix="/live")
+    channels.add("a")
+    channels.add("b")
+    if adapter == "tornado":
+        base = await tornado_server(channel_handlers(channels))
+    else:
+        base = await uvicorn_server(ChannelsApp(channels))
+    live = base + "/live"
+    async with (
+        streams(f"{live}/a/events", 2),
+        streams(f"{live}/_multi/events?channel=a&channel=b", 1),
+        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http,
+    ):
+        one = (await http.get(f"{live}/a/presence")).json()
+        assert one == {"channel": "a", "here": 3, "everywhere": 3}
+        every = (await http.get(f"{live}/_presence")).json()
+        assert every == {
+            "channels": {"a": {"here": 3, "everywhere": 3}, "b": {"here": 1, "everywhere": 1}}
+        }
+        metrics = (await http.get(f"{live}/metrics")).text
+        assert 'tornadose_presence_subscribers{store="a"} 3.0' in metrics
+        assert (await http.post(f"{live}/a/presence")).status_code == 405
+    await wait_until(lambda: not channels["a"].store.subscribers)
+
+
+SERVER = """
+import asyncio, sys
+import tornado.web, uvicorn
+from tornadose import Channels
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
+
+server, port, url, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+
+async def main() -> None:
+    channels = Channels(redis_url=url, presence_ttl=2.0)
+    channels.add(name)
+    if server == "tornado":
+        tornado.web.Application(channel_handlers(channels)).listen(port, "127.0.0.1")
+        await asyncio.Event().wait()
+    else:
+        app = ChannelsApp(channels)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, lifespan="on", log_level="warning"
+        )
+        await uvicorn.Server(config).serve()
+
+
+asyncio.run(main())
+"""
+#: The presence ttl the servers above use, and the heartbeat interval (default).
+TTL, INTERVAL = 2.0, 1.0
+
+
+async def test_presence_across_three_processes_converges_after_one_is_killed(
+    redis_url: str, start_program: StartProgram, tmp_path: Path
+) -> None:
+    """Three processes (two Tornado, one uvicorn) share a Redis channel with 1, 2 and
+    3 subscribers: each serves the total, 6. The third is killed (SIGKILL: no
+    goodbye): within ttl + interval seconds every survivor serves 3."""
+    script = tmp_path / "server.py"
+    script.write_text(SERVER)
+    name = f"presence-{uuid.uuid4().hex[:10]}"
+    ports = [free_port() for _ in range(3)]
+    kinds = ["tornado", "asgi", "tornado"]
+    programs = [
+        start_program([sys.executable, str(script), kind, str(port), redis_url, name])
+        for kind, port in zip(kinds, ports, strict=True)
+    ]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+
+        async def everywhere(base: str) -> int | None:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await http.get(f"{base}/{name}/presence")
+                if response.status_code == 200:
+                    return int(response.json()["everywhere"])
+            return None
+
+        async def converge(expected: int, timeout: float) -> float:
+            start = time.monotonic()
+            while True:
+                seen = [await everywhere(base) for base in bases[:2]]
+                if all(count == expected for count in seen):
+                    return time.monotonic() - start
+                if time.monotonic() - start > timeout:
+                    pytest.fail(f"presence {seen}, not {expected}, after {timeout} s")
+                await asyncio.sleep(0.05)
+
+        await converge(0, 20)  # all three up and beating
+        async with (
+            streams(f"{bases[0]}/{name}/events", 1),
+            streams(f"{bases[1]}/{name}/events", 2),
+            streams(f"{bases[2]}/{name}/events", 3),
+        ):
+            await converge(6, TTL + INTERVAL + 1)
+            programs[2].proc.send_signal(signal.SIGKILL)
+            programs[2].proc.wait(5)
+            took = await converge(3, TTL + INTERVAL + 0.5)
+            assert took <= TTL + INTERVAL + 0.5
+            here = (await http.get(f"{bases[1]}/{name}/presence")).json()["here"]
+            assert here == 2
