@@ -355,6 +355,8 @@ class Channels:
             channel.store.close()
 
     async def aclose(self) -> None:
-        """Close every channel's store and release what it holds (Redis connections)."""
+        """Close every channel's store and release what it holds (Redis connections);
+        stop the presence heartbeat, withdrawing this process's counts."""
         for channel in self:
             await channel.store.aclose()
+        await self.presence.stop()
