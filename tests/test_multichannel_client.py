@@ -62,10 +62,11 @@ async def test_subscribe_many_reads_tags_and_resumes_every_channel(
     async with stream:
         (opened,) = await take(stream, 1)
         assert isinstance(opened, tornadose.client.ControlEvent)
-        assert opened.event == "tornadose.subscribed" and opened.channel is None
+        assert opened.event == "tornadose.subscribed"
+        assert opened.channel is None
         assert sorted(opened.data["channels"]) == sorted(wanted)
         for n in range(3):
-            for name, store in stores.items():
+            for store in stores.values():
                 store.submit({"n": n})
         first = await take(stream, 9)
         assert {(e.channel, e.data.n) for e in first} == {(c, n) for c in wanted for n in range(3)}
@@ -104,6 +105,7 @@ async def test_subscribe_many_raises_on_a_bad_request(
     with pytest.raises(tornadose.client.ClientError) as raised:
         async with stream:
             await anext(stream)
-    assert raised.value.status == 400 and "invalid_pattern" in raised.value.body
+    assert raised.value.status == 400
+    assert "invalid_pattern" in raised.value.body
     with pytest.raises(ValueError, match="at least one"):
         tornadose.client.subscribe_many(base)
