@@ -304,6 +304,31 @@ async def test_a_channel_a_pattern_matches_later_is_authorized_too(
     assert refused[0].data["status"] == 403
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_channel_closed_midway_is_reported_and_the_others_go_on(
+    serve: Serve, transport: str
+) -> None:
+    """Closing one channel's store ends its part of the connection with a
+    ``tornadose.refused`` event (503 ``store_closed``) after its queued messages; the
+    other channel keeps streaming on the same connection."""
+    served = await serve(["a", "b"])
+    a, b = served.channels["a"].store, served.channels["b"].store
+    query = [("channel", "a"), ("channel", "b")]
+    async with Reader(served.url(transport, query), transport) as reader:
+        await ready(a)
+        await ready(b)
+        await a.submit("last of a")
+        await reader.until(lambda r: r.of("a") == ["last of a"])
+        a.close()
+        await reader.until(lambda r: any(e.event == "tornadose.refused" for e in r.events))
+        await b.submit("b goes on")
+        await reader.until(lambda r: r.of("b") == ["b goes on"])
+    refused = next(e for e in reader.events if e.event == "tornadose.refused")
+    assert refused.channel == "a"
+    assert refused.data["status"] == 503
+    assert refused.data["error"] == "store_closed"
+
+
 async def test_every_channel_refused_without_pattern_is_403(serve: Serve) -> None:
     served = await serve(["secret"], authorize=_refuse_secret)
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:

@@ -29,9 +29,11 @@ Guarantees:
   The outlet's own bound (``DISCONNECT``) is a safety net. The write timeout
   applies to the outlet as to any stream.
 * **One end**: closing the outlet (client gone, cut, shutdown) closes every channel
-  subscription; a channel subscription closed by its store (store closed, cut)
-  closes the outlet with the same reason after what is queued was delivered (for
-  a store closing or a shutdown), so nothing is silently left out.
+  subscription. A channel whose store closes is reported (a :data:`REFUSED_EVENT`
+  with status ``503``, error ``store_closed``) after its queued messages, and the
+  others go on; when none is left the outlet closes as a closed store. A channel
+  subscription cut or deregistered by its store closes the outlet with the same
+  reason, so nothing is silently left out.
 
 Cost: one task per channel per connection, parked while the channel is idle, and one
 cursor encoding per message per connection (the payload is encoded once for all).
@@ -195,7 +197,15 @@ class Multiplex:
                 if outlet.closed:
                     return
         except SubscriptionClosed as exc:
-            # Closed by its store (or cut): the connection ends the same way.
+            if exc.reason is CloseReason.STORE_CLOSED and not outlet.closed:
+                # One channel is over: say so; the others go on (all over: the end).
+                del self._subscriptions[name]
+                self.positions.pop(name, None)
+                self.report(name, 503, "store_closed", f"channel {name!r} was closed")
+                if not self._subscriptions:
+                    outlet.close(CloseReason.STORE_CLOSED)
+                return
+            # Cut (or deregistered) by its store: the connection ends the same way.
             outlet.close(exc.reason)
         except Exception:
             logger.exception("moving channel %r into a multi-channel stream failed", name)

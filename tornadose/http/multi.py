@@ -54,6 +54,10 @@ match later (with the request's headers, which the connection keeps for that). A
 refused channel, or one beyond ``max_channels``, is reported in the stream as a
 ``tornadose.refused`` event naming it: ``{"channel": name, "id": null, "data":
 {"status": 403, "error": "forbidden", "detail": "..."}}``; the others are served.
+A channel whose store is closed (when the connection opens, or while it is open)
+is reported the same way with ``503`` ``store_closed``; once no channel is left the
+stream ends as a closed store's does (SSE: ``204`` if none could be joined at all,
+else the response ends; WebSocket: ``1001``).
 Bounds: :class:`~tornadose.http.channels.MultiLimits` (per connection), plus every
 channel's own store bounds; the stream's write timeout and heartbeat are the
 defaults of :mod:`tornadose.delivery.streams`.
@@ -228,9 +232,14 @@ def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Ans
     )
     for refusal in admitted.refused:
         multiplex.report(refusal.channel, refusal.status, refusal.error, refusal.detail)
-    joined = [
-        multiplex.add(c.name, c.store, admitted.positions.get(c.name)) for c in admitted.granted
-    ]
+    joined = []
+    for channel in admitted.granted:
+        joined.append(
+            multiplex.add(channel.name, channel.store, admitted.positions.get(channel.name))
+        )
+        if not joined[-1]:
+            detail = f"channel {channel.name!r} was closed"
+            multiplex.report(channel.name, 503, "store_closed", detail)
     if admitted.granted and not any(joined) and not admitted.patterns:
         multiplex.outlet.close(CloseReason.STORE_CLOSED)
         return CLOSED_STORE_ANSWER if endpoint.kind is Kind.SSE else CloseReason.STORE_CLOSED
