@@ -197,6 +197,11 @@ class Channels:
     ``Content-Type``, ``Authorization`` and ``Last-Event-ID``. They make
     :attr:`cors` (see :mod:`tornadose.http.cors`, which also says how the WebSocket's
     ``allowed_origins`` relate to them). Without ``cors_origins``: same-origin only.
+
+    ``multi`` (a :class:`MultiLimits`) bounds the multi-channel connections served at
+    ``{prefix}/_multi/...`` (:mod:`tornadose.http.multi`); ``presence_ttl`` is how
+    long (seconds, default 3) a process's subscriber counts stay counted across
+    processes with ``redis_url`` (:mod:`tornadose.http.presence`, :attr:`presence`).
     """
 
     def __init__(
