@@ -38,13 +38,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def cluster_port() -> int:
-    """A free loopback port whose cluster bus port (10000 higher) is free too; Redis
-    wants the port at most 55535 for that."""
+def cluster_port(taken: frozenset[int] = frozenset()) -> int:
+    """A free loopback port whose cluster bus port (10000 higher) is free too, neither
+    of them in ``taken``; Redis wants the port at most 55535 for that."""
     while True:
         port = random.randint(20000, 55535)
+        if {port, port + 10000} & taken:
+            continue
         if _port_free(port) and _port_free(port + 10000):
             return port
+
+
+def cluster_ports(count: int) -> list[int]:
+    """``count`` ports for the nodes of one cluster (see :func:`cluster_port`): no two
+    alike, and none equal to another node's bus port."""
+    ports: list[int] = []
+    for _ in range(count):
+        ports.append(cluster_port(frozenset(ports) | {p + 10000 for p in ports}))
+    return ports
 
 
 @dataclass
@@ -229,6 +240,13 @@ class Cluster:
     def migrate_slot(self, slot: int, target: str) -> None:
         """Move ``slot`` (and its keys) to master ``target``, as ``redis-cli --cluster
         reshard`` does: IMPORTING/MIGRATING, MIGRATE in batches, then SETSLOT NODE."""
+        self.start_migration(slot, target)
+        self.finish_migration(slot, target)
+
+    def start_migration(self, slot: int, target: str) -> None:
+        """The first half of :meth:`migrate_slot`: ``slot`` IMPORTING on ``target`` and
+        MIGRATING on its master, its keys MIGRATEd to ``target``. The map still names
+        the source, which answers ``ASK`` for those keys until :meth:`finish_migration`."""
         source = self.slots()[slot]
         ids = self._node_ids()
         src, dst = self.node(source).client(), self.node(target).client()
@@ -242,15 +260,19 @@ class Cluster:
                 src.execute_command(
                     "MIGRATE", "127.0.0.1", self.node(target).port, "", 0, 5000, "KEYS", *keys
                 )
-            for name in self.masters():
-                client = self.node(name).client()
-                try:
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-                finally:
-                    client.close()
         finally:
             src.close()
             dst.close()
+
+    def finish_migration(self, slot: int, target: str) -> None:
+        """``CLUSTER SETSLOT slot NODE target`` on every master: the slot moved."""
+        ids = self._node_ids()
+        for name in self.masters():
+            client = self.node(name).client()
+            try:
+                client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            finally:
+                client.close()
 
     def _node_ids(self) -> dict[str, str]:
         alive = next(node for node in self.nodes if node.alive())
@@ -268,7 +290,7 @@ def start_cluster(directory: Path) -> Cluster:
     if cli is None:
         _unavailable("redis-cli is not installed (needed to create the Redis Cluster)")
     assert cli is not None
-    nodes = [Node(cluster_port(), directory / f"node-{n}") for n in range(6)]
+    nodes = [Node(port, directory / f"node-{n}") for n, port in enumerate(cluster_ports(6))]
     cluster = Cluster(nodes)
     try:
         for node in nodes:

@@ -5,10 +5,13 @@ What is checked, as users see it:
 * a Tornado process and a uvicorn process (``examples/redis_hub.py`` given a cluster
   URL) serve channels living on different masters: every SSE and WebSocket client of
   both gets the identical id sequence, and a client resumes on the other process;
-* a live channel's slot migrated to another master while it is published to: every
+* a live channel's slot migrated to another master while it is published to (and a
+  slot left migrating: publishes and reads follow ASK with ASKING): every
   acknowledged message reaches the subscriber once, in order, without a reset;
 * a channel's master killed and its replica promoted while publishing: message by
   message, every acknowledged id the subscriber misses is covered by a reset;
+* a dead master delays no other master's publishes; its own wait for the promoted
+  replica, or fail after ``publish_timeout`` with ``maybe_published=False``;
 * the backend contract (``tests/backends/test_backend_contract.py``) runs against
   the cluster too.
 
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -210,6 +213,41 @@ async def test_a_live_channels_slot_migrates_to_another_master_while_publishing(
         await store.aclose()
 
 
+async def test_a_slot_left_migrating_is_followed_with_asking(redis_cluster: Cluster) -> None:
+    """A live channel's slot MIGRATING on its master, IMPORTING on another, its keys
+    MIGRATEd there, and no SETSLOT NODE yet: the source answers ASK. Publishes are
+    acknowledged at once (sent to the target after ASKING) and the subscriber, whose
+    reader still belongs to the source, receives them, in order, without a reset.
+    Then the slot is handed over and everything goes on."""
+    channel = f"test-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(channel, url=redis_cluster.url, publish_timeout=10)
+    slot = key_slot(channel.encode())
+    source = redis_cluster.master_of(channel)
+    target = next(m for m in redis_cluster.masters() if m != source)
+    loop = asyncio.get_running_loop()
+    try:
+        async with subscribed(store) as subscription:
+            before = await store.submit("before")
+            await asyncio.to_thread(redis_cluster.start_migration, slot, target)
+            try:
+                sent: list[str] = [before.id or ""]
+                for n in range(10):
+                    started = loop.time()
+                    sent.append((await store.submit({"n": n})).id or "")
+                    assert loop.time() - started < 0.5, f"publish {n} waited for the ASK window"
+                got = await drain(subscription, sent[-1], timeout=3.0)
+                assert [m.event for m in got if m.event is not None] == []
+                assert [m.id for m in got] == sent
+                assert redis_cluster.master_of(channel) == source  # still migrating
+            finally:
+                await asyncio.to_thread(redis_cluster.finish_migration, slot, target)
+            after = await store.submit("after")
+            got = await drain(subscription, after.id or "")
+            assert [m.id for m in got] == [after.id]
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.parametrize("replica", ["synced", "behind"])
 async def test_a_master_fails_over_while_publishing_and_no_loss_is_silent(
     own_cluster: Cluster, replica: str, caplog: pytest.LogCaptureFixture
@@ -393,3 +431,116 @@ async def test_tornadose_serve_takes_a_cluster_url(
     assert len(entries) == 1
     assert b"on a cluster" in b"".join(value for _, fields in entries for value in fields.values())
     assert await stop(program) == 0, program.describe()
+
+
+async def test_a_dead_master_delays_no_other_master_and_fails_only_its_own_unsent(
+    own_cluster: Cluster,
+) -> None:
+    """Channels B (its master killed) and A (a healthy master) published through one
+    process, B's submission always queued first. A's publishes are acknowledged as
+    fast as ever; B's wait for the promoted replica and are acknowledged (none fails
+    at once with ``maybe_published``). Then B's new master dies with no replica left
+    (the cluster told to serve the slots still covered, as its healthy masters
+    then do during a failover too): B's publishes fail after
+    ``publish_timeout``, with ``maybe_published=False`` (nothing was sent), A's go on."""
+    a_name, b_name = own_cluster.keys_on_masters(f"test-{uuid.uuid4().hex[:6]}-", 2)
+    a_store = RedisStore(a_name, url=own_cluster.url, publish_timeout=15)
+    b_store = RedisStore(b_name, url=own_cluster.url, publish_timeout=15)
+    b_short = RedisStore(b_name, url=own_cluster.url, publish_timeout=2)
+    assert a_store.connection is b_store.connection is b_short.connection
+    loop = asyncio.get_running_loop()
+    a_waits: list[float] = []
+    b_results: list[str | BaseException] = []
+
+    async def timed(store: RedisStore, n: int) -> float:
+        started = loop.time()
+        await store.submit({"n": n})
+        return loop.time() - started
+
+    async def b_publish(store: RedisStore, n: int) -> None:
+        try:
+            b_results.append((await store.submit({"n": n})).id or "")
+        except StoreUnavailable as exc:
+            b_results.append(exc)
+
+    async def both(b: RedisStore, until: Callable[[], bool], limit: float) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        n = 0
+        deadline = loop.time() + limit
+        while not until() and loop.time() < deadline:
+            tasks.append(asyncio.create_task(b_publish(b, n)))  # queued first
+            a_waits.append(await timed(a_store, n))
+            n += 1
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    # Healthy masters serve their slots while a master is down (by default the whole
+    # cluster answers CLUSTERDOWN until a replica is promoted, A's too).
+    for node in own_cluster.nodes:
+        client = node.client()
+        try:
+            client.config_set("cluster-require-full-coverage", "no")
+        finally:
+            client.close()
+    try:
+        await a_store.submit("warm")
+        await b_store.submit("warm")
+        b_master = own_cluster.master_of(b_name)
+        failing_over = asyncio.create_task(asyncio.to_thread(own_cluster.fail_over, b_master))
+        await both(b_store, failing_over.done, 30)
+        promoted = await failing_over
+        await both(b_store, lambda: False, 1.0)  # and after the promotion
+        # Only a transaction on its way when the master died may have failed (it may
+        # have been added): every later one waited for the promoted replica.
+        errors = [r for r in b_results if isinstance(r, BaseException)]
+        assert len(errors) <= 2, errors[:3]
+        assert all(isinstance(e, StoreUnavailable) and e.maybe_published for e in errors)
+        assert len(b_results) > 20
+        assert max(a_waits) < 0.5, f"A waited {max(a_waits):.2f} s behind B's dead master"
+        # No replica left for B's slots: its publishes cannot be answered.
+        own_cluster.node(promoted).kill()
+        b_results.clear()
+        a_waits.clear()
+        started = loop.time()
+        await both(b_short, lambda: loop.time() - started > 3.0, 10)
+        assert b_results
+        assert all(isinstance(r, StoreUnavailable) for r in b_results), b_results[:3]
+        unsent = [r for r in b_results if isinstance(r, StoreUnavailable)]
+        assert [r.maybe_published for r in unsent] == [False] * len(unsent), unsent[:3]
+        assert all(r.kind in ("unreachable", "redirected") for r in unsent), unsent[:3]
+        assert "unreachable" in str(unsent[0]) or "moved" in str(unsent[0]), unsent[0]
+        assert max(a_waits) < 0.5, f"A waited {max(a_waits):.2f} s"
+    finally:
+        for store in (a_store, b_store, b_short):
+            await store.aclose()
+
+
+async def test_a_cluster_node_used_as_one_redis_is_refused_saying_so(
+    redis_cluster: Cluster,
+) -> None:
+    """A cluster node's URL without ``cluster=true``: a publish answers 503
+    ``store_refused`` at once (not after ``publish_timeout``), naming Redis's error
+    (CROSSSLOT for a plain name, MOVED for a hash-tagged name the node does not own)
+    and saying to set ``cluster=True``; counted as refused."""
+    from tornadose.http.publish import publish_json
+    from tornadose.schemas import ErrorBody
+
+    node = redis_cluster.nodes[0]
+    owned = {slot for slot, name in redis_cluster.slots().items() if name == node.name}
+    tagged = next(f"{{t{n}}}:x" for n in range(100_000) if key_slot(f"t{n}".encode()) not in owned)
+    loop = asyncio.get_running_loop()
+    for channel, code in ((f"test-{uuid.uuid4().hex[:8]}", "CROSSSLOT"), (tagged, "MOVED")):
+        store = RedisStore(channel, url=f"redis://{node.name}/0", publish_timeout=5)
+        try:
+            started = loop.time()
+            answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
+            assert loop.time() - started < 1.0
+            body = ErrorBody.model_validate_json(answer.body)
+            assert (answer.status, body.error) == (503, "store_refused"), body
+            assert code in body.detail, body.detail
+            assert "cluster=True" in body.detail, body.detail
+            numbers = store.snapshot()
+            assert numbers["backend_errors_refused"] >= 1, numbers
+            assert numbers["backend_errors_unreachable"] == 0, numbers
+        finally:
+            await store.aclose()

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from tests.programs import StartProgram
 from tests.redis_support import RedisServer
 from tornadose.backends.redis.store import RedisStore
-from tornadose.errors import StoreRefused
+from tornadose.errors import StoreRefused, StoreUnavailable
 from tornadose.http.publish import publish_json
 from tornadose.schemas import ErrorBody
 
@@ -199,19 +199,28 @@ async def main(url, channel, count):
     store = RedisStore(channel, url=url)
     results = []
 
+    def order(entry_id):
+        ms, _, seq = entry_id.partition("-")
+        return int(ms), int(seq)
+
     async def consume(subscription):
-        received, resets, last = 0, 0, None
+        # Messages are the numbers 0, 1, 2...: each must be the one after the last
+        # received (a duplicate or a gap breaks it), its id above the last id.
+        received, resets, expected, misplaced, last = 0, 0, 0, 0, (0, 0)
         while True:
             for message in await subscription.get_batch():
                 if message.event == "tornadose.reset":
                     resets += 1
                 elif message.data == "end":
                     results.append({"received": received, "resets": resets,
-                                    "in_order": last is not None})
+                                    "misplaced": misplaced})
                     return
                 elif message.data != "ready":
                     received += 1
-                    last = message.id
+                    if message.data != expected or order(message.id) <= last:
+                        misplaced += 1
+                    expected = message.data + 1
+                    last = order(message.id)
 
     async with contextlib.AsyncExitStack() as stack:
         subscriptions = [await stack.enter_async_context(store.subscribe()) for _ in range(count)]
@@ -232,7 +241,8 @@ async def test_a_burst_at_full_publish_rate_reaches_100_subscribers_of_another_p
 ) -> None:
     """20,000 messages submitted fire-and-forget as fast as this process can, to a
     channel with the default options; another process has 100 subscribers: each gets
-    all 20,000, no reset, nobody cut off (was: 4,859 of 20,000 and 7 resets each)."""
+    all 20,000, in order, each once, no reset, nobody cut off (was: 4,859 of 20,000
+    and 7 resets each)."""
     script = tmp_path / "subscribers.py"
     script.write_text(SUBSCRIBING_PROGRAM)
     program = start_program(
@@ -267,5 +277,132 @@ async def test_a_burst_at_full_publish_rate_reaches_100_subscribers_of_another_p
     assert len(results) == SUBSCRIBERS, report
     assert {r["received"] for r in results} == {BURST}, (rate, report)
     assert {r["resets"] for r in results} == {0}, (rate, report)
+    assert {r["misplaced"] for r in results} == {0}, (rate, report)  # in order, each once
     assert report["disconnects"] in ({}, {"store_closed": SUBSCRIBERS}), report
     print(f"burst of {BURST} at {rate:,.0f} msg/s delivered to {SUBSCRIBERS} subscribers")
+
+
+async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
+    redis_url: str, channel: str, logs: pytest.LogCaptureFixture
+) -> None:
+    """A user Redis does not know (WRONGPASS; redis-py raises it as a connection
+    error): the publish answer is 503 store_refused naming it, at once; with a
+    subscriber, the reader logs the refusal once, never "lost its connection", and
+    tries again with a growing wait (not in a loop); counted as refused, and
+    ``backend_up`` is 0 (nothing can be sent)."""
+    assert redis_url.startswith("redis://")
+    wrong = redis_url.replace("redis://", "redis://nobody-here:wrong-password@", 1)
+    store = RedisStore(channel, url=wrong, publish_timeout=5)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
+        assert loop.time() - started < 1.0
+        assert answer.status == 503
+        body = ErrorBody.model_validate_json(answer.body)
+        assert body.error == "store_refused", body
+        assert "WRONGPASS" in body.detail, body.detail
+        assert "password" in body.detail, body.detail
+        async with store.subscribe():
+            await asyncio.sleep(2.5)
+            started = loop.time()
+            with pytest.raises(StoreRefused) as refused:
+                await asyncio.wait_for(store.submit(2), TIMEOUT)
+            assert loop.time() - started < 1.0
+            assert refused.value.code == "WRONGPASS"
+            numbers = store.snapshot()
+        assert numbers["backend_errors_unreachable"] == 0, numbers
+        assert 2 <= numbers["backend_errors_refused"] <= 6, numbers
+        assert numbers["backend_up"] == 0
+    finally:
+        await store.aclose()
+    assert logged(logs, logging.ERROR, "lost its connection") == 0
+    assert logged(logs, logging.ERROR, "refuses the reader's connection") == 1
+
+
+@pytest.mark.parametrize("rule", ["-xadd", "-eval"])
+async def test_a_refusal_never_echoes_the_message_or_the_script(
+    own_redis: OwnRedis, logs: pytest.LogCaptureFixture, rule: str
+) -> None:
+    """NOPERM while queueing the transaction (XADD, or the floor's EVAL): redis-py puts
+    the refused command's arguments in its error text (another client's message, the
+    Lua source). The 503 detail and every log line say NOPERM and Redis's own words,
+    never the payload nor the script."""
+    server = own_redis()
+    url = await acl_user(server.port, f"no{rule[1:]}", rule)
+    store = RedisStore(f"test-{uuid.uuid4().hex[:8]}", url=url, publish_timeout=5)
+    secret = "4111-1111-1111-1111"
+    try:
+        answer = await asyncio.wait_for(
+            publish_json(store, json.dumps({"card": secret}).encode()), TIMEOUT
+        )
+        body = ErrorBody.model_validate_json(answer.body)
+        assert (answer.status, body.error) == (503, "store_refused"), body
+        assert "NOPERM" in body.detail, body.detail
+        assert rule[1:] in body.detail.lower()  # Redis's words name the command
+        for text in (body.detail, *(r.getMessage() for r in logs.records)):
+            assert secret not in text, text
+            assert "redis.call" not in text, text
+            assert "pipeline caused error" not in text, text
+    finally:
+        await store.aclose()
+    assert logged(logs, logging.ERROR, "NOPERM") >= 1
+
+
+async def test_busy_and_noreplicas_are_waited_for_not_refused(
+    own_redis: OwnRedis, logs: pytest.LogCaptureFixture
+) -> None:
+    """Redis answers that it cannot take a write now: NOREPLICAS (fewer replicas than
+    ``min-replicas-to-write``) and BUSY (a script running past
+    ``busy-reply-threshold``). A submission waits, within ``publish_timeout``, and is
+    acknowledged once Redis takes writes again; counted as ``busy``, not refused;
+    a subscriber gets it, its channel never set aside. Past the deadline it fails
+    with StoreUnavailable (kind ``busy``, code named, not published), not StoreRefused."""
+    server = own_redis()
+    admin = aioredis.Redis(port=server.port)
+    store = RedisStore(f"test-{uuid.uuid4().hex[:8]}", url=server.url, publish_timeout=5)
+    loop = asyncio.get_running_loop()
+    try:
+        async with store.subscribe() as subscription:
+            await store.submit("ready")
+            await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            await admin.config_set("min-replicas-to-write", 1)
+            pending = asyncio.ensure_future(store.submit("after NOREPLICAS"))
+            await asyncio.sleep(0.5)
+            assert not pending.done(), pending
+            await admin.config_set("min-replicas-to-write", 0)
+            published = await asyncio.wait_for(pending, TIMEOUT)
+            got = await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            assert [m.id for m in got] == [published.id]
+
+            await admin.config_set("busy-reply-threshold", 50)
+            spin = "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 2 do end"
+            script = asyncio.ensure_future(admin.eval(spin, 0))
+            await asyncio.sleep(0.3)
+            started = loop.time()
+            published = await asyncio.wait_for(store.submit("after BUSY"), TIMEOUT)
+            assert loop.time() - started > 0.5  # it waited for the script
+            await script
+            got = await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
+            assert [m.id for m in got] == [published.id]
+
+            await admin.config_set("min-replicas-to-write", 1)
+            short = RedisStore(store.channel, url=server.url, publish_timeout=1)
+            try:
+                started = loop.time()
+                with pytest.raises(StoreUnavailable) as failed:
+                    await asyncio.wait_for(short.submit("never"), TIMEOUT)
+                assert loop.time() - started >= 0.9
+            finally:
+                await short.aclose()
+            assert not isinstance(failed.value, StoreRefused)
+            assert (failed.value.kind, failed.value.code) == ("busy", "NOREPLICAS")
+            assert failed.value.maybe_published is False
+            await admin.config_set("min-replicas-to-write", 0)
+            numbers = store.snapshot()
+        assert numbers["backend_errors_busy"] >= 2, numbers
+        assert numbers["backend_errors_refused"] == 0, numbers
+    finally:
+        await store.aclose()
+        await admin.aclose()
+    assert logged(logs, logging.ERROR, "refuses the keys") == 0

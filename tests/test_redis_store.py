@@ -438,7 +438,7 @@ def test_submit_needs_a_running_event_loop() -> None:
     ],
 )
 def test_bad_options_are_refused_when_the_store_is_made(options: dict[str, Any], says: str) -> None:
-    """An empty channel, no history (it is the stream's MAXLEN) or a negative publish
+    """An empty channel, no history (the most a resume replays) or a negative publish
     timeout raise ValueError at construction."""
     with pytest.raises(ValueError, match=says):
         RedisStore(**{"channel": "x", "url": unused_url(), **options})
@@ -510,7 +510,7 @@ async def test_history_is_the_streams_approximate_maxlen(
     make_store: MakeStore, redis_client: aioredis.Redis, channel: str
 ) -> None:
     """Without retention by age, publishing trims the stream to about ``history``
-    entries (MAXLEN ~). (With it, the default, see test_redis_cluster_and_errors.)"""
+    entries (MAXLEN ~). (With it, the default, see test_redis_refusals_retention.)"""
     store = make_store(history=10, stream_retention=0)
     await publish(store, *range(400))
     length = await redis_client.xlen(channel)
@@ -1260,7 +1260,7 @@ async def test_metrics_report_backend_health_and_failures(
         for sample in family.samples
         if sample.name == "tornadose_backend_errors_total" and sample.labels["store"] == "down"
     }
-    assert set(kinds) == {"unreachable", "refused", "redirected", "other"}
+    assert set(kinds) == {"unreachable", "busy", "refused", "redirected", "other"}
     assert kinds["unreachable"] > 0
     assert kinds["refused"] == kinds["redirected"] == kinds["other"] == 0
     assert values[("tornadose_published_total", "healthy")] == 2  # "ready" and "valid"

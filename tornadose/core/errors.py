@@ -78,7 +78,8 @@ class StoreUnavailable(TornadoseError, ConnectionError):
     :attr:`maybe_published` is ``False`` when the message certainly was not
     published (the backend was unreachable until the deadline), and ``True`` when the
     connection broke after the message was sent, so it may have been published.
-    :attr:`kind` says what happened: ``"unreachable"`` (no answer), ``"redirected"``
+    :attr:`kind` says what happened: ``"unreachable"`` (no answer), ``"busy"`` (the
+    backend kept answering "not now": Redis ``BUSY``, ``NOREPLICAS``...), ``"redirected"``
     (a Redis Cluster kept moving the channel's slot until the deadline), ``"refused"``
     (see :class:`StoreRefused`) or ``"other"``; :attr:`code` is the backend's error
     code when it answered with one (``"WRONGTYPE"``, ``"NOPERM"``...), else ``None``.

@@ -16,12 +16,18 @@ Metrics, each labelled with ``store`` (the name it was registered under):
 ``tornadose_replayed_total``                counter messages replayed to resuming clients
 ``tornadose_resets_total``                  counter resumes answered with the reset signal
 ``tornadose_disconnects_total{reason}``     counter closed subscriptions, by reason
-``tornadose_backend_up``                    gauge   1 while a RedisStore's reader is
-                                                    connected, else 0
+``tornadose_backend_up``                    gauge   1 while the last round trip to
+                                                    Redis succeeded or got a refused
+                                                    command; 0 after it was
+                                                    unreachable, busy, redirected, or
+                                                    refused the login
 ``tornadose_backend_errors_total{kind}``    counter failed round trips to Redis, by
-                                                    kind: ``unreachable``, ``refused``,
-                                                    ``redirected`` (a cluster moving a
-                                                    slot or failing over), ``other``
+                                                    kind: ``unreachable``, ``busy``
+                                                    (Redis said "not now": BUSY,
+                                                    NOREPLICAS, LOADING...),
+                                                    ``refused``, ``redirected`` (a
+                                                    cluster moving a slot or failing
+                                                    over), ``other``
 ``tornadose_invalid_entries_total``         counter stream entries skipped as invalid
 ``tornadose_publish_failures_total``        counter submissions Redis did not take
 ``tornadose_presence_subscribers``          gauge   (``Channels``) subscribers in every
@@ -78,7 +84,13 @@ class StoreCollector(Collector):
             for name, text in counters.items()
         )
         # Stores with a backend (RedisStore) report these too.
-        backend_gauges = {"backend_up": "1 while the store's backend reader is connected."}
+        backend_gauges = {
+            "backend_up": (
+                "1 while the last round trip to the store's backend succeeded (or got a "
+                "refused command), 0 after it was unreachable, busy, redirected or "
+                "refused the login."
+            )
+        }
         backend_counters = {
             "invalid_entries": "Backend entries skipped as invalid messages.",
             "publish_failures": "Submissions the backend did not take (StoreUnavailable).",
@@ -93,8 +105,8 @@ class StoreCollector(Collector):
         )
         errors = CounterMetricFamily(
             "tornadose_backend_errors",
-            "Failed round trips to the store's backend, by kind (unreachable, refused, "
-            "redirected, other).",
+            "Failed round trips to the store's backend, by kind (unreachable, busy, "
+            "refused, redirected, other).",
             labels=["store", "kind"],
         )
         disconnects = CounterMetricFamily(

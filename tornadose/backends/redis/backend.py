@@ -6,7 +6,8 @@ package: the process's shared :class:`~tornadose.backends.redis.connection.Redis
 :class:`~tornadose.backends.redis.reader.Reader` feeds it while attached and whose
 :class:`~tornadose.backends.redis.writer.Writer` sends what it publishes;
 :func:`~tornadose.backends.redis.resume.plan_resume` answers resumes. Its one
-history is the stream itself (``MAXLEN ~ history``); the entries it judged last are
+history is the stream itself (``history`` is the most a resume replays; the stream
+keeps more while they are young: ``stream_retention``); the entries it judged last are
 cached (:class:`~tornadose.backends.redis.recent.RecentEntries`), so that replays hand
 out the messages already decoded, each entry validated once, not once per resuming
 client. It reaches its store only through the callbacks given to
@@ -112,7 +113,9 @@ class RedisBackend:
 
     ``RedisBackend(channel, url=None, *, history, history_max_age=None,
     publish_timeout=5.0, validate=None, **redis_kwargs)``: ``history`` (at least 1)
-    is the stream's approximate ``MAXLEN`` and the most a resume replays;
+    is the most a resume replays, and about how many entries the stream keeps once
+    they are older than ``stream_retention`` (its ``MAXLEN`` only with
+    ``stream_retention=0``);
     ``validate`` (the store's schema check) is applied to every entry read, and an
     entry it refuses is skipped, logged and counted. Nothing connects until it is
     used from a running event loop.
@@ -144,7 +147,9 @@ class RedisBackend:
         if channel.endswith(FLOOR_SUFFIX):
             raise ValueError(f"a channel's name must not end with {FLOOR_SUFFIX!r}: {channel!r}")
         if history < 1:
-            raise ValueError("a RedisStore needs history >= 1 (it is the stream's MAXLEN)")
+            raise ValueError(
+                f"a RedisStore needs history >= 1 (the most a resume replays), not {history}"
+            )
         if publish_timeout < 0:
             raise ValueError(f"publish_timeout must not be negative, not {publish_timeout}")
         if stream_retention < 0:
@@ -275,10 +280,12 @@ class RedisBackend:
         return ask()
 
     def snapshot(self) -> dict[str, int]:
-        """``backend_up`` (1 while Redis answers), ``backend_errors`` (every failed
-        round trip) and the same by kind: ``backend_errors_unreachable``,
-        ``backend_errors_refused``, ``backend_errors_redirected`` (a cluster's slot
-        moving or master failing over), ``backend_errors_other``;
+        """``backend_up`` (1 while the last round trip to Redis succeeded or got a
+        refused command, 0 after it was unreachable, busy, redirected or refused the
+        login), ``backend_errors`` (every failed round trip) and the same by kind:
+        ``backend_errors_unreachable``, ``backend_errors_busy`` (Redis said "not
+        now"), ``backend_errors_refused``, ``backend_errors_redirected`` (a cluster's
+        slot moving or master failing over), ``backend_errors_other``;
         ``invalid_entries``, ``publish_failures``; the history lives in Redis:
         ``history_messages`` is 0."""
         connection = self._connection

@@ -13,20 +13,29 @@ Guarantees of :class:`ClusterReader`:
 * **One reading connection per master** that owns a channel with subscribers here
   (a :class:`~tornadose.backends.redis.reader.Reader` each), and only those: a master
   whose channels all left is closed.
-* **Resharding**: a channel whose slot moved (``MOVED``/``ASK``/``TRYAGAIN`` from its
-  master) is handed, with where it stood, to the reader of its new master after the
-  map is refreshed; reading goes on after the last entry delivered, the stream's
-  continuity judged as always (``MIGRATE`` keeps a stream whole, so nothing is reset).
+* **Resharding**: while a channel's slot is migrated, its keys may already be on the
+  target node: the source answers ``ASK``, and the read is sent to the target after
+  ``ASKING`` (the channel stays with its reader until the map says otherwise; the
+  reader then polls every :data:`~tornadose.backends.redis.reader.POLL_MS` ms,
+  since its blocking read on the source is redirected too). Once the slot moved
+  (``MOVED``), the channel is handed, with where it stood, to the reader of its new
+  master after the map is refreshed; reading goes on after the last entry
+  delivered, the stream's continuity judged as always (``MIGRATE`` keeps a stream
+  whole, so nothing is reset).
 * **Failover**: when a channel's master is lost, the map is refreshed (at most every
-  0.25 s; a reader notices the lost master within its reconnection backoff, so
-  processes notice at different moments) until a replica was promoted; the channel
+  0.25 s: a cap, not a period; a reader notices the lost master when a read fails,
+  and again after each reconnection wait, up to 2 s, so processes notice it up to
+  a few seconds apart) until a replica was promoted; the channel
   moves to it flagged ``failed_over``: its subscribers get one ``data_lost`` reset,
   since Redis replicates asynchronously and the promoted replica may miss entries the
   old master acknowledged (nothing says which), then every entry the new master has
   after the last one delivered (nothing that exists is skipped). Each process raises
   the channel's floor past the last entry it delivered (the floor only rises; other
   processes read on from their own cursors), so a client resuming from an entry
-  delivered before the failover gets a reset.
+  delivered before the failover gets a reset. This assumes the promoted replica's
+  clock is not behind the old master's by more than the failover took: entry ids
+  start with the node's clock, and entries the new master adds with ids below the
+  last one a process delivered are not delivered there (see the README's limit).
 """
 
 from __future__ import annotations
@@ -34,12 +43,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import AuthenticationError, ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tornadose.backends.redis.health import (
@@ -111,10 +120,12 @@ class ClusterTopology:
             await self._run(self.cluster.nodes_manager.initialize())
 
     @staticmethod
-    async def _run(step: Any) -> None:
+    async def _run(step: Awaitable[object]) -> None:
         try:
             await step
         except RedisClusterException as exc:
+            if isinstance(exc.__cause__, AuthenticationError):
+                raise exc.__cause__ from exc  # the nodes answered, refusing the login
             # Not a RedisError: said as what it is, an unreachable cluster.
             raise RedisConnectionError(f"no node of the Redis Cluster answered: {exc}") from exc
 
@@ -149,9 +160,18 @@ class ClusterTopology:
         """The command client of the master that owns ``key``'s slot."""
         await self.ensure()
         node = self.owner(key)
-        client = self._clients.get(node.name)
+        return self._command_client(node.host, int(node.port))
+
+    async def ask(self, host: str, port: int) -> aioredis.Redis:
+        """The command client of node ``host:port`` (named by an ``ASK`` redirection:
+        a slot's target while it is migrated; the map does not say so until the end)."""
+        return self._command_client(host, port)
+
+    def _command_client(self, host: str, port: int) -> aioredis.Redis:
+        name = f"{host}:{port}"
+        client = self._clients.get(name)
         if client is None:
-            client = self._clients[node.name] = self.client(node)
+            client = self._clients[name] = self.client(ClusterNode(host, port))
         return client
 
     async def aclose(self) -> None:
@@ -282,7 +302,12 @@ class ClusterReader:
                 client = self.topology.client(owner, 1, socket_timeout=self.reader_timeout)
                 commands = self.topology.client(owner, 1)
                 reader = self.readers[owner.name] = Reader(
-                    client, commands, self.health, cluster=True, on_failure=self._on_failure
+                    client,
+                    commands,
+                    self.health,
+                    cluster=True,
+                    on_failure=self._on_failure,
+                    ask=self.topology.ask,
                 )
             reader.adopt(channel)
         self._close_idle()

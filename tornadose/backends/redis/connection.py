@@ -84,6 +84,7 @@ class RedisConnection:
                 route=topology.route,
                 refresh=topology.refresh,
                 cluster=True,
+                ask=topology.ask,
             )
             return
 

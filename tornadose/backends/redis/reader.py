@@ -13,7 +13,8 @@ Guarantees:
   ``INFO`` on recovery) and counted in the shared :class:`BackendHealth`; a channel
   whose keys Redis refuses is logged once and set aside while the others go on,
   tried again after 1 s, then 2, 4... up to every 30 s (never in a hot loop), and
-  read on from where it stood when Redis takes it again. A refusal is never
+  read on from where it stood when Redis takes it again. A refused login (a wrong
+  password) is logged once and tried again the same way. A refusal is never
   reported as a lost connection.
 * **Redis Cluster** (``cluster=True``): one reader per master; see
   :mod:`~tornadose.backends.redis.cluster`.
@@ -24,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
@@ -41,6 +43,7 @@ from tornadose.backends.redis.health import (
     Failure,
     RefusalBackoff,
     classify,
+    redis_said,
 )
 from tornadose.backends.redis.layout import (
     ENSURE_FLOOR,
@@ -51,6 +54,7 @@ from tornadose.backends.redis.layout import (
     StreamId,
     continuity,
 )
+from tornadose.backends.redis.transaction import AskRoute, asked, transaction
 
 __all__ = [
     "BLOCK_MS",
@@ -73,6 +77,9 @@ BLOCK_MS = 1000
 #: Milliseconds between reads of an idle Redis Cluster master whose channels are in
 #: several hash slots (a blocking ``XREAD`` cannot span slots).
 POLL_MS = 20
+
+#: Failures a read is retried after (with a backoff), never setting its channel aside.
+_TRANSIENT = (ErrorKind.REDIRECTED, ErrorKind.BUSY)
 
 _CONTINUITY_LOGS = {
     Continuity.TRIMMED: "entries were trimmed before this process read them",
@@ -202,8 +209,11 @@ class Reader:
         *,
         cluster: bool = False,
         on_failure: OnFailure | None = None,
+        ask: AskRoute | None = None,
     ) -> None:
         self.client = client
+        #: A cluster's client of the node an ``ASK`` redirection names.
+        self.ask = ask
         self.commands = commands
         self.health = health
         self.cluster = cluster
@@ -219,6 +229,9 @@ class Reader:
         self._wake = asyncio.Event()
         #: The reader lost its connection: check for lost data when it is back.
         self._lost_connection = False
+        #: Why Redis refuses the reader's login (``None``: it does not).
+        self._refused: str | None = None
+        self._refusals = RefusalBackoff()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -263,7 +276,7 @@ class Reader:
                 # Nobody waits for this channel's reader any more (the writer may).
                 channel.ready.set()
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -303,6 +316,17 @@ class Reader:
             except NETWORK_ERRORS as exc:
                 self._client_id = None
                 failure = classify(exc, cluster=self.cluster)
+                if failure.kind is ErrorKind.REFUSED:
+                    # Redis answered, refusing the login (a wrong password): not a
+                    # lost connection, and not retried in a hot loop.
+                    self.health.mark_down(failure)
+                    await self._login_refused(failure)
+                    continue
+                if failure.kind is ErrorKind.BUSY:  # LOADING: Redis answered
+                    self.health.mark_down(failure)
+                    logger.info("Redis reader: %s", failure.describe())
+                    await asyncio.sleep(backoff.delay())
+                    continue
                 if not self._lost_connection:
                     logger.error("Redis reader lost its connection (%s); reconnecting", exc)
                 self._lost_connection = True
@@ -316,19 +340,45 @@ class Reader:
                 self.health.mark_down(classify(exc, cluster=self.cluster))
                 await asyncio.sleep(backoff.delay())
 
+    async def _login_refused(self, failure: Failure) -> None:
+        """Redis refuses this process's connection: logged once per refusal, every
+        channel's publishes let through (they are refused too, at once), tried again
+        after 1 s doubling to 30 s."""
+        log = logger.debug if self._refused == failure.detail else logger.error
+        self._refused = failure.detail
+        log(
+            "Redis refuses the reader's connection (%s); tried again from time to time "
+            "(1 s doubling to 30 s)",
+            failure.describe(),
+        )
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._refusals.delay()
+        while (left := until - loop.time()) > 0:
+            for channel in self.channels.values():
+                channel.ready.set()  # nobody waits for a reader that cannot log in
+            self._wake.clear()  # set when a channel comes: let its publishes through
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
     async def _connect(self) -> None:
         try:
             self._client_id = await self.client.client_id()
         except ResponseError as exc:
-            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+            if classify(exc, cluster=self.cluster).kind in _TRANSIENT:
                 raise
             # Refused (an ACL without CLIENT): read on; a new channel then waits for
             # the blocking read to end instead of interrupting it.
-            logger.warning("Redis refuses CLIENT ID (%s): channels start within 1 s", exc)
+            logger.warning(
+                "Redis refuses CLIENT ID (%s): channels start within 1 s", redis_said(exc)
+            )
             self._client_id = 0
         if self._lost_connection:
             self._lost_connection = False
             logger.info("Redis reader reconnected")
+        if self._refused is not None:
+            self._refused = None
+            self._refusals.reset()
+            logger.info("Redis accepts the reader's connection again")
         self.health.mark_up()
 
     async def _idle(self) -> None:
@@ -352,18 +402,38 @@ class Reader:
             channel.refused = None
             channel.refusals.reset()
 
-    async def _establish(self, channel: Channel) -> None:
+    async def _execute(self, build: Callable[[Pipeline], object]) -> list[Any]:
+        """Run the transaction ``build`` queues on the reader's connection; on a
+        cluster, if the source of a migrating slot answers ``ASK`` (the keys are on
+        the target already), run it again on the target after ``ASKING``."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-        pipe.xinfo_stream(channel.key)
+        build(pipe)
         try:
-            floor, info = await pipe.execute(raise_on_error=False)
+            return list(await pipe.execute(raise_on_error=False))
+        except ResponseError as exc:
+            target = asked(exc)
+            if not self.cluster or self.ask is None or target is None:
+                raise
+        pipe = await transaction(await self.ask(*target), asking=True)
+        try:
+            build(pipe)
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()  # type: ignore[no-untyped-call]
+
+    async def _establish(self, channel: Channel) -> None:
+        def build(pipe: Pipeline) -> None:
+            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+            pipe.xinfo_stream(channel.key)
+
+        try:
+            floor, info = await self._execute(build)
             if isinstance(floor, Exception):
                 raise floor
             stream = stream_info(info)
         except ResponseError as exc:
             failure = classify(exc, cluster=self.cluster)
-            if failure.kind is ErrorKind.REDIRECTED:
+            if failure.kind in _TRANSIENT:
                 raise
             self._break(channel, failure)
             return
@@ -410,7 +480,7 @@ class Reader:
             return await self._read_group(channels)
         except ResponseError as exc:
             failure = classify(exc, cluster=self.cluster)
-            if failure.kind is ErrorKind.REDIRECTED:
+            if failure.kind in _TRANSIENT:
                 raise
             if len(channels) == 1:
                 self._break(channels[0], failure)
@@ -424,20 +494,22 @@ class Reader:
         """Read what is new in ``channels`` and deliver it, each stream's floor and
         state read atomically with it and judged first (:func:`continuity`).
         Returns whether anything was read."""
-        pipe = self.client.pipeline(transaction=True)
         for channel in channels:
             if channel.failed_over and channel.cursor is not None:
                 # Past every entry delivered here: raised in the transaction that
                 # reads the new master first, so the floor read below includes it.
                 channel.raise_floor_to = max(channel.raise_floor_to or ZERO, channel.cursor.after())
         raising = [c for c in channels if c.raise_floor_to is not None]
-        for channel in raising:
-            pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
-        for channel in channels:
-            pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-            pipe.xinfo_stream(channel.key)
-        pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
-        *raised, response = await pipe.execute(raise_on_error=False)
+
+        def build(pipe: Pipeline) -> None:
+            for channel in raising:
+                pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
+            for channel in channels:
+                pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
+                pipe.xinfo_stream(channel.key)
+            pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
+
+        *raised, response = await self._execute(build)
         states = raised[len(raising) :]
         for channel, result in zip(raising, raised, strict=False):
             if not isinstance(result, Exception):
@@ -583,7 +655,12 @@ class Reader:
         try:
             await self.client.xread({c.key: str(c.cursor) for c in channels}, count=1, block=block)
         except ResponseError as exc:
-            if classify(exc, cluster=self.cluster).kind is ErrorKind.REDIRECTED:
+            if asked(exc) is not None:
+                # A slot being migrated, its keys on the target already: no blocking
+                # read there (ASKING lasts one command); the next read goes there: poll.
+                await asyncio.sleep(POLL_MS / 1000)
+                return
+            if classify(exc, cluster=self.cluster).kind in _TRANSIENT:
                 raise
             # A key Redis refuses now (WRONGTYPE): the next read says which.
         finally:

@@ -149,13 +149,13 @@ class RedisStore(BaseStore):
 
         Raises ``AttributeError`` saying so, and what to use instead: ``XRANGE`` on
         the stream to read it, ``subscribe(last_event_id=...)`` to be replayed from
-        it, :attr:`history_limit` (the stream's approximate ``MAXLEN``) and
+        it, :attr:`history_limit` (the most a resume replays) and
         :attr:`history_max_age` for the settings."""
         raise AttributeError(
             f"a RedisStore keeps its history in the Redis Stream {self.channel!r}, not in "
             f"the process: read it with XRANGE {self.channel}, or subscribe with "
             f"last_event_id= to be replayed from it; store.history_limit "
-            f"({self.history_limit}) is the stream's approximate MAXLEN and "
+            f"({self.history_limit}) is the most a resume replays and "
             f"store.history_max_age ({self.history_max_age}) the age limit of a replay"
         )
 

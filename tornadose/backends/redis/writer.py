@@ -21,9 +21,15 @@ Guarantees:
   slots (a transaction over several slots fails with ``CROSSSLOT``; a channel's own
   two keys share one only if its name has a hash tag, such as ``{ticks}``).
 * **Answered**: every submission's future completes with the message and its entry id,
-  or fails with :class:`~tornadose.core.errors.StoreUnavailable` (within its
-  ``publish_timeout`` if Redis cannot be reached; ``maybe_published=True`` if the
-  connection broke after sending). A failure is logged and counted by its backend.
+  or fails with :class:`~tornadose.core.errors.StoreUnavailable`: after its
+  ``publish_timeout`` if its node could not be reached or connected to until then
+  (``maybe_published=False``: nothing was sent), at once if the connection broke after
+  sending (``maybe_published=True``) or Redis refused it
+  (:class:`~tornadose.core.errors.StoreRefused`). A failure is logged and counted by
+  its backend.
+* **Each node on its own**: a channel whose node (a cluster's master) cannot be
+  reached waits, its submissions in order, tried again after 50 ms doubling to 2 s;
+  the channels of other nodes are sent meanwhile, not delayed by it.
 * **After the reader**: while a channel with subscribers here waits for its reader to
   start, its submissions wait too, so those subscribers see them.
 """
@@ -31,10 +37,11 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -49,6 +56,8 @@ from tornadose.backends.redis.health import (
     classify,
 )
 from tornadose.backends.redis.layout import ENSURE_FLOOR, TRIM, entry_fields
+from tornadose.backends.redis.reader import Channel
+from tornadose.backends.redis.transaction import AskRoute, asked, transaction
 from tornadose.core.errors import StoreRefused, StoreUnavailable
 from tornadose.core.message import Message
 
@@ -83,6 +92,15 @@ class Submitter(Protocol):
         """A submission failed (count and log it)."""
 
 
+class ReadsChannels(Protocol):
+    """The process's reader, as the writer sees it: a ``Reader`` or ``ClusterReader``."""
+
+    #: The channels read here, by key (a channel's ``ready`` is set once its reading
+    #: started).
+    @property
+    def channels(self) -> Mapping[str, Channel]: ...
+
+
 @dataclass
 class Submission:
     """One message to add to ``submitter``'s stream, answered through ``future``."""
@@ -94,7 +112,9 @@ class Submission:
     deadline: float
 
 
-def _unreachable(submitter: Submitter, cause: BaseException | None = None) -> StoreUnavailable:
+def _unreachable(
+    submitter: Submitter, cause: BaseException | str | None = None
+) -> StoreUnavailable:
     detail = f": {cause}" if cause is not None else ""
     return StoreUnavailable(
         f"Redis was unreachable for {submitter.publish_timeout:g} s; the message to "
@@ -110,13 +130,31 @@ def _refused(name: str, failure: Failure) -> StoreRefused:
     )
 
 
-def _still_redirected(submitter: Submitter, failure: Failure) -> StoreUnavailable:
+def _still(submitter: Submitter, failure: Failure) -> StoreUnavailable:
+    """Redirected, or busy, until the submission's deadline."""
     return StoreUnavailable(
         f"for {submitter.publish_timeout:g} s {failure.describe()}; the message to "
         f"{submitter.channel!r} was not published",
-        kind=ErrorKind.REDIRECTED.value,
+        kind=failure.kind.value,
         code=failure.code,
     )
+
+
+@dataclass
+class _Hold:
+    """A channel whose submissions wait before they are sent again: its node could
+    not be reached (nothing was sent) or a cluster redirected its transaction."""
+
+    until: float
+    failure: Failure
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass
+class _Attempt:
+    """Whether a channel's transaction left (its connection was taken and connected)."""
+
+    sent: bool = False
 
 
 #: ``route(key)``: the client of the Redis node that holds ``key`` (one node: always
@@ -131,17 +169,19 @@ async def _refresh_nothing() -> None:
 class Writer:
     """Sends the submissions of one connection, in order, through ``commands`` (one
     Redis) or the clients ``route`` picks per channel (a cluster, whose map
-    ``refresh`` updates after a redirection or a lost node)."""
+    ``refresh`` updates after a redirection or a lost node; ``ask`` gives the client of
+    the node an ``ASK`` redirection names)."""
 
     def __init__(
         self,
         commands: aioredis.Redis | None,
         health: BackendHealth,
-        reader: Any,
+        reader: ReadsChannels,
         *,
         route: Route | None = None,
         refresh: Callable[[], Awaitable[None]] = _refresh_nothing,
         cluster: bool = False,
+        ask: AskRoute | None = None,
     ) -> None:
         self.commands = commands
         self.health = health
@@ -150,10 +190,15 @@ class Writer:
         self.cluster = cluster
         self._route = route
         self._refresh = refresh
+        self._ask = ask
         self._outbox: deque[Submission] = deque()
         self._task: asyncio.Task[None] | None = None
         #: When each channel was last trimmed by age (loop time).
         self._trimmed: dict[str, float] = {}
+        #: Channels whose submissions wait (their node unreachable, or redirected).
+        self._held: dict[str, _Hold] = {}
+        #: Set when a submission is queued (the writer may be waiting for one).
+        self._wake = asyncio.Event()
 
     async def route(self, key: str) -> aioredis.Redis:
         """The client to send ``key``'s commands to."""
@@ -165,6 +210,7 @@ class Writer:
     def enqueue(self, submission: Submission) -> None:
         """Queue ``submission``; the writer sends them in order."""
         self._outbox.append(submission)
+        self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._write_forever())
 
@@ -181,38 +227,20 @@ class Writer:
         channel = self.reader.channels.get(submission.submitter.channel)
         return channel.ready if channel is not None and not channel.ready.is_set() else None
 
+    def _held_until(self, name: str, now: float) -> float | None:
+        hold = self._held.get(name)
+        return hold.until if hold is not None and hold.until > now else None
+
     async def _write_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = Backoff()
         while self._outbox:
-            head = self._outbox[0]
-            ready = self._waits_for_reader(head)
-            if ready is not None:
-                # A subscriber here waits for its channel's reader: publish after it
-                # starts, so that subscriber sees what this process submits next.
-                try:
-                    await asyncio.wait_for(ready.wait(), head.deadline - loop.time())
-                except TimeoutError:
-                    self._fail(self._outbox.popleft(), _unreachable(head.submitter))
-                continue
-            try:
-                # Bounded by the deadline even when Redis accepts but does not answer.
-                async with asyncio.timeout(max(head.deadline - loop.time(), 0.05)):
-                    client = await self.route(head.submitter.channel)
-                    await client.ping()
-            except ResponseError:
-                pass  # Redis answered (refusing PING, say): the batch says more
-            except REDIS_ERRORS as exc:
-                self.health.mark_down(classify(exc, cluster=self.cluster))
-                await self._after_failure(exc)
-                now = loop.time()
-                while self._outbox and self._outbox[0].deadline <= now:
-                    failed = self._outbox.popleft()
-                    self._fail(failed, _unreachable(failed.submitter, exc))
+            now = loop.time()
+            self._expire(now)
+            batch, blocker = self._take_batch(now)
+            if not batch:
                 if self._outbox:
-                    await asyncio.sleep(min(backoff.delay(), self._outbox[0].deadline - now))
+                    await self._wait(now, blocker)
                 continue
-            batch = self._take_batch()
             try:
                 again = await self._send(batch)
             except Exception as exc:
@@ -220,23 +248,49 @@ class Writer:
                 logger.exception("publishing to Redis failed")
                 for submission in batch:
                     error = StoreUnavailable(
-                        f"publishing failed: {exc}", maybe_published=True, kind="other"
+                        f"publishing failed: {classify(exc).detail}",
+                        maybe_published=True,
+                        kind="other",
                     )
                     self._fail(submission, error)
                 continue
-            if not again:
-                backoff.reset()
+            # Not sent (their node unreachable, or a cluster redirected them): first
+            # again, in order, once their channel's wait is over; failed at their deadline.
+            for submission in reversed(again):
+                self._outbox.appendleft(submission)
+
+    def _expire(self, now: float) -> None:
+        """Fail the queued submissions whose deadline passed while they waited (for
+        their node, or their channel's reader)."""
+        if not self._held and (not self._outbox or self._waits_for_reader(self._outbox[0]) is None):
+            return  # nothing waits: every queued submission goes with the next batches
+        kept: deque[Submission] = deque()
+        for submission in self._outbox:
+            if submission.deadline > now:
+                kept.append(submission)
                 continue
-            # Redirected (a cluster's slot moving): those go first again, in order,
-            # after the map was refreshed and a short wait; failed at their deadline.
-            now = loop.time()
-            for submission, failure in reversed(again):
-                if submission.deadline <= now:
-                    self._fail(submission, _still_redirected(submission.submitter, failure))
-                else:
-                    self._outbox.appendleft(submission)
-            if self._outbox:
-                await asyncio.sleep(min(backoff.delay(), max(self._outbox[0].deadline - now, 0)))
+            hold = self._held.get(submission.submitter.channel)
+            if hold is not None and hold.failure.kind in (ErrorKind.REDIRECTED, ErrorKind.BUSY):
+                self._fail(submission, _still(submission.submitter, hold.failure))
+            else:
+                cause = hold.failure.detail if hold is not None else None
+                self._fail(submission, _unreachable(submission.submitter, cause))
+        self._outbox = kept
+        if not kept:
+            self._held.clear()
+
+    async def _wait(self, now: float, blocker: asyncio.Event | None) -> None:
+        """Nothing can be sent now: wait until a channel's wait is over, a deadline
+        passes, a new submission comes, or (``blocker``) the reader that the first
+        sendable submission waits for has started."""
+        ends = [hold.until for hold in self._held.values() if hold.until > now]
+        ends += [submission.deadline for submission in self._outbox]
+        timeout = max(min(ends, default=now + 1.0) - now, 0.001)
+        event = blocker if blocker is not None else self._wake
+        if blocker is None:
+            self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
     async def _after_failure(self, error: BaseException) -> None:
         """A cluster's map is refreshed after a lost node or a redirection."""
@@ -256,87 +310,137 @@ class Writer:
             self._trimmed = {k: t for k, t in self._trimmed.items() if now - t < TRIM_INTERVAL}
         return True
 
-    def _take_batch(self) -> list[Submission]:
+    def _take_batch(self, now: float) -> tuple[list[Submission], asyncio.Event | None]:
+        """Up to :data:`WRITE_BATCH` queued submissions, in order, leaving those of
+        channels that wait for their node in the queue (in their order); stops before
+        one whose channel's reader is still starting, and returns that reader's event
+        too (``None`` if it did not stop there)."""
         batch: list[Submission] = []
+        if not self._held:
+            while self._outbox and len(batch) < WRITE_BATCH:
+                ready = self._waits_for_reader(self._outbox[0])
+                if ready is not None:
+                    return batch, ready
+                batch.append(self._outbox.popleft())
+            return batch, None
+        kept: deque[Submission] = deque()
+        blocker: asyncio.Event | None = None
         while self._outbox and len(batch) < WRITE_BATCH:
-            if self._waits_for_reader(self._outbox[0]) is not None:
+            submission = self._outbox[0]
+            if self._held_until(submission.submitter.channel, now) is not None:
+                kept.append(self._outbox.popleft())
+                continue
+            blocker = self._waits_for_reader(submission)
+            if blocker is not None:
                 break
             batch.append(self._outbox.popleft())
-        return batch
+        kept.extend(self._outbox)
+        self._outbox = kept
+        return batch, blocker
 
-    async def _send(self, batch: list[Submission]) -> list[tuple[Submission, Failure]]:
+    async def _send(self, batch: list[Submission]) -> list[Submission]:
         """Send ``batch``: one transaction per channel, concurrently (each channel's
-        submissions keep their order), and answer every submission, except those a
-        cluster redirected: returned (in batch order), to be sent again."""
+        submissions keep their order; a channel whose node does not answer delays no
+        other), and answer every submission, except those that were not sent because
+        their node was unreachable or a cluster redirected them: returned (in batch
+        order), their channel held back for a growing wait (50 ms doubling to 2 s)."""
         by_channel: dict[str, list[Submission]] = {}
         for submission in batch:
             by_channel.setdefault(submission.submitter.channel, []).append(submission)
         outcomes = await asyncio.gather(
             *(self._send_channel(name, group) for name, group in by_channel.items())
         )
-        again: dict[int, Failure] = {}
-        failures = [failure for failure in outcomes if failure is not None]
-        for (_, group), failure in zip(by_channel.items(), outcomes, strict=True):
-            if failure is not None and failure.kind is ErrorKind.REDIRECTED:
-                again.update((id(submission), failure) for submission in group)
-        if any(f.kind in (ErrorKind.UNREACHABLE, ErrorKind.REDIRECTED) for f in failures):
-            await self._after_failure(RuntimeError(failures[0].detail))
-        else:
-            self.health.mark_up()
-        return [(s, again[id(s)]) for s in batch if id(s) in again]
+        now = asyncio.get_running_loop().time()
+        again: set[int] = set()
+        failures: list[Failure] = []
+        for (name, group), (failure, retry) in zip(by_channel.items(), outcomes, strict=True):
+            if failure is not None:
+                failures.append(failure)
+            if not retry:
+                self._held.pop(name, None)
+                continue
+            assert failure is not None
+            hold = self._held.get(name)
+            if hold is None:
+                hold = self._held[name] = _Hold(now, failure)
+            hold.failure = failure
+            hold.until = now + hold.backoff.delay()
+            again.update(id(submission) for submission in group)
+        lost = [f for f in failures if f.kind in (ErrorKind.UNREACHABLE, ErrorKind.REDIRECTED)]
+        if lost:
+            await self._after_failure(RuntimeError(lost[0].detail))
+        return [s for s in batch if id(s) in again]
 
-    async def _send_channel(self, name: str, group: list[Submission]) -> Failure | None:
+    async def _send_channel(
+        self, name: str, group: list[Submission]
+    ) -> tuple[Failure | None, bool]:
         """One ``MULTI``/``EXEC`` for the submissions ``group`` of channel ``name``: its
         floor first (so no entry is ever added without one, even right after Redis
-        restarted), then its entries in order. Answers every submission of ``group``
-        except when a cluster redirected the transaction (then nothing was added).
-        Returns ``None`` when Redis ran the transaction, else what went wrong
-        (counted in the health)."""
+        restarted), then its entries in order.
+
+        Returns what went wrong (``None``: Redis ran the transaction; counted in the
+        health), and whether to send ``group`` again: when nothing was sent (the
+        channel's node could not be reached or connected to, or a cluster redirected
+        the transaction); every other submission of ``group`` is answered."""
         submitter = group[0].submitter
         deadline = max(s.deadline for s in group)
         loop = asyncio.get_running_loop()
+        attempt = _Attempt()
         try:
             async with asyncio.timeout(max(deadline - loop.time(), 1.0)):
                 client = await self.route(name)
-                pipe = client.pipeline(transaction=True)
-                pipe.eval(ENSURE_FLOOR, 2, name, submitter.floor_key)
-                # Without retention by age, XADD trims to about ``history`` itself.
-                by_age = submitter.retention_ms > 0
-                cap = submitter.stream_maxlen if by_age else submitter.maxlen
-                for submission in group:
-                    pipe.execute_command(
-                        "XADD",
-                        *(name, "MAXLEN", "~", cap, "*"),
-                        *entry_fields(submission.message),
+                trimming = submitter.retention_ms > 0 and self._trim_due(name, loop.time())
+                try:
+                    floor, *results = await self._transaction(
+                        client, name, group, trimming, attempt
                     )
-                trimming = by_age and self._trim_due(name, loop.time())
-                if trimming:
-                    pipe.eval(TRIM, 1, name, submitter.maxlen, submitter.retention_ms)
-                floor, *results = await pipe.execute(raise_on_error=False)
+                except ResponseError as exc:
+                    node = asked(exc)
+                    if not self.cluster or self._ask is None or node is None:
+                        raise
+                    # The slot is migrating and its keys are on the target already:
+                    # nothing was added (the transaction was aborted); sent there.
+                    attempt.sent = False
+                    target = await self._ask(*node)
+                    floor, *results = await self._transaction(
+                        target, name, group, trimming, attempt, asking=True
+                    )
                 if trimming:
                     trimmed = results.pop()
                     if isinstance(trimmed, Exception):
-                        logger.error("could not trim channel %r: %s", name, trimmed)
+                        logger.error(
+                            "could not trim channel %r: %s", name, classify(trimmed).detail
+                        )
         except ResponseError as exc:
             # Refused as a whole (EXECABORT: an error while queueing): nothing was added.
             failure = classify(exc, cluster=self.cluster)
             self.health.mark_down(failure)
-            if failure.kind is not ErrorKind.REDIRECTED:
-                logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
-                for submission in group:
-                    self._fail(submission, _refused(name, failure))
-            return failure
+            if failure.kind in (ErrorKind.REDIRECTED, ErrorKind.BUSY):
+                return failure, True  # nothing was added: sent again, in order
+            logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
+            for submission in group:
+                self._fail(submission, _refused(name, failure))
+            return failure, False
         except REDIS_ERRORS as exc:
             failure = classify(exc, cluster=self.cluster)
             self.health.mark_down(failure)
+            if failure.kind is ErrorKind.BUSY and not attempt.sent:
+                return failure, True  # LOADING: nothing was added
+            if failure.kind is ErrorKind.REFUSED:  # a wrong password, say
+                logger.error("Redis refused publishing to channel %r: %s", name, failure.detail)
+                for submission in group:
+                    self._fail(submission, _refused(name, failure))
+                return failure, False
+            if not attempt.sent:
+                return failure, True  # nothing was sent: waits for the node, in order
             for submission in group:
                 error = StoreUnavailable(
                     f"the connection to Redis broke while publishing to {name!r}; the "
-                    f"message may have been published: {exc}",
+                    f"message may have been published: {failure.detail}",
                     maybe_published=True,
                 )
                 self._fail(submission, error)
-            return failure
+            return failure, False
         except Exception as exc:
             # Never leave a submission unanswered: whoever awaits it would hang.
             logger.exception("publishing to channel %r failed", name)
@@ -344,12 +448,13 @@ class Writer:
             self.health.mark_down(failure)
             for submission in group:
                 error = StoreUnavailable(
-                    f"publishing failed: {exc}", maybe_published=True, kind="other"
+                    f"publishing failed: {failure.detail}", maybe_published=True, kind="other"
                 )
                 self._fail(submission, error)
-            return failure
+            return failure, False
+        self.health.mark_up()  # Redis ran the transaction
         if isinstance(floor, Exception):
-            logger.error("could not set the floor of channel %r: %s", name, floor)
+            logger.error("could not set the floor of channel %r: %s", name, classify(floor).detail)
         refused: Failure | None = None
         for submission, result in zip(group, results, strict=True):
             if isinstance(result, Exception):
@@ -359,7 +464,39 @@ class Writer:
                 submission.future.set_result(submission.message.with_id(result.decode()))
         if refused is not None:
             self.health.mark_down(refused)
-        return None
+        return refused, False
+
+    async def _transaction(
+        self,
+        client: aioredis.Redis,
+        name: str,
+        group: list[Submission],
+        trimming: bool,
+        attempt: _Attempt,
+        *,
+        asking: bool = False,
+    ) -> list[Any]:
+        """Run ``group``'s transaction on ``client`` (``ASKING`` first if ``asking``);
+        ``attempt.sent`` is set once it leaves (a failure before sent nothing)."""
+        submitter = group[0].submitter
+        pipe = await transaction(client, asking=asking)
+        try:
+            pipe.eval(ENSURE_FLOOR, 2, name, submitter.floor_key)
+            # Without retention by age, XADD trims to about ``history`` itself.
+            by_age = submitter.retention_ms > 0
+            cap = submitter.stream_maxlen if by_age else submitter.maxlen
+            for submission in group:
+                pipe.execute_command(
+                    "XADD",
+                    *(name, "MAXLEN", "~", cap, "*"),
+                    *entry_fields(submission.message),
+                )
+            if trimming:
+                pipe.eval(TRIM, 1, name, submitter.maxlen, submitter.retention_ms)
+            attempt.sent = True
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()  # type: ignore[no-untyped-call]
 
     def _fail(self, submission: Submission, error: StoreUnavailable) -> None:
         future = submission.future
