@@ -329,6 +329,36 @@ async def test_a_channel_closed_midway_is_reported_and_the_others_go_on(
     assert refused.data["error"] == "store_closed"
 
 
+async def test_a_client_that_stops_reading_is_cut_as_a_slow_consumer(
+    serve: Serve, backend_store: BackendStore
+) -> None:
+    """Bounds per connection: a client that stops reading backs up into its channels'
+    queues (the writer's own is small), whose ``disconnect`` policy cuts the whole
+    connection: every channel subscription goes, counted as a slow consumer."""
+    served = await serve([], multi=MultiLimits(max_queue=8, max_queue_bytes=64 * 1024))
+    stores = [
+        served.channels.add(f"s{n}", backend_store("queue", max_queue=20)).store for n in range(2)
+    ]
+    port = int(served.base.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    path = "/live/_multi/events?channel=s0&channel=s1"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        for store in stores:
+            await ready(store)
+        payload = "x" * 20_000
+        for _ in range(400):  # about 16 MB: more than the socket buffers hold
+            for store in stores:
+                store.submit(payload)
+            await asyncio.sleep(0)
+        await wait_until(lambda: not any(store.subscribers for store in stores), 15)
+        cut = sum(store.stats.disconnects["slow_consumer"] for store in stores)
+        assert cut >= 1
+    finally:
+        writer.close()
+
+
 async def test_every_channel_refused_without_pattern_is_403(serve: Serve) -> None:
     served = await serve(["secret"], authorize=_refuse_secret)
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
