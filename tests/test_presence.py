@@ -148,3 +148,32 @@ async def test_presence_across_three_processes_converges_after_one_is_killed(
             assert took <= TTL + INTERVAL + 0.5
             here = (await http.get(f"{bases[1]}/{name}/presence")).json()["here"]
             assert here == 2
+
+
+async def test_fastapi_router_serves_presence_and_multi_channel_streams(
+    uvicorn_server: UvicornStarter,
+) -> None:
+    """``channels_router`` serves ``/{name}/presence``, ``/_presence`` and the
+    multi-channel SSE stream, answering as the mounted URLs do."""
+    from fastapi import FastAPI
+
+    from tornadose.adapters.fastapi import channels_router
+
+    channels = Channels()
+    channels.add("a")
+    app = FastAPI()
+    app.include_router(channels_router(channels), prefix="/live")
+    base = await uvicorn_server(app) + "/live"
+    async with (
+        streams(f"{base}/_multi/events?channel=a", 1),
+        httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http,
+    ):
+        assert (await http.get(f"{base}/a/presence")).json()["here"] == 1
+        assert (await http.get(f"{base}/_presence")).json()["channels"]["a"]["here"] == 1
+        bad = await http.get(f"{base}/_multi/events?pattern=a*")
+        assert bad.status_code == 400
+        assert bad.json()["error"] == "invalid_pattern"
+        assert (
+            "/live/_multi/events"
+            in (await http.get(base.removesuffix("/live") + "/openapi.json")).text
+        )
