@@ -177,3 +177,51 @@ async def test_fastapi_router_serves_presence_and_multi_channel_streams(
             "/live/_multi/events"
             in (await http.get(base.removesuffix("/live") + "/openapi.json")).text
         )
+
+
+@pytest.mark.parametrize("adapter", ["tornado", "asgi"])
+async def test_presence_events_tell_subscribers_of_count_changes(
+    adapter: str, tornado_server: TornadoStarter, uvicorn_server: UvicornStarter
+) -> None:
+    """A channel with ``presence_events=True``: its subscribers get
+    ``tornadose.presence`` (no id) when its count changes, at most once per heartbeat;
+    a multi-channel connection gets it tagged with the channel. Other channels: none."""
+    from httpx_sse import aconnect_sse
+
+    from tests.clients import real_events
+
+    channels = Channels(prefix="/live")
+    channels.add("room", presence_events=True)
+    channels.add("quiet")
+    if adapter == "tornado":
+        base = await tornado_server(channel_handlers(channels))
+    else:
+        base = await uvicorn_server(ChannelsApp(channels))
+    seen: list[tuple[str, str, str | None]] = []
+
+    async def read(url: str) -> None:
+        async with (
+            httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http,
+            aconnect_sse(http, "GET", url) as source,
+        ):
+            async for event in real_events(source):
+                seen.append((url, event.event, event.data))
+
+    first = asyncio.ensure_future(read(f"{base}/live/room/events"))
+    quiet = asyncio.ensure_future(read(f"{base}/live/quiet/events"))
+    try:
+        await wait_until(lambda: any('"here":1' in (d or "") for _, _, d in seen), 5)
+        multi = asyncio.ensure_future(read(f"{base}/live/_multi/events?channel=room"))
+        await wait_until(
+            lambda: any('"here":2' in (d or "") for u, _, d in seen if "multi" in u), 5
+        )
+        await wait_until(
+            lambda: any('"here":2' in (d or "") for u, _, d in seen if "/room/" in u), 5
+        )
+        multi.cancel()
+    finally:
+        first.cancel()
+        quiet.cancel()
+        await asyncio.gather(first, quiet, return_exceptions=True)
+    assert all(kind == "tornadose.presence" for u, kind, _ in seen if "/room/" in u)
+    assert not [entry for entry in seen if "/quiet/" in entry[0]]

@@ -21,9 +21,16 @@ T = TypeVar("T")
 
 #: The event types of tornadose's control events, yielded as :class:`ControlEvent`.
 #: (Multi-channel streams also open with ``tornadose.subscribed`` and report refused
-#: channels with ``tornadose.refused``: see :mod:`tornadose.http.multi`.)
+#: channels with ``tornadose.refused``: see :mod:`tornadose.http.multi`; channels
+#: declared with ``presence_events=True`` send ``tornadose.presence``.)
 CONTROL_EVENTS = frozenset(
-    {RESUMED_EVENT, RESET_EVENT, "tornadose.subscribed", "tornadose.refused"}
+    {
+        RESUMED_EVENT,
+        RESET_EVENT,
+        "tornadose.subscribed",
+        "tornadose.refused",
+        "tornadose.presence",
+    }
 )
 
 

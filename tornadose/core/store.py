@@ -404,6 +404,16 @@ class BaseStore:
         one leaves). Multi-channel connections record it in their cursor."""
         return self._position
 
+    def announce(self, message: Message) -> None:
+        """Queue ``message``, a control event without an id (such as a presence
+        change), for the subscribers registered now: not a message of the channel (no
+        id, no history, not the current value or backlog, not sent to other
+        processes), so a resuming client is never replayed it."""
+        if message.id is not None:
+            raise ValueError("an announcement has no id (it is not in the channel's history)")
+        for subscription in list(self._subscriptions.values()):
+            subscription.put(message)
+
     def _fan_out(self, message: Message) -> None:
         if message.id is not None:
             self._position = message.id

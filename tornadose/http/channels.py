@@ -110,6 +110,9 @@ class Channel:
     max_body: int = DEFAULT_MAX_BODY
     #: Whether ``POST .../publish`` is served for this channel.
     publishable: bool = True
+    #: Whether subscribers get ``tornadose.presence`` events when the channel's
+    #: subscriber count changes (see :mod:`tornadose.http.presence`).
+    presence_events: bool = False
     #: Origins besides the page's own whose browsers may open the WebSocket
     #: (``("*",)``: any); see :func:`tornadose.http.websocket.origin_allowed`.
     allowed_origins: tuple[str, ...] | None = None
@@ -263,6 +266,8 @@ class Channels:
             raise ValueError("give the schema to the store, or no store: not both")
         channel = Channel(name, store, description, **options)
         self._channels[name] = channel
+        if channel.presence_events:
+            self.presence.follow(name)
         for watcher in list(self._watchers):
             try:
                 watcher(channel)

@@ -22,6 +22,15 @@ Served (both adapters, JSON; :mod:`tornadose.http.routes`)::
     GET {prefix}/_presence        -> {"channels": {name: {"here": 3, "everywhere": 7}, ...}}
 
 and as the Prometheus gauge ``tornadose_presence_subscribers{store}`` (everywhere).
+
+**Join/leave events (opt-in).** A channel declared with ``presence_events=True``
+gives its subscribers a ``tornadose.presence`` event, data ``{"here": n,
+"everywhere": n}`` and no id, whenever its counts changed since the last one: checked
+at every heartbeat (each ``interval``), so joins and leaves are coalesced, at most one
+event per second per channel, never a storm. Each process tells its own subscribers
+(:meth:`~tornadose.core.store.BaseStore.announce`: not a message of the channel, never
+stored, replayed or sent through Redis); a subscriber may get one right after it
+joined.
 """
 
 from __future__ import annotations
@@ -33,15 +42,18 @@ from typing import Protocol
 
 import pydantic_core
 
+from tornadose.core.message import Message
 from tornadose.core.store import BaseStore
 from tornadose.http.answer import Answer, json_answer
 
-__all__ = ["Presence", "PresenceBackend", "presence_answer"]
+__all__ = ["PRESENCE_EVENT", "Presence", "PresenceBackend", "presence_answer"]
 
 logger = logging.getLogger("tornadose.presence")
 
 #: Seconds between two heartbeats of a process.
 DEFAULT_INTERVAL = 1.0
+#: The event telling a channel's subscribers its counts changed (opt-in).
+PRESENCE_EVENT = "tornadose.presence"
 
 
 class PresenceBackend(Protocol):
@@ -76,6 +88,8 @@ class Presence:
         self.interval = interval
         self._totals: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Channels whose subscribers are told of changes, and the last count told.
+        self._followed: dict[str, tuple[int, int] | None] = {}
 
     def here(self) -> dict[str, int]:
         """Subscribers of each channel in this process, now."""
@@ -91,9 +105,18 @@ class Presence:
             for name, n in here.items()
         }
 
+    def follow(self, name: str) -> None:
+        """Send ``tornadose.presence`` events to channel ``name``'s subscribers (see
+        the module docstring), from the next heartbeat on."""
+        self._followed.setdefault(name, None)
+        self.start()
+
     def start(self) -> None:
-        """Start the heartbeat (with a backend, in a running loop; else nothing)."""
-        if self.backend is None or (self._task is not None and not self._task.done()):
+        """Start the heartbeat (with a backend or followed channels, in a running
+        loop; else nothing)."""
+        if self.backend is None and not self._followed:
+            return
+        if self._task is not None and not self._task.done():
             return
         try:
             asyncio.get_running_loop()
@@ -102,9 +125,20 @@ class Presence:
         self._task = asyncio.ensure_future(self._beat_forever())
 
     async def beat(self) -> None:
-        """One heartbeat now: send the counts, keep the totals."""
-        assert self.backend is not None
-        self._totals = await self.backend.beat(self.here())
+        """One heartbeat now: send the counts, keep the totals, and tell the
+        subscribers of followed channels whose counts changed."""
+        if self.backend is not None:
+            self._totals = await self.backend.beat(self.here())
+        if self._followed:
+            counts, stores = self.counts(), self._stores()
+            for name, told in list(self._followed.items()):
+                now = counts.get(name)
+                if now is None or name not in stores:
+                    continue
+                pair = (now["here"], now["everywhere"])
+                if pair != told:
+                    self._followed[name] = pair
+                    stores[name].announce(Message(now, id=None, event=PRESENCE_EVENT))
 
     async def _beat_forever(self) -> None:
         failing = False
