@@ -225,3 +225,26 @@ async def test_presence_events_tell_subscribers_of_count_changes(
         await asyncio.gather(first, quiet, return_exceptions=True)
     assert all(kind == "tornadose.presence" for u, kind, _ in seen if "/room/" in u)
     assert not [entry for entry in seen if "/quiet/" in entry[0]]
+
+
+def test_an_announcement_during_a_held_resume_lets_no_duplicate_through() -> None:
+    """An id-less announcement queued while a resume is held is delivered, and does
+    not end the skipping of live messages the replay already had."""
+    from tornadose.core.message import Message
+    from tornadose.core.reasons import OverflowPolicy
+    from tornadose.core.subscription import StoreStats, Subscription
+
+    subscription = Subscription(
+        object(),
+        max_messages=10,
+        overflow=OverflowPolicy.DISCONNECT,
+        stats=StoreStats(),
+        on_close=lambda _: None,
+    )
+    subscription.hold()
+    subscription.put(Message("old", id="e-3"))  # already in the replay
+    subscription.put(Message({"here": 2}, id=None, event="tornadose.presence"))
+    subscription.release([Message("replayed", id="e-3")], skip=lambda m: m.id == "e-3")
+    subscription.put(Message("again", id="e-3"))  # a duplicate arriving late: skipped
+    subscription.put(Message("new", id="e-4"))
+    assert [m.data for m in subscription.take_batch()] == ["replayed", {"here": 2}, "new"]
