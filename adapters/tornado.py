@@ -190,6 +190,7 @@ class BaseHandler(JSONErrorHandler):
         if self._client_gone or self.subscription is not None:
             return self.subscription
         register = self._registrar or partial(subscribe.register, self.endpoint, self._request())
+        self._registrar = None  # it holds the request's headers: not kept for the stream
         outcome = register(self)
         if isinstance(outcome, Answer):
             send_answer(self, outcome)
@@ -204,17 +205,23 @@ class BaseHandler(JSONErrorHandler):
                 self._delivery = asyncio.ensure_future(self.run_delivery(outcome))
         return self.subscription
 
-    async def run_delivery(self, subscription: Subscription) -> CloseReason:
+    def run_delivery(self, subscription: Subscription) -> Awaitable[CloseReason]:
         """Deliver under :func:`tornadose.delivery.session.serve`, in this task."""
-        return await serve(subscription, self, lifecycle_of(self.application))
+        return serve(subscription, self, lifecycle_of(self.application))
 
-    async def deliver(self, subscription: Subscription) -> CloseReason:
+    def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
         """Hand each payload to :meth:`publish` (or an overridden :meth:`submit`) from
         :func:`~tornadose.delivery.streams.stream_payloads`: :attr:`stream_options`
         apply, and an SSE stream's heartbeats and ``retry``."""
         target = self.submit if type(self).submit is not BaseHandler.submit else self.publish
-        write = streams.write_through(self._write_now)
-        return await streams.stream_payloads(subscription, target, self.stream_options, write=write)
+        return streams.stream_payloads(
+            subscription, target, self.stream_options, write=self._write_through
+        )
+
+    async def _write_through(self, chunk: bytes) -> None:
+        pending = self._write_now(chunk)
+        if pending is not None:
+            await pending
 
     def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
         # Straight to the connection's stream once the headers are out (the same bytes
@@ -317,13 +324,14 @@ class EventSource(BaseHandler):
         self.flush()
         await (self._delivery or self.run_delivery(subscription))  # a subclass may have begun
 
-    async def deliver(self, subscription: Subscription) -> CloseReason:
+    def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
         """Stream SSE events (customised in a subclass: see :meth:`BaseHandler.deliver`)."""
         if self._customised(EventSource):
-            return await super().deliver(subscription)
-        write = streams.write_through(self._write_now)
+            return super().deliver(subscription)
         options = self.sse_options
-        return await streams.stream_sse(subscription, write, options, write_now=self._write_now)
+        return streams.stream_sse(
+            subscription, self._write_through, options, write_now=self._write_now
+        )
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
@@ -357,15 +365,23 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         """Register with the store; delivery runs in its own task."""
         self.open_subscription()
 
-    async def deliver(self, subscription: Subscription) -> CloseReason:
+    def deliver(self, subscription: Subscription) -> Awaitable[CloseReason]:
         """Send each message as one text frame (customised in a subclass: see
         :meth:`BaseHandler.deliver`)."""
         if self._customised(WebSocketSubscriber):
-            return await super().deliver(subscription)
-        send_now = partial(compat.send_text_frames, self)
-        send = streams.write_through(send_now)
+            return super().deliver(subscription)
         options = self.stream_options
-        return await streams.stream_websocket(subscription, send, options, send_frames_now=send_now)
+        return streams.stream_websocket(
+            subscription, self._send_frames, options, send_frames_now=self._send_frames_now
+        )
+
+    def _send_frames_now(self, texts: list[str]) -> Awaitable[None] | None:
+        return compat.send_text_frames(self, texts)
+
+    async def _send_frames(self, texts: list[str]) -> None:
+        pending = compat.send_text_frames(self, texts)
+        if pending is not None:
+            await pending
 
     async def last_frame(self, close: tuple[int, str]) -> None:
         """Close with ``close`` (Tornado aborts if the client does not answer)."""

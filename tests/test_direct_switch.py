@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The code objects of the delivery loops: a write made from a stream's task has one
 #: of them on its stack (the loop awaits the write); a write made from an event loop
 #: callback has not (the loop is suspended).
-LOOPS = frozenset({streams.stream_sse.__code__, streams.stream_websocket.__code__})
+#: The delivery loop every stream's task runs (SSE and WebSocket alike).
+LOOPS = frozenset({streams._Stream.run.__code__})
 
 
 def in_delivery_loop() -> bool:
@@ -202,16 +203,17 @@ class Where:
 
 
 class TornadoSSE(EventSource):
-    """Tornado's ``EventSource``, noting where each body write is made."""
+    """Tornado's ``EventSource``, noting where each body write is made (its one
+    synchronous write, which the direct path and the task's path both end in)."""
 
     def initialize(self, where: Where, **options: Any) -> None:  # type: ignore[override]
         super().initialize(**options)
         self.where = where
 
-    def write(self, chunk: str | bytes | dict[str, Any]) -> None:
+    def _write_now(self, chunk: bytes) -> Awaitable[None] | None:
         if chunk:
             self.where.in_loop.append(in_delivery_loop())
-        super().write(chunk)
+        return super()._write_now(chunk)
 
 
 class TornadoWebSocket(WebSocketSubscriber):

@@ -31,7 +31,7 @@ import inspect
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -144,14 +144,15 @@ def write_through(write_now: WriteNow[T]) -> Callable[[T], Awaitable[None]]:
     return write
 
 
-async def stream_sse(
+def stream_sse(
     subscription: Subscription,
     write: Callable[[bytes], Awaitable[None]],
     options: SSEOptions = SSEOptions(),
     *,
     write_now: WriteNow[bytes] | None = None,
-) -> CloseReason:
-    """Write ``subscription``'s messages as SSE events until it closes.
+) -> Coroutine[Any, Any, CloseReason]:
+    """Write ``subscription``'s messages as SSE events until it closes (a coroutine
+    to await, from the task that delivers).
 
     With ``write_now`` (see :class:`_Stream`), messages that arrive while the stream
     is idle are written straight from the event loop, without waking its task,
@@ -161,20 +162,7 @@ async def stream_sse(
     """
     write_now = direct_delivery.if_enabled(write_now)  # None: direct delivery is off
     stream = _Stream(subscription, write, write_now, _sse_chunk, options, options.heartbeat)
-    return await _run_sse(stream, options)
-
-
-async def _run_sse(stream: _Stream[Any], options: SSEOptions) -> CloseReason:
-    """Run an SSE stream: the ``retry:`` field first, heartbeats, the shutdown hint."""
-    try:
-        if options.retry is not None:
-            await stream.write(sse.encode_retry(options.retry))
-        reason = await stream.run(heartbeat=sse.HEARTBEAT)
-        if reason is CloseReason.SERVER_SHUTDOWN:
-            await stream.write(sse.encode_retry(random.randint(1000, 5000)))
-        return reason
-    finally:
-        stream.stop()
+    return stream.run(sse.HEARTBEAT, options)
 
 
 async def stream_payloads(
@@ -206,22 +194,21 @@ async def stream_payloads(
                 await result
 
     if write is not None and isinstance(options, SSEOptions):
-        stream = _Stream(subscription, deliver, None, list, options, options.heartbeat)
-        return await _run_sse(stream, options)
-    stream = _Stream(subscription, deliver, None, list, options, None)
-    try:
-        return await stream.run(heartbeat=None)
-    finally:
-        stream.stop()
+        # Its payloads are message lists or raw SSE bytes (the retry field, heartbeats).
+        stream: _Stream[Any] = _Stream(
+            subscription, deliver, None, list, options, options.heartbeat
+        )
+        return await stream.run(sse.HEARTBEAT, options)
+    return await _Stream(subscription, deliver, None, list, options, None).run(None)
 
 
-async def stream_websocket(
+def stream_websocket(
     subscription: Subscription,
     send_frames: Callable[[list[str]], Awaitable[None]],
     options: StreamOptions = StreamOptions(),
     *,
     send_frames_now: WriteNow[list[str]] | None = None,
-) -> CloseReason:
+) -> Coroutine[Any, Any, CloseReason]:
     """Send ``subscription``'s messages, one text frame each, until it closes.
 
     ``send_frames`` sends a batch of frames in order; the adapter decides how (all
@@ -231,10 +218,7 @@ async def stream_websocket(
     """
     send_frames_now = direct_delivery.if_enabled(send_frames_now)  # None: direct delivery is off
     stream = _Stream(subscription, send_frames, send_frames_now, _frames, options, None)
-    try:
-        return await stream.run(heartbeat=None)
-    finally:
-        stream.stop()
+    return stream.run(None)
 
 
 def _sse_chunk(batch: list[Message]) -> bytes:
@@ -297,8 +281,8 @@ class _Stream(Generic[T]):
         direct = write_now is not None and not options.period
         self._write_now = write_now if direct else None
         self._flusher = _flusher_for(asyncio.get_running_loop()) if direct else None
-        self._context = contextvars.copy_context() if direct else None
-        self._task = asyncio.current_task() if direct else None
+        self._context: contextvars.Context | None = None  # set by run()
+        self._task: asyncio.Task[Any] | None = None
         self._in_flight: Awaitable[None] | None = None
         self._error: BaseException | None = None
         self._ready = False
@@ -317,27 +301,43 @@ class _Stream(Generic[T]):
         if pending is not None:
             await pending
 
-    async def run(self, heartbeat: T | None) -> CloseReason:
-        """Deliver until the subscription closes; return why it closed."""
-        subscription = self._subscription
-        on_ready = self._on_ready if self._write_now is not None else None
-        while True:
-            try:
-                batch = await subscription.get_batch(self._max_batch, on_ready=on_ready)
-            except SubscriptionClosed as closed:
-                if closed.reason not in _NOTHING_MORE_TO_WRITE:
-                    await self._settle()
-                return closed.reason
-            await self._settle()
-            if batch:
-                await self.write(self._encode(batch))
-            elif self.pacer.heartbeat_due:
-                self.pacer.heartbeat_due = False
-                if heartbeat is not None:
-                    await self.write(heartbeat)
-                continue
-            if self._period and not len(subscription):
-                await subscription.sleep(self._period)
+    async def run(self, heartbeat: T | None, sse_options: SSEOptions | None = None) -> CloseReason:
+        """Deliver until the subscription closes; return why it closed. With
+        ``sse_options``: the ``retry:`` field first, the shutdown hint last. The
+        stream's timer is stopped when it ends. One frame for all of it: an idle
+        stream's task is parked here, and every frame costs memory per stream."""
+        if self._write_now is not None:  # the task and context direct writes run in
+            self._task = asyncio.current_task()
+            self._context = contextvars.copy_context()
+        try:
+            if sse_options is not None and sse_options.retry is not None:
+                await self.write(sse.encode_retry(sse_options.retry))  # type: ignore[arg-type]
+            subscription = self._subscription
+            on_ready = self._on_ready if self._write_now is not None else None
+            while True:
+                try:
+                    batch = await subscription.get_batch(self._max_batch, on_ready=on_ready)
+                except SubscriptionClosed as closed:
+                    if closed.reason not in _NOTHING_MORE_TO_WRITE:
+                        await self._settle()
+                    reason = closed.reason
+                    break
+                await self._settle()
+                if batch:
+                    await self.write(self._encode(batch))
+                elif self.pacer.heartbeat_due:
+                    self.pacer.heartbeat_due = False
+                    if heartbeat is not None:
+                        await self.write(heartbeat)
+                    continue
+                if self._period and not len(subscription):
+                    await subscription.sleep(self._period)
+            if sse_options is not None and reason is CloseReason.SERVER_SHUTDOWN:
+                hint = sse.encode_retry(random.randint(1000, 5000))
+                await self.write(hint)  # type: ignore[arg-type]
+            return reason
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """The stream is over: cancel its timer."""
