@@ -465,6 +465,7 @@ class ChannelsApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        self.channels.presence.start()  # if not yet (no lifespan): a no-op once running
         path = route_path(scope)
         app = self.app_for(path)
         if app is not None:

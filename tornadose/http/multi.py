@@ -168,6 +168,7 @@ async def admit(endpoint: MultiSubscribing, request: Request) -> Admitted | Answ
     if refusal is not None:
         return refusal
     channels, limits = endpoint.channels, endpoint.channels.multi
+    channels.presence.start()
     try:
         names, patterns = _parse(request.query, endpoint)
     except _Refused as exc:

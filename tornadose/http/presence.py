@@ -13,8 +13,10 @@ expires ``ttl`` seconds later (default 3, by Redis's clock), so **a process that
 dies stops counting within ``ttl`` seconds**, and the totals a process serves are at
 most ``interval`` seconds older than that (so: within ``ttl + interval``, 4 s by
 default). The heartbeat runs from the first time :meth:`Presence.start` is called
-in a running event loop (the adapters call it when they mount the channels, and
-every presence request does) until :meth:`Presence.stop`.
+in a running event loop until :meth:`Presence.stop` (``Channels.aclose()``): when the
+channels are mounted in a running loop (``channel_handlers`` called inside it, a
+``ChannelsApp``'s lifespan startup), at a ``ChannelsApp``'s first request, at the
+first multi-channel or presence request.
 
 Served (both adapters, JSON; :mod:`tornadose.http.routes`)::
 
