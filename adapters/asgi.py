@@ -206,14 +206,19 @@ class _SubscriberApp:
         if scope["type"] not in ("http", "websocket"):
             return  # lifespan: nothing to start or stop (served alone, uvicorn goes on)
         # Admitted in a coroutine of its own, which is over before streaming starts:
-        # the request's headers are not kept for the stream's life.
+        # what admission parsed (the request, its header strings) is not kept for the
+        # stream's life (the scope is: the server holds it anyway).
         stream = await self._admit(scope, receive, send)
         subscription = stream.subscription if stream is not None else None
         if stream is None or subscription is None:
             return
         if not stream.websocket:
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await stream.write(b"")  # an empty chunk: the server sends the headers now
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+                await stream.write(b"")  # an empty chunk: the server sends the headers now
+            except BaseException:  # the client left (or the task was cancelled) first
+                subscription.close(CloseReason.CLIENT_GONE)
+                raise
         watcher = asyncio.ensure_future(stream.wait_disconnect())
         watcher.add_done_callback(stream.disconnected)
         try:

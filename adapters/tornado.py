@@ -335,7 +335,7 @@ class EventSource(BaseHandler):
 
     async def publish(self, message: Any) -> None:
         """Write one message to the client as an SSE event, and flush it."""
-        await streams.write_through(self._write_now)(Message(message, id=None).sse)
+        await self._write_through(Message(message, id=None).sse)
 
 
 class WebSocketSubscriber(BaseHandler, WebSocketHandler):

@@ -389,9 +389,6 @@ async def start_pair(
 ) -> tuple[Child, Child, str]:
     """Start ``spec``'s server (core 0) and a client for it (core 1)."""
     server_argv = [sys.executable, "-m", f"benchmarks.servers.{spec.module}", *spec.args]
-    if spec.tornadose:
-        # A full-speed burst must never hit the overflow policy: it measures speed.
-        server_argv += ["--max-queue", str(max(1000, options.messages))]
     if spec.redis_url_option is not None:
         server_argv += ["--redis-url", getattr(options, spec.redis_url_option)]
         server_argv += ["--channel", options.channel]

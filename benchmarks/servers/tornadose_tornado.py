@@ -1,9 +1,8 @@
 """tornadose on Tornado: ``EventSource`` at ``/events``, ``WebSocketSubscriber`` at ``/ws``.
 
-Handlers are mounted exactly as the README shows, with default options; only the
-store's per-subscriber bound is raised (``--max-queue``, ``max_queue_bytes=None``)
-so that a full-speed run measures speed, not the overflow policy. The store is in
-memory, or a ``RedisStore`` with ``--redis-url`` (see
+Handlers are mounted exactly as the README shows, with default options, and the
+store has its default bounds (a subscriber cut at full speed shows as lost
+messages). The store is in memory, or a ``RedisStore`` with ``--redis-url`` (see
 :func:`benchmarks.servers.base.make_store`).
 """
 

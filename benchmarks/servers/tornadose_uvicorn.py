@@ -1,8 +1,8 @@
 """tornadose on uvicorn: ``EventSourceApp`` at ``/events``, ``WebSocketApp`` at ``/ws``.
 
 The two ASGI apps sit behind a three-line path switch (no framework), with default
-options; the store is the same as on Tornado (``--max-queue``, no byte bound; in
-memory, or a ``RedisStore`` with ``--redis-url``: see
+options; the store is the same as on Tornado (default bounds; in memory, or a
+``RedisStore`` with ``--redis-url``: see
 :func:`benchmarks.servers.base.make_store`). uvloop and httptools are used only if
 they are installed (the READY line says).
 """

@@ -11,7 +11,9 @@ Guarantees:
 
 * messages are written in the order they were published, each exactly once;
 * when several messages are queued, up to ``max_batch`` of them go out in one
-  ``write`` (SSE); a quiet stream writes each message as soon as it arrives;
+  ``write`` (SSE); a quiet stream writes each message on the next loop turn
+  (under load a sweep may wait up to 10 ms to coalesce: see
+  :mod:`tornadose.delivery.coalescing`);
 * with ``heartbeat`` seconds (``None`` or ``0``: off), an SSE stream idle that long
   gets a comment, so proxies and clients see it is alive; no timer runs while
   messages flow, and nothing polls;
@@ -309,6 +311,7 @@ class _Stream(Generic[T]):
         if self._write_now is not None:  # the task and context direct writes run in
             self._task = asyncio.current_task()
             self._context = contextvars.copy_context()
+        self.pacer.start()  # here, not when made: a coroutine never run leaves no timer
         try:
             if sse_options is not None and sse_options.retry is not None:
                 await self.write(sse.encode_retry(sse_options.retry))  # type: ignore[arg-type]
@@ -359,9 +362,10 @@ class _Stream(Generic[T]):
         if not self._ready:
             self._ready = True
             flusher.add(self)
-        elif len(self._subscription) >= self._max_batch or self._subscription.half_full:
-            # A full write is queued, or the queue nears its bound: waiting longer
-            # to coalesce gains nothing and risks cutting the client.
+        if len(self._subscription) >= self._max_batch or self._subscription.half_full:
+            # A full write is queued, or the queue nears its bound (one large message
+            # may do it): waiting longer to coalesce gains nothing and risks cutting
+            # the client.
             flusher.hurry()
 
     def write_queued(self, cache: _EncodeCache) -> None:
@@ -430,7 +434,9 @@ class _Flusher:
     __slots__ = ("_loop", "_pacing", "_ready", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the flusher is the value of a weak-keyed table of loops, and must not
+        # keep its own loop (and the streams queued on it) alive.
+        self._loop = weakref.ref(loop)
         self._ready: list[_Stream[Any]] = []
         self._pacing = SweepPacing()
         #: The put-off sweep, while one is.
@@ -438,7 +444,9 @@ class _Flusher:
 
     def add(self, stream: _Stream[Any]) -> None:
         if not self._ready:
-            loop = self._loop
+            loop = self._loop()
+            if loop is None:
+                return
             delay = self._pacing.delay(loop.time())
             if delay:
                 self._timer = loop.call_later(delay, self._flush)
@@ -452,15 +460,20 @@ class _Flusher:
         if timer is not None:
             self._timer = None
             timer.cancel()
-            self._loop.call_soon(self._flush)
+            loop = self._loop()
+            if loop is not None:
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._timer = None
-        started = self._loop.time()
+        loop = self._loop()
+        if loop is None:
+            return
+        started = loop.time()
         try:
             self._sweep()
         finally:
-            self._pacing.swept(started, self._loop.time())
+            self._pacing.swept(started, loop.time())
 
     def _sweep(self) -> None:
         ready, self._ready = self._ready, []
@@ -472,6 +485,7 @@ class _Flusher:
                     run_in_task(stream._task, context, stream.write_queued, cache)
             except Exception:  # a bug: never leave a stream stuck, let its task go on
                 logger.exception("direct delivery failed; the stream's task takes over")
+                stream._ready = False
                 stream._subscription.wake()
 
 
@@ -525,6 +539,10 @@ class _Pacer:
         self.write_started: float | None = None
         self.heartbeat_due = False
         self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start the timer (the stream's loop begins)."""
+        self.last_write = self.loop.time()
         self._arm()
 
     async def write(self, write: Callable[[T], Awaitable[None]], payload: T) -> None:
