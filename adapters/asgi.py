@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from functools import partial
 from typing import Any, Unpack
 
 from tornadose._compat.asyncio_tasks import start_eagerly
@@ -35,7 +36,7 @@ from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
-from tornadose.http import routes, subscribe
+from tornadose.http import multi, routes, subscribe
 from tornadose.http.answer import Answer, raw_headers, response_headers
 from tornadose.http.channels import Channels, Endpoint
 from tornadose.http.cors import CrossOrigin
@@ -49,6 +50,8 @@ __all__ = [
     "ChannelsApp",
     "EventSourceApp",
     "EventSourceAppOptions",
+    "MultiEventSourceApp",
+    "MultiWebSocketApp",
     "PublishApp",
     "WebSocketApp",
     "WebSocketAppOptions",
@@ -119,7 +122,7 @@ class _Stream:
 
     def __init__(self, app: _SubscriberApp, send: Send, receive: Receive) -> None:
         self.options, self.send, self.receive = app.options, send, receive
-        self.websocket = app.endpoint.kind is subscribe.Kind.WEBSOCKET
+        self.websocket = app.access.kind is subscribe.Kind.WEBSOCKET
         self.subscription: Subscription | None = None
 
     async def wait_disconnect(self) -> None:
@@ -196,6 +199,7 @@ class _SubscriberApp:
         options = dict(options)
         self.lifecycle = options.pop("lifecycle", None) or Lifecycle(type(self).__name__)
         self.endpoint, self.options = read(store, options)
+        self.access: subscribe.Access = self.endpoint
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -228,14 +232,14 @@ class _SubscriberApp:
         request = _request(scope)
         if request.websocket and (await receive())["type"] != "websocket.connect":
             return None
-        refusal = await subscribe.authorize(self.endpoint, request)
-        if refusal is not None:
-            await _refuse(scope, send, refusal)
+        registrar = await self.admission(request)
+        if isinstance(registrar, Answer):
+            await _refuse(scope, send, registrar)
             return None
         stream = _Stream(self, send, receive)
         if stream.websocket:  # accepted before registering: a closed store closes it
             await send({"type": "websocket.accept"})
-        outcome = subscribe.register(self.endpoint, request, stream)
+        outcome = registrar(stream)
         if isinstance(outcome, Answer):
             await send_answer(send, outcome)
         elif isinstance(outcome, CloseReason):
@@ -245,6 +249,10 @@ class _SubscriberApp:
             stream.subscription = outcome
             return stream
         return None
+
+    async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
+        """The refusal to send, or what registers the stream once it is open."""
+        return await subscribe.admission(self.endpoint, request)
 
 
 _Read = Callable[[BaseStore, Any], tuple[subscribe.Subscribing, streams.StreamOptions]]
@@ -267,6 +275,54 @@ class WebSocketApp(_SubscriberApp):
 
     def __init__(self, store: BaseStore, **options: Unpack[WebSocketAppOptions]) -> None:
         super().__init__(store, routes.websocket_endpoint, options)
+
+
+class _MultiApp(_SubscriberApp):
+    """A multi-channel endpoint (:mod:`tornadose.http.multi`) as an ASGI app."""
+
+    def __init__(
+        self,
+        channels: Channels,
+        kind: subscribe.Kind,
+        options: streams.StreamOptions,
+        *,
+        allowed_origins: Collection[str] | None = None,
+        lifecycle: Lifecycle | None = None,
+    ) -> None:
+        self.lifecycle = lifecycle or Lifecycle(type(self).__name__)
+        self.options = options
+        self.multi_endpoint = multi.MultiSubscribing(channels, kind, allowed_origins)
+        self.access = self.multi_endpoint
+
+    async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
+        """Admit the set (:func:`tornadose.http.multi.admit`)."""
+        admitted = await multi.admit(self.multi_endpoint, request)
+        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+
+
+class MultiEventSourceApp(_MultiApp):
+    """Several channels and patterns of ``channels`` on one SSE stream (see
+    :mod:`tornadose.http.multi`); ``ChannelsApp`` serves it at ``{prefix}/_multi/events``."""
+
+    def __init__(self, channels: Channels, *, lifecycle: Lifecycle | None = None) -> None:
+        super().__init__(channels, subscribe.Kind.SSE, streams.SSEOptions(), lifecycle=lifecycle)
+
+
+class MultiWebSocketApp(_MultiApp):
+    """The same over WebSocket; ``ChannelsApp`` serves it at ``{prefix}/_multi/ws``."""
+
+    def __init__(
+        self,
+        channels: Channels,
+        *,
+        allowed_origins: Collection[str] | None = None,
+        lifecycle: Lifecycle | None = None,
+    ) -> None:
+        options = streams.StreamOptions()
+        kind = subscribe.Kind.WEBSOCKET
+        super().__init__(
+            channels, kind, options, allowed_origins=allowed_origins, lifecycle=lifecycle
+        )
 
 
 async def _http_only(scope: Scope, send: Send) -> bool:
@@ -367,8 +423,17 @@ _APPS: dict[routes.Kind, Callable[..., ASGIApp]] = {
     routes.Kind.WEBSOCKET: WebSocketApp,
     routes.Kind.PUBLISH: PublishApp,
     routes.Kind.ANSWER: AnswerApp,
+    routes.Kind.MULTI_EVENTS: MultiEventSourceApp,
+    routes.Kind.MULTI_WEBSOCKET: MultiWebSocketApp,
 }
-_STREAMS = frozenset({routes.Kind.EVENTS, routes.Kind.WEBSOCKET})
+_STREAMS = frozenset(
+    {
+        routes.Kind.EVENTS,
+        routes.Kind.WEBSOCKET,
+        routes.Kind.MULTI_EVENTS,
+        routes.Kind.MULTI_WEBSOCKET,
+    }
+)
 
 
 class ChannelsApp:
@@ -405,6 +470,7 @@ class ChannelsApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        self.channels.presence.start()  # if not yet (no lifespan): a no-op once running
         path = route_path(scope)
         app = self.app_for(path)
         if app is not None:

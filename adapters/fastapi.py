@@ -145,6 +145,7 @@ def channels_router(
     )
     for channel in channels:
         _add_channel(router, guarded, channel)
+    _add_multi(router, guarded)
 
     async def asyncapi() -> Response:
         return endpoints.document()
@@ -236,6 +237,9 @@ def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None
     async def schema() -> Response:
         return endpoints.document(name)
 
+    async def presence() -> Response:
+        return endpoints.mounted(name, Endpoint.PRESENCE)
+
     stream = {"description": "The channel's messages, as Server-Sent Events"}
     stream_content = {EVENT_STREAM: {"itemSchema": _event_schema(message)}}
     guarded.route(
@@ -284,6 +288,16 @@ def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None
         response_class=Response,
         responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
     )
+    guarded.route(
+        router,
+        name,
+        Endpoint.PRESENCE,
+        presence,
+        methods=["GET"],
+        name=f"{name}.presence",
+        summary=f"Subscribers of {name}, here and in every process",
+        response_class=Response,
+    )
     if not channel.publishable:
         return
     body = {"required": True, "content": {"application/json": {"schema": inline_schema(accepted)}}}
@@ -311,6 +325,48 @@ def _add_channel(router: APIRouter, guarded: _Guarded, channel: Channel) -> None
                 _parameter("event", "query", "The SSE event type of the message"),
             ],
         },
+    )
+
+
+def _add_multi(router: APIRouter, guarded: _Guarded) -> None:
+    """The multi-channel stream (SSE, WebSocket) and every channel's presence."""
+    endpoints = guarded.endpoints
+
+    async def multi_events() -> Response:
+        return endpoints.multi_events()
+
+    async def multi_websocket(websocket: WebSocket) -> None:
+        await endpoints.multi_websocket(websocket)
+
+    async def presence() -> Response:
+        return endpoints.mounted(None, Endpoint.ALL_PRESENCE)
+
+    guarded.route(
+        router,
+        None,
+        Endpoint.MULTI_EVENTS,
+        multi_events,
+        methods=["GET"],
+        name="multi.events",
+        summary="Several channels and patterns as one SSE stream (?channel=, ?pattern=)",
+        response_class=Response,
+        responses={400: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+    router.add_api_websocket_route(
+        endpoints.path(None, Endpoint.MULTI_WEBSOCKET),
+        multi_websocket,
+        name="multi.ws",
+        dependencies=guarded.dependencies,
+    )
+    guarded.route(
+        router,
+        None,
+        Endpoint.ALL_PRESENCE,
+        presence,
+        methods=["GET"],
+        name="presence",
+        summary="Every channel's subscriber counts",
+        response_class=Response,
     )
 
 

@@ -242,6 +242,20 @@ class ChannelEndpoints:
             return
         await serve_websocket(app, websocket)
 
+    def multi_events(self) -> Response:
+        """The response streaming the request's channels and patterns as one SSE
+        stream, as the mounted ``/_multi/events`` URL does (:mod:`tornadose.http.multi`)."""
+        app = self.app.app_for(self.path(None, Endpoint.MULTI_EVENTS))
+        assert app is not None  # every ChannelsApp serves it
+        return EventStreamResponse(app)
+
+    async def multi_websocket(self, websocket: WebSocket) -> None:
+        """Serve the request's channels and patterns on ``websocket`` (not accepted
+        yet), as the mounted ``/_multi/ws`` URL does."""
+        app = self.app.app_for(self.path(None, Endpoint.MULTI_WEBSOCKET))
+        assert app is not None
+        await serve_websocket(app, websocket)
+
     def publish(self, name: str, *, background: BackgroundTask | None = None) -> Response:
         """The response publishing the request's JSON body to channel ``name``, as its
         mounted ``/publish`` URL answers (``202 {"id": ...}`` or the documented

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from functools import partial
 from typing import Any, Unpack
 
 from tornado.web import Application, RequestHandler, stream_request_body
@@ -35,7 +36,7 @@ from tornadose.delivery import streams
 from tornadose.delivery.close import close_code_for
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
-from tornadose.http import routes, subscribe
+from tornadose.http import multi, routes, subscribe
 from tornadose.http.answer import Answer, response_headers, status_answer
 from tornadose.http.channels import Channels, Endpoint
 from tornadose.http.cors import CrossOrigin
@@ -49,6 +50,8 @@ __all__ = [
     "BaseHandler",
     "EventSource",
     "JSONErrorHandler",
+    "MultiEventSource",
+    "MultiWebSocket",
     "PublishHandler",
     "UnknownChannelHandler",
     "WebSocketSubscriber",
@@ -140,9 +143,16 @@ class BaseHandler(JSONErrorHandler):
         #: Who may subscribe (:mod:`tornadose.http.subscribe`), how the stream is written.
         self.endpoint = subscribe.Subscribing(store, subscribe.Kind.SSE)
         self.stream_options = streams.StreamOptions()
-        self.store, self.subscription = store, None
+        self.store = store
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """The state of a request before its stream opens."""
+        self.subscription = None
         self._delivery: asyncio.Future[CloseReason] | None = None
         self._client_gone = False
+        #: What registers the stream once open (set by :meth:`may_subscribe`).
+        self._registrar: subscribe.Registrar | None = None
 
     def _request(self) -> subscribe.Request:
         request = self.request
@@ -163,17 +173,25 @@ class BaseHandler(JSONErrorHandler):
 
     async def may_subscribe(self) -> bool:
         """Run the admission checks and the authorize hook; answer a refusal."""
-        refusal = await subscribe.authorize(self.endpoint, self._request())
-        if refusal is not None:
-            send_answer(self, refusal)
-        return refusal is None
+        outcome = await self.admission(self._request())
+        if isinstance(outcome, Answer):
+            send_answer(self, outcome)
+            return False
+        self._registrar = outcome
+        return True
+
+    async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
+        """The refusal to answer, or what registers the stream once it is open."""
+        return await subscribe.admission(self.endpoint, request)
 
     def open_subscription(self, *, start_delivery: bool = True) -> Subscription | None:
         """Register (once) and, with ``start_delivery``, start delivering in a task.
         ``None`` if the client left, or the store is closed (then answered)."""
         if self._client_gone or self.subscription is not None:
             return self.subscription
-        outcome = subscribe.register(self.endpoint, self._request(), self)
+        register = self._registrar or partial(subscribe.register, self.endpoint, self._request())
+        self._registrar = None  # it holds the request's headers: not kept for the stream
+        outcome = register(self)
         if isinstance(outcome, Answer):
             send_answer(self, outcome)
         elif isinstance(outcome, CloseReason):
@@ -386,6 +404,58 @@ class WebSocketSubscriber(BaseHandler, WebSocketHandler):
         await self.write_message(Message(message, id=None).websocket)
 
 
+class MultiEventSource(EventSource):
+    """Several channels and patterns on one SSE stream (``{prefix}/_multi/events``,
+    see :mod:`tornadose.http.multi`). Options: ``channels`` and ``cors``."""
+
+    def initialize(  # type: ignore[override]
+        self, channels: Channels, *, cors: CrossOrigin | None = None
+    ) -> None:
+        """Keep the channels (their authorize hook and limits apply)."""
+        self._fresh()
+        self.use_cors(cors)
+        self.tcp_user_timeout = None
+        self.multi_endpoint = multi.MultiSubscribing(channels, subscribe.Kind.SSE)
+        self.sse_options = self.stream_options = streams.SSEOptions()
+
+    def prepare(self) -> None:
+        """Answer a CORS preflight; refuse on method or handshake."""
+        if not self.answer_preflight():
+            refusal = subscribe.refuse_early(self.multi_endpoint, self._request())
+            if refusal is not None:
+                send_answer(self, refusal)
+
+    async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
+        """Admit the set (:func:`tornadose.http.multi.admit`)."""
+        admitted = await multi.admit(self.multi_endpoint, request)
+        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+
+
+class MultiWebSocket(WebSocketSubscriber):
+    """Several channels and patterns on one WebSocket (``{prefix}/_multi/ws``, see
+    :mod:`tornadose.http.multi`). Options: ``channels`` and ``allowed_origins``."""
+
+    def initialize(  # type: ignore[override]
+        self, channels: Channels, *, allowed_origins: Collection[str] | None = None
+    ) -> None:
+        """Keep the channels (their authorize hook and limits apply)."""
+        self._fresh()
+        kind = subscribe.Kind.WEBSOCKET
+        self.multi_endpoint = multi.MultiSubscribing(channels, kind, allowed_origins)
+        self.stream_options = streams.StreamOptions()
+
+    def prepare(self) -> None:
+        """Refuse what is not a handshake, or from a foreign origin."""
+        refusal = subscribe.refuse_early(self.multi_endpoint, self._request())
+        if refusal is not None:
+            send_answer(self, refusal)
+
+    async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
+        """Admit the set (:func:`tornadose.http.multi.admit`)."""
+        admitted = await multi.admit(self.multi_endpoint, request)
+        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+
+
 @stream_request_body
 class PublishHandler(JSONErrorHandler):
     """``POST`` a JSON message to publish it to ``store``, answered as
@@ -481,6 +551,8 @@ _HANDLERS: dict[routes.Kind, type[RequestHandler]] = {
     routes.Kind.WEBSOCKET: WebSocketSubscriber,
     routes.Kind.PUBLISH: PublishHandler,
     routes.Kind.ANSWER: AnswerHandler,
+    routes.Kind.MULTI_EVENTS: MultiEventSource,
+    routes.Kind.MULTI_WEBSOCKET: MultiWebSocket,
 }
 
 

@@ -356,7 +356,9 @@ async def test_asyncapi_addresses_include_the_mount_path(uvicorn_server: Uvicorn
             "events": "/channels/api/chat/events",
             "websocket": "/channels/api/chat/ws",
             "publish": "/channels/api/chat/publish",
+            "presence": "/channels/api/chat/presence",
         }
+        assert document["x-tornadose-multi"]["events"] == "/channels/api/_multi/events"
         assert document["servers"] == {
             "http": {"host": host, "protocol": "http", "description": "SSE and publish"},
             "ws": {"host": host, "protocol": "ws", "description": "WebSocket"},

@@ -168,6 +168,11 @@ def test_the_route_table_gives_both_adapters_the_channel_options() -> None:
     assert set(table) == {
         "/api/asyncapi.json",
         "/api/metrics",
+        "/api/_multi/events",
+        "/api/_multi/ws",
+        "/api/_presence",
+        "/api/news/presence",
+        "/api/quiet/presence",
         "/api/news/events",
         "/api/news/ws",
         "/api/news/publish",

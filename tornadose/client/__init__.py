@@ -74,9 +74,9 @@ reconnection), :mod:`~tornadose.client.backoff` (the wait between attempts),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar, overload
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pydantic
 
@@ -108,6 +108,7 @@ __all__ = [
     "InvalidMessage",
     "Transport",
     "subscribe",
+    "subscribe_many",
     "with_last_event_id",
 ]
 
@@ -206,6 +207,51 @@ def subscribe(
         headers=dict(headers or {}),
         timeout=timeout,
     )
+
+
+def subscribe_many(
+    base: str,
+    *,
+    channels: Iterable[str] = (),
+    patterns: Iterable[str] = (),
+    transport: Transport | None = None,
+    last_event_id: str | None = None,
+    schema: Any = None,
+    reconnect: bool = True,
+    max_delay: float = DEFAULT_MAX_DELAY,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> EventStream[Any]:
+    """Subscribe to several channels and patterns of a ``Channels`` at ``base`` (its
+    URL with the prefix: ``http://host/api``) on one connection
+    (``{base}/_multi/events``, or ``/_multi/ws`` for WebSocket; see
+    :mod:`tornadose.http.multi`). Every event has ``channel`` and ``channel_id``;
+    ``data`` is the message's payload (validated with ``schema``, which then applies
+    to every channel). ``id`` is the connection's cursor: the stream resumes every
+    channel with it after a dropped connection, and ``last_event_id`` (a cursor
+    saved from ``event.id``) resumes from the first connection on. Control events:
+    ``tornadose.subscribed`` first (``channel`` ``None``), ``tornadose.refused``,
+    and per channel ``tornadose.resumed``/``tornadose.reset``. The other options and
+    the guarantees are :func:`subscribe`'s; the server's 4xx answers (a bad pattern,
+    too many channels, an unknown channel) raise :class:`ClientError`."""
+    query = [("channel", name) for name in channels] + [("pattern", p) for p in patterns]
+    if not query:
+        raise ValueError("name at least one channel or pattern")
+    chosen, _ = _resolve_transport(base, transport)
+    path = "/_multi/events" if chosen == "sse" else "/_multi/ws"
+    url = base.rstrip("/") + path + "?" + urlencode(query)
+    stream = subscribe(
+        url,
+        transport=chosen,
+        last_event_id=last_event_id,
+        schema=schema,
+        reconnect=reconnect,
+        max_delay=max_delay,
+        headers=headers,
+        timeout=timeout,
+    )
+    stream.multi = True
+    return stream
 
 
 def _resolve_transport(url: str, transport: Transport | None) -> tuple[Transport, str]:

@@ -6,6 +6,7 @@ recognised, and anything that does not fit raised as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, TypeVar
 
@@ -15,9 +16,32 @@ import pydantic_core
 from tornadose.client.connection import UNDECODED, Incoming
 from tornadose.client.events import CONTROL_EVENTS, ControlEvent, Event, InvalidMessage
 
-__all__ = ["decode"]
+__all__ = ["decode", "decode_multi"]
 
 T = TypeVar("T")
+
+
+def decode_multi(
+    incoming: Incoming, adapter: pydantic.TypeAdapter[T] | None, url: str
+) -> Event[T] | ControlEvent:
+    """As :func:`decode`, for an event of a multi-channel stream: its payload is the
+    envelope ``{"channel", "id", "data"}`` (:mod:`tornadose.http.multi`); the event
+    gets ``data`` decoded (validated with ``adapter``) and ``channel``/``channel_id``."""
+    if incoming.problem is not None:
+        return decode(incoming, adapter, url)
+    envelope = incoming.value if incoming.value is not UNDECODED else _json_or(incoming.text, None)
+    if not isinstance(envelope, dict) or "data" not in envelope or "channel" not in envelope:
+        raise InvalidMessage(
+            f"{url} sent an event that is not a multi-channel envelope",
+            [],
+            text=incoming.text,
+            id=incoming.id,
+        )
+    inner = envelope["data"]
+    text = inner if isinstance(inner, str) else pydantic_core.to_json(inner).decode()
+    event = decode(Incoming(incoming.event, incoming.id, text, inner), adapter, url)
+    channel, own_id = envelope["channel"], envelope.get("id")
+    return dataclasses.replace(event, channel=channel, channel_id=own_id)
 
 
 def decode(

@@ -20,7 +20,18 @@ __all__ = [
 T = TypeVar("T")
 
 #: The event types of tornadose's control events, yielded as :class:`ControlEvent`.
-CONTROL_EVENTS = frozenset({RESUMED_EVENT, RESET_EVENT})
+#: (Multi-channel streams also open with ``tornadose.subscribed`` and report refused
+#: channels with ``tornadose.refused``: see :mod:`tornadose.http.multi`; channels
+#: declared with ``presence_events=True`` send ``tornadose.presence``.)
+CONTROL_EVENTS = frozenset(
+    {
+        RESUMED_EVENT,
+        RESET_EVENT,
+        "tornadose.subscribed",
+        "tornadose.refused",
+        "tornadose.presence",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,12 @@ class Event(Generic[T]):
     #: ``None`` for a plain message (of the default type, ``message``); else its event
     #: type (a name given to ``store.submit(..., event=...)``, or a control event's).
     event: str | None = None
+    #: (Multi-channel streams, :func:`~tornadose.client.subscribe_many`) the channel
+    #: it came from (``None`` for ``tornadose.subscribed``, which is the whole
+    #: set's); ``id`` is then the connection's cursor, and ``channel_id`` the
+    #: message's id in its channel.
+    channel: str | None = None
+    channel_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

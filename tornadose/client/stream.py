@@ -22,7 +22,7 @@ import pydantic
 from tornadose._compat.optional import require
 from tornadose.client import backoff
 from tornadose.client.connection import Connection, Ended, Incoming, Retryable
-from tornadose.client.decoding import decode
+from tornadose.client.decoding import decode, decode_multi
 from tornadose.client.events import ConnectionFailed, ControlEvent, Event
 from tornadose.client.sse import SSEConnection
 from tornadose.client.websocket import WebSocketConnection, with_last_event_id
@@ -77,6 +77,8 @@ class EventStream(Generic[T]):
         #: The reconnection time the server asked for (SSE ``retry``), in milliseconds.
         self.retry: int | None = None
         self._adapter = adapter
+        #: Whether events are multi-channel envelopes (:func:`~tornadose.client.subscribe_many`).
+        self.multi = False
         self._reconnect = reconnect
         self._max_delay = max_delay
         self._headers = headers
@@ -120,6 +122,8 @@ class EventStream(Generic[T]):
             await self._receive()
         incoming = self._pending.popleft()
         self.last_event_id = incoming.id
+        if self.multi:
+            return decode_multi(incoming, self._adapter, self.url)
         return decode(incoming, self._adapter, self.url)
 
     async def aclose(self) -> None:

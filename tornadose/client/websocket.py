@@ -123,6 +123,15 @@ class WebSocketConnection:
         if not isinstance(id_, str | None) or not isinstance(event, str | None):
             problem = "its 'id' or 'event' is not a string"
             return Incoming(None, self._last_event_id, frame, problem=problem)
+        cursor = envelope.get("cursor")
+        if cursor is not None:  # a multi-channel frame: the envelope is the payload
+            if not isinstance(cursor, str):
+                problem = "its 'cursor' is not a string"
+                return Incoming(None, self._last_event_id, frame, problem=problem)
+            self._last_event_id = cursor
+            value = {"channel": envelope.get("channel"), "id": id_, "data": envelope["data"]}
+            kind = None if event in (None, DEFAULT_EVENT) else event
+            return Incoming(kind, cursor, pydantic_core.to_json(value).decode(), value)
         if id_ is not None:
             self._last_event_id = id_
         value = envelope["data"]

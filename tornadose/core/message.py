@@ -87,6 +87,25 @@ class Message:
         copy._json, copy._sse, copy._websocket = self._json, None, None
         return copy
 
+    def tagged(self, channel: str | None, cursor: str) -> Message:
+        """This message as one event of a multi-channel connection (see
+        :mod:`tornadose.core.multiplex`): its id is the connection's ``cursor``, its
+        event name is kept, and its payload is the envelope
+        ``{"channel": <channel>, "id": <this message's id>, "data": <payload>}``
+        (SSE ``data``); the WebSocket frame is that envelope plus ``"event"`` when the
+        message has a name and ``"cursor"``. The payload's JSON is reused, not
+        recomputed. ``channel`` ``None`` (``null``): an event of the whole set."""
+        sse.check_field("id", cursor)
+        name = payload_to_json(channel)
+        own_id = "null" if self.id is None else payload_to_json(self.id)
+        text = '{"channel":' + name + ',"id":' + own_id + ',"data":' + self.json + "}"
+        copy = Message.__new__(Message)
+        copy.data = {"channel": channel, "id": self.id, "data": self.data}
+        copy.id, copy.event, copy.text, copy._json, copy._sse = cursor, self.event, text, text, None
+        event = "" if self.event is None else ',"event":' + payload_to_json(self.event)
+        copy._websocket = text[:-1] + event + ',"cursor":' + payload_to_json(cursor) + "}"
+        return copy
+
     @property
     def sse(self) -> bytes:
         """The message as one encoded SSE event (``event:``, ``id:``, ``data:`` lines)."""

@@ -66,3 +66,6 @@ class ResetReason(enum.Enum):
     #: The backend lost messages this client had not received (Redis restarted
     #: without them, or trimmed them before this server could read them).
     DATA_LOST = "data_lost"
+    #: (Multi-channel connections) the client's cursor said it was subscribed to the
+    #: channel but held no position in it: what it missed cannot be known.
+    UNKNOWN_POSITION = "unknown_position"

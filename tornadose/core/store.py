@@ -151,6 +151,8 @@ class BaseStore:
         self._on_subscription_close = self._forget
         self._resumes: set[asyncio.Future[Resume]] = set()
         self._closed = False
+        #: The id of the newest message handed to the subscribers (see :attr:`position`).
+        self._position: str | None = None
         self.initialize(*args, **kwargs)
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
@@ -335,6 +337,8 @@ class BaseStore:
             if not self._subscriptions and self._attached:
                 self._attached = False
                 self.backend.detach()
+                if not isinstance(self._backend, MemoryBackend):
+                    self._position = None  # not fed while detached: no longer known
 
     # -- publishing -----------------------------------------------------------------
 
@@ -391,7 +395,28 @@ class BaseStore:
         if message is not None:
             self._fan_out(message)
 
+    @property
+    def position(self) -> str | None:
+        """The id of the newest message handed to the subscribers, hence where a
+        subscriber registering now (without ``last_event_id``) starts: every later
+        message reaches it. ``None`` when unknown (nothing fed yet; a backend that
+        feeds only while the store has subscribers, Redis, forgets it when the last
+        one leaves). Multi-channel connections record it in their cursor."""
+        return self._position
+
+    def announce(self, message: Message) -> None:
+        """Queue ``message``, a control event without an id (such as a presence
+        change), for the subscribers registered now: not a message of the channel (no
+        id, no history, not the current value or backlog, not sent to other
+        processes), so a resuming client is never replayed it."""
+        if message.id is not None:
+            raise ValueError("an announcement has no id (it is not in the channel's history)")
+        for subscription in list(self._subscriptions.values()):
+            subscription.put(message)
+
     def _fan_out(self, message: Message) -> None:
+        if message.id is not None:
+            self._position = message.id
         # Copy: an overflowing subscription removes itself from the dict.
         for subscription in list(self._subscriptions.values()):
             subscription.put(message)
@@ -553,6 +578,8 @@ class QueueStore(BaseStore):
     def publish(self, message: Message | None = None) -> None:
         """Push ``message`` to every subscriber, or keep it for the next one."""
         if message is not None and not self._subscriptions:
+            if message.id is not None:
+                self._position = message.id
             if self.backlog == 0:
                 self.stats.dropped += 1
                 return

@@ -150,7 +150,7 @@ class Subscription:
         """
         if self._close_reason is not None:
             return
-        if self._gate is not None:
+        if self._gate is not None and message.id is not None:  # id-less: announcements
             if self._gate(message):
                 return
             self._gate = None
@@ -204,13 +204,15 @@ class Subscription:
         With ``skip``, held live messages for which ``skip(message)`` is true are
         dropped (the replay already has them), and so are later live messages until
         the first one ``skip`` keeps: the store's order makes every later one new too.
+        Messages without an id (announcements, see ``BaseStore.announce``) are kept
+        and do not end that.
         """
         self._held = False
         if self._close_reason is not None:
             return  # closed: a held queue was discarded, nothing more is delivered
         if skip is not None:
             kept = [message for message in self._queue if not skip(message)]
-            self._gate = None if kept else skip
+            self._gate = None if any(m.id is not None for m in kept) else skip
             self._queue = kept
             self._live_bytes = sum(message.size for message in kept)
         self._queue[:0] = front

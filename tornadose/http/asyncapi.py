@@ -7,10 +7,15 @@ For each channel the document has:
   path / ``root_path`` and prefix: see :class:`Site`; without a site, the prefix),
   with one message whose ``payload`` is the JSON Schema of the channel's messages
   (as subscribers receive them) and an ``x-tornadose-endpoints`` extension listing
-  the SSE, WebSocket and publish URLs;
+  the SSE, WebSocket, publish and presence URLs, and ``x-tornadose-presence``, its
+  subscriber counts when the document was made (``{"here": n, "everywhere": n}``,
+  see :mod:`tornadose.http.presence`);
 * an operation ``{name}.subscribe`` (``action: send``: the server sends messages to
   subscribers) and, when the channel is publishable, ``{name}.publish``
   (``action: receive``: the server receives published messages).
+
+At the top level, ``x-tornadose-multi`` gives the multi-channel URLs
+(:mod:`tornadose.http.multi`), the all-channels presence URL and the limits.
 
 Given the request's :class:`Site` with its host, ``servers`` holds the host twice:
 ``http`` (``https``) for SSE and publish, ``ws`` (``wss``) for WebSocket; the
@@ -69,6 +74,7 @@ def asyncapi_document(channels: Channels, site: Site | None = None) -> dict[str,
     )
     doc_channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
+    presence = channels.presence.counts()
     messages: dict[str, Any] = {}
     for channel in channels:
         base = f"{site.base}/{channel.name}"
@@ -79,7 +85,11 @@ def asyncapi_document(channels: Channels, site: Site | None = None) -> dict[str,
             "contentType": "application/json",
             "payload": payload,
         }
-        endpoints = {"events": f"{base}/events", "websocket": f"{base}/ws"}
+        endpoints = {
+            "events": f"{base}/events",
+            "websocket": f"{base}/ws",
+            "presence": f"{base}/presence",
+        }
         if channel.publishable:
             endpoints["publish"] = f"{base}/publish"
         doc_channels[channel.name] = {
@@ -88,6 +98,8 @@ def asyncapi_document(channels: Channels, site: Site | None = None) -> dict[str,
             **({"description": channel.description} if channel.description else {}),
             "messages": {channel.name: {"$ref": f"#/components/messages/{channel.name}"}},
             "x-tornadose-endpoints": endpoints,
+            # Subscribers when the document was made (here, and in every process).
+            "x-tornadose-presence": presence.get(channel.name, {}),
         }
         message_ref = {"$ref": f"#/channels/{channel.name}/messages/{channel.name}"}
         operations[f"{channel.name}.subscribe"] = {
@@ -111,4 +123,11 @@ def asyncapi_document(channels: Channels, site: Site | None = None) -> dict[str,
         "channels": doc_channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": definitions.get("$defs", {})},
+        "x-tornadose-multi": {
+            "events": f"{site.base}/_multi/events",
+            "websocket": f"{site.base}/_multi/ws",
+            "presence": f"{site.base}/_presence",
+            "max_channels": channels.multi.max_channels,
+            "max_patterns": channels.multi.max_patterns,
+        },
     }

@@ -14,8 +14,12 @@ Both serve the same URLs, relative to ``prefix``:
 ``GET  {prefix}/{name}/ws``           the channel over WebSocket
 ``POST {prefix}/{name}/publish``      publish a JSON message (see :mod:`tornadose.http.publish`)
 ``GET  {prefix}/{name}/schema.json``  the JSON Schema of the channel's messages
+``GET  {prefix}/{name}/presence``     the channel's subscriber counts (:mod:`~.presence`)
+``GET  {prefix}/_presence``           every channel's subscriber counts
 ``GET  {prefix}/asyncapi.json``       an AsyncAPI 3.0 document of all channels
 ``GET  {prefix}/metrics``             every channel's metrics, Prometheus text format
+``GET  {prefix}/_multi/events``       several channels and patterns as one SSE stream
+``GET  {prefix}/_multi/ws``           the same over WebSocket (:mod:`tornadose.http.multi`)
 ====================================  ==============================================
 
 Any other path under ``prefix`` answers ``404`` with an ``unknown_channel`` error
@@ -26,9 +30,10 @@ Routes are built when mounted: declare every channel first.
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +41,20 @@ from tornadose.core.store import BaseStore, QueueStore
 from tornadose.delivery import streams
 from tornadose.http.auth import Authorize
 from tornadose.http.cors import CORSPolicy
+from tornadose.http.presence import Presence, PresenceBackend
 from tornadose.http.publish import DEFAULT_MAX_BODY
 
-__all__ = ["CHANNEL_ENDPOINTS", "REDIS_URL_VARIABLE", "Channel", "Channels", "Endpoint", "Route"]
+__all__ = [
+    "CHANNEL_ENDPOINTS",
+    "REDIS_URL_VARIABLE",
+    "Channel",
+    "Channels",
+    "Endpoint",
+    "MultiLimits",
+    "Route",
+]
+
+logger = logging.getLogger("tornadose.channels")
 
 #: The environment variable that gives :class:`Channels` a default Redis URL.
 REDIS_URL_VARIABLE = "TORNADOSE_REDIS_URL"
@@ -55,10 +71,24 @@ class Endpoint(enum.Enum):
     SCHEMA = "schema.json"
     ASYNCAPI = "asyncapi.json"
     METRICS = "metrics"
+    #: A channel's subscriber counts (:mod:`tornadose.http.presence`).
+    PRESENCE = "presence"
+    #: Every channel's subscriber counts.
+    ALL_PRESENCE = "_presence"
+    #: Several channels and patterns on one SSE connection (:mod:`tornadose.http.multi`).
+    MULTI_EVENTS = "_multi/events"
+    #: The same over WebSocket.
+    MULTI_WEBSOCKET = "_multi/ws"
 
 
 #: What each channel serves, below ``{prefix}/{name}/``.
-CHANNEL_ENDPOINTS = (Endpoint.EVENTS, Endpoint.WEBSOCKET, Endpoint.PUBLISH, Endpoint.SCHEMA)
+CHANNEL_ENDPOINTS = (
+    Endpoint.EVENTS,
+    Endpoint.WEBSOCKET,
+    Endpoint.PUBLISH,
+    Endpoint.SCHEMA,
+    Endpoint.PRESENCE,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,9 @@ class Channel:
     max_body: int = DEFAULT_MAX_BODY
     #: Whether ``POST .../publish`` is served for this channel.
     publishable: bool = True
+    #: Whether subscribers get ``tornadose.presence`` events when the channel's
+    #: subscriber count changes (see :mod:`tornadose.http.presence`).
+    presence_events: bool = False
     #: Origins besides the page's own whose browsers may open the WebSocket
     #: (``("*",)``: any); see :func:`tornadose.http.websocket.origin_allowed`.
     allowed_origins: tuple[str, ...] | None = None
@@ -119,6 +152,27 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class MultiLimits:
+    """What one multi-channel connection may ask for (see :mod:`tornadose.http.multi`):
+    beyond them the request is refused with ``400`` (a channel a pattern comes to
+    match beyond ``max_channels`` is reported refused instead)."""
+
+    #: Channels on one connection: named ones and those patterns match, together.
+    max_channels: int = 64
+    #: Patterns on one connection.
+    max_patterns: int = 8
+    #: Messages queued for the connection's writer (channels back up behind it).
+    max_queue: int = 256
+    #: Bytes (of encoded SSE) queued for the connection's writer.
+    max_queue_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_channels", "max_patterns", "max_queue", "max_queue_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class Route:
     """One URL path (relative to the prefix) and what it serves."""
 
@@ -146,6 +200,11 @@ class Channels:
     ``Content-Type``, ``Authorization`` and ``Last-Event-ID``. They make
     :attr:`cors` (see :mod:`tornadose.http.cors`, which also says how the WebSocket's
     ``allowed_origins`` relate to them). Without ``cors_origins``: same-origin only.
+
+    ``multi`` (a :class:`MultiLimits`) bounds the multi-channel connections served at
+    ``{prefix}/_multi/...`` (:mod:`tornadose.http.multi`); ``presence_ttl`` is how
+    long (seconds, default 3) a process's subscriber counts stay counted across
+    processes with ``redis_url`` (:mod:`tornadose.http.presence`, :attr:`presence`).
     """
 
     def __init__(
@@ -159,6 +218,8 @@ class Channels:
         cors_origins: Iterable[str] | None = None,
         cors_credentials: bool = False,
         cors_headers: Iterable[str] = (),
+        multi: MultiLimits | None = None,
+        presence_ttl: float | None = None,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with it: {prefix!r}")
@@ -169,7 +230,13 @@ class Channels:
         self.redis_url = redis_url or os.environ.get(REDIS_URL_VARIABLE) or None
         #: Which other origins' pages may use these channels (``None``: none).
         self.cors = CORSPolicy.of(cors_origins, credentials=cors_credentials, headers=cors_headers)
+        #: The limits of multi-channel connections (:mod:`tornadose.http.multi`).
+        self.multi = multi or MultiLimits()
         self._channels: dict[str, Channel] = {}
+        #: Subscriber counts per channel, here and (with ``redis_url``) in every process.
+        self.presence = Presence(self._stores, self._presence_backend(presence_ttl))
+        #: Called with each channel declared from now on (see :meth:`watch`).
+        self._watchers: list[Callable[[Channel], None]] = []
         #: The servers (apps, sets of handlers) serving these channels: see :meth:`serve_from`.
         self._servers: set[object] = set()
 
@@ -199,7 +266,37 @@ class Channels:
             raise ValueError("give the schema to the store, or no store: not both")
         channel = Channel(name, store, description, **options)
         self._channels[name] = channel
+        if channel.presence_events:
+            self.presence.follow(name)
+        for watcher in list(self._watchers):
+            try:
+                watcher(channel)
+            except Exception:
+                logger.exception("a watcher of %r failed on channel %r", self, name)
         return channel
+
+    def watch(self, watcher: Callable[[Channel], None]) -> Callable[[], None]:
+        """Call ``watcher(channel)`` with each channel declared from now on (how a
+        multi-channel connection's patterns pick up new channels); returns the
+        function that stops it. Watchers run inside :meth:`add`: they must be quick
+        (an exception is logged, never raised to the caller of ``add``)."""
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
+
+    def _stores(self) -> dict[str, BaseStore]:
+        return {name: channel.store for name, channel in self._channels.items()}
+
+    def _presence_backend(self, ttl: float | None) -> PresenceBackend | None:
+        if self.redis_url is None:
+            return None
+        from tornadose.backends.redis.presence import DEFAULT_TTL, RedisPresence
+
+        return RedisPresence(self.redis_url, ttl=ttl or DEFAULT_TTL)
 
     def _default_store(self, name: str, schema: Any) -> BaseStore:
         if self.redis_url is None:
@@ -232,6 +329,9 @@ class Channels:
         table = [
             Route("/asyncapi.json", Endpoint.ASYNCAPI, None),
             Route("/metrics", Endpoint.METRICS, None),
+            Route("/" + Endpoint.ALL_PRESENCE.value, Endpoint.ALL_PRESENCE, None),
+            Route("/" + Endpoint.MULTI_EVENTS.value, Endpoint.MULTI_EVENTS, None),
+            Route("/" + Endpoint.MULTI_WEBSOCKET.value, Endpoint.MULTI_WEBSOCKET, None),
         ]
         for channel in self:
             for endpoint in CHANNEL_ENDPOINTS:
@@ -245,6 +345,7 @@ class Channels:
         """Note that ``server`` serves these channels (adapters call it: a
         ``ChannelsApp`` for itself, ``channel_handlers`` for the handlers it makes)."""
         self._servers.add(server)
+        self.presence.start()
 
     def stop_serving_from(self, server: object) -> bool:
         """``server`` stops serving these channels; whether no other server still does.
@@ -264,6 +365,8 @@ class Channels:
             channel.store.close()
 
     async def aclose(self) -> None:
-        """Close every channel's store and release what it holds (Redis connections)."""
+        """Close every channel's store and release what it holds (Redis connections);
+        stop the presence heartbeat, withdrawing this process's counts."""
         for channel in self:
             await channel.store.aclose()
+        await self.presence.stop()

@@ -107,6 +107,7 @@ def metrics_answer(channels: Channels) -> Answer:
     registry = _registries.get(channels)
     if registry is None:
         registry = _registries[channels] = metrics.registry_for(
-            lambda: {channel.name: channel.store for channel in channels}
+            lambda: {channel.name: channel.store for channel in channels},
+            channels.presence.counts,
         )
     return metrics.metrics_answer(registry)

@@ -30,6 +30,8 @@ Metrics, each labelled with ``store`` (the name it was registered under):
                                                     over), ``other``
 ``tornadose_invalid_entries_total``         counter stream entries skipped as invalid
 ``tornadose_publish_failures_total``        counter submissions Redis did not take
+``tornadose_presence_subscribers``          gauge   (``Channels``) subscribers in every
+                                                    process (:mod:`tornadose.http.presence`)
 ==========================================  ======  =====================================
 """
 
@@ -45,7 +47,7 @@ from prometheus_client.registry import Collector
 from tornadose.core.store import BaseStore
 from tornadose.http.answer import Answer
 
-__all__ = ["StoreCollector", "metrics_answer", "registry_for"]
+__all__ = ["PresenceCollector", "StoreCollector", "metrics_answer", "registry_for"]
 
 StoreMap = Mapping[str, BaseStore] | Callable[[], Mapping[str, BaseStore]]
 
@@ -131,10 +133,34 @@ class StoreCollector(Collector):
         yield disconnects
 
 
-def registry_for(stores: StoreMap) -> CollectorRegistry:
-    """A registry holding only a :class:`StoreCollector` of ``stores``."""
+class PresenceCollector(Collector):
+    """``tornadose_presence_subscribers{store}``: each channel's subscribers in every
+    process (:mod:`tornadose.http.presence`), read at scrape time from ``counts``
+    (``{channel: {"everywhere": n, ...}}``)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "tornadose_presence_subscribers",
+            "Subscribers of the channel in every process sharing it.",
+            labels=["store"],
+        )
+        for name, counts in self._counts().items():
+            gauge.add_metric([name], counts["everywhere"])
+        yield gauge
+
+
+def registry_for(
+    stores: StoreMap, presence: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
+) -> CollectorRegistry:
+    """A registry holding a :class:`StoreCollector` of ``stores`` and, with
+    ``presence``, a :class:`PresenceCollector`."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(stores))
+    if presence is not None:
+        registry.register(PresenceCollector(presence))
     return registry
 
 

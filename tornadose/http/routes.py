@@ -35,6 +35,7 @@ from tornadose.http import documents
 from tornadose.http.auth import Authorize
 from tornadose.http.channels import CHANNEL_ENDPOINTS, Channel, Channels, Endpoint
 from tornadose.http.cors import CrossOrigin, websocket_origins
+from tornadose.http.presence import presence_answer
 from tornadose.http.subscribe import Kind as Transport
 from tornadose.http.subscribe import Subscribing
 
@@ -63,6 +64,10 @@ class Kind(enum.Enum):
     PUBLISH = "publish"
     #: A computed document (``AnswerHandler``, ``AnswerApp``): ``make_answer``.
     ANSWER = "answer"
+    #: Several channels over SSE (``MultiEventSource``, ``MultiEventSourceApp``).
+    MULTI_EVENTS = "multi_events"
+    #: Several channels over WebSocket (``MultiWebSocket``, ``MultiWebSocketApp``).
+    MULTI_WEBSOCKET = "multi_websocket"
 
 
 #: The HTTP methods each kind of endpoint serves (a WebSocket: its handshake).
@@ -71,6 +76,8 @@ METHODS: dict[Kind, tuple[str, ...]] = {
     Kind.WEBSOCKET: ("GET",),
     Kind.PUBLISH: ("POST",),
     Kind.ANSWER: documents.DOCUMENT_METHODS,
+    Kind.MULTI_EVENTS: ("GET",),
+    Kind.MULTI_WEBSOCKET: ("GET",),
 }
 
 
@@ -79,7 +86,7 @@ def cross_origin(channels: Channels, kind: Kind | None) -> CrossOrigin | None:
     that serves nothing, the ``404`` of an unknown channel), or ``None`` when the
     channels have no :attr:`~tornadose.http.channels.Channels.cors` policy or the
     endpoint is a WebSocket (no CORS: its origin check applies)."""
-    if channels.cors is None or kind is Kind.WEBSOCKET:
+    if channels.cors is None or kind in (Kind.WEBSOCKET, Kind.MULTI_WEBSOCKET):
         return None
     return CrossOrigin(channels.cors, METHODS[kind] if kind is not None else ())
 
@@ -102,6 +109,14 @@ def served(channels: Channels) -> list[Served]:
             table.append(_answer(path, partial(documents.asyncapi_answer, channels)))
         elif route.endpoint is Endpoint.METRICS:
             table.append(_answer(path, partial(documents.metrics_answer, channels)))
+        elif route.endpoint is Endpoint.ALL_PRESENCE:
+            table.append(_answer(path, partial(presence_answer, channels.presence)))
+        elif route.endpoint is Endpoint.MULTI_EVENTS:
+            table.append(Served(path, Kind.MULTI_EVENTS, {"channels": channels}))
+        elif route.endpoint is Endpoint.MULTI_WEBSOCKET:
+            origins = websocket_origins(None, channels.cors)
+            options = {"channels": channels, "allowed_origins": origins}
+            table.append(Served(path, Kind.MULTI_WEBSOCKET, options))
         else:
             assert route.channel is not None
             table.append(_channel_route(channels, route.channel, route.endpoint, path))
@@ -115,6 +130,8 @@ def _answer(path: str, make_answer: Any) -> Served:
 def _channel_route(channels: Channels, channel: Channel, endpoint: Endpoint, path: str) -> Served:
     if endpoint is Endpoint.SCHEMA:
         return _answer(path, partial(documents.schema_answer, channels, channel.name))
+    if endpoint is Endpoint.PRESENCE:
+        return _answer(path, partial(presence_answer, channels.presence, channel.name))
     common = {"store": channel.store, "authorize": channels.authorize, "channel": channel.name}
     if endpoint is Endpoint.PUBLISH:
         return Served(path, Kind.PUBLISH, {**common, "max_body": channel.max_body})

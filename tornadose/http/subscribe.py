@@ -29,8 +29,10 @@ only once its stream is open: a refused request registers nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
 from tornadose.core.errors import StoreClosed
 from tornadose.core.reasons import CloseReason
@@ -43,9 +45,12 @@ from tornadose.http.websocket import not_a_websocket, refuse_origin
 
 __all__ = [
     "CLOSED_STORE_ANSWER",
+    "Access",
     "Kind",
+    "Registrar",
     "Request",
     "Subscribing",
+    "admission",
     "authorize",
     "not_an_event_stream",
     "refuse_early",
@@ -82,6 +87,17 @@ class Subscribing:
             raise TypeError(f"store must be a tornadose store, not {type(self.store).__name__}")
 
 
+class Access(Protocol):
+    """What :func:`refuse_early` reads of an endpoint (a :class:`Subscribing`, or a
+    multi-channel one of :mod:`tornadose.http.multi`)."""
+
+    @property
+    def kind(self) -> Kind: ...
+
+    @property
+    def allowed_origins(self) -> Collection[str] | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """What admission reads of a request: its method, headers as
@@ -99,7 +115,7 @@ def not_an_event_stream() -> Answer:
     return error_answer(400, "bad_request", "this URL serves Server-Sent Events: use a plain GET")
 
 
-def refuse_early(endpoint: Subscribing, request: Request) -> Answer | None:
+def refuse_early(endpoint: Access, request: Request) -> Answer | None:
     """Steps 1 and 2: the answer refusing the request on its method or handshake, or
     its origin; ``None`` if it may go on to the authorize hook."""
     if endpoint.kind is Kind.SSE:
@@ -123,6 +139,18 @@ async def authorize(endpoint: Subscribing, request: Request) -> Answer | None:
     return await check_access(
         endpoint.authorize, request.headers, endpoint.channel, Action.SUBSCRIBE
     )
+
+
+#: What registers an admitted subscriber once its stream is open (given the
+#: subscriber's key): its subscription, or the answer / close reason of a closed store.
+Registrar = Callable[[object], "Subscription | Answer | CloseReason"]
+
+
+async def admission(endpoint: Subscribing, request: Request) -> Answer | Registrar:
+    """:func:`authorize`, then, if admitted, the :data:`Registrar` doing
+    :func:`register` for this request (what the adapters call)."""
+    refusal = await authorize(endpoint, request)
+    return refusal if refusal is not None else partial(register, endpoint, request)
 
 
 def register(

@@ -1,0 +1,490 @@
+"""Several channels and patterns on one connection (``{prefix}/_multi/events`` and
+``/_multi/ws``): the right messages in per-channel order, exact resume with one cursor,
+patterns picking up channels declared later, refused channels reported, every
+malformed request answered ``4xx`` with a JSON body, and the Redis reader reading only
+channels with subscribers. Real servers (Tornado, uvicorn), real clients (httpx-sse,
+websockets), both transports, memory and Redis backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.clients import TIMEOUT, real_events
+from tests.conftest import BackendStore, TornadoStarter, UvicornStarter, wait_until
+from tornadose.adapters.asgi import ChannelsApp
+from tornadose.adapters.tornado import channel_handlers
+from tornadose.auth import Action
+from tornadose.core.channelset import (
+    InvalidPattern,
+    MalformedCursor,
+    Pattern,
+    decode_cursor,
+    encode_cursor,
+)
+from tornadose.core.store import BaseStore
+from tornadose.http.channels import Channels, MultiLimits
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a multi-channel stream, whatever the transport."""
+
+    event: str | None
+    channel: str
+    id: str | None
+    data: Any
+    cursor: str
+
+
+@dataclass
+class Served:
+    channels: Channels
+    base: str
+    adapter: str
+    backend: str
+
+    def url(self, transport: str, query: Mapping[str, Any] | list[tuple[str, str]]) -> str:
+        path = "/_multi/events" if transport == "sse" else "/_multi/ws"
+        base = self.base if transport == "sse" else self.base.replace("http://", "ws://", 1)
+        return f"{base}{self.channels.prefix}{path}?{urlencode(query, doseq=True)}"
+
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture(params=["tornado", "asgi"])
+def serve(
+    request: pytest.FixtureRequest,
+    tornado_server: TornadoStarter,
+    uvicorn_server: UvicornStarter,
+    backend_store: BackendStore,
+) -> Serve:
+    """``served = await serve(names, authorize=None)``: the channels ``names``, each on a
+    store of the test's backend, served by the adapter of the run."""
+    backend = request.node.callspec.params["backend_store"]
+
+    async def start(names: list[str], **options: Any) -> Served:
+        channels = Channels(prefix="/live", **options)
+        for name in names:
+            channels.add(name, backend_store("queue"))
+        if request.param == "tornado":
+            base = await tornado_server(channel_handlers(channels))
+        else:
+            base = await uvicorn_server(ChannelsApp(channels))
+        return Served(channels, base, request.param, backend)
+
+    return start
+
+
+async def ready(store: BaseStore, subscribers: int = 1) -> None:
+    """Wait until ``store`` has ``subscribers`` and, over Redis, its reader reads it
+    (a live subscriber gets what is published after that)."""
+    await wait_until(lambda: len(store.subscribers) >= subscribers)
+    reader_channels = _reader_channels(store)
+    if reader_channels is not None:
+        key = store.backend.channel  # type: ignore[attr-defined]
+        await wait_until(lambda: key in reader_channels and reader_channels[key].readable)
+
+
+def _reader_channels(store: BaseStore) -> dict[str, Any] | None:
+    connection = getattr(store.backend, "connection", None)
+    return None if connection is None else connection.reader.channels  # type: ignore[no-any-return]
+
+
+def _event(event: str | None, envelope: dict[str, Any], cursor: str) -> Event:
+    return Event(event, envelope["channel"], envelope["id"], envelope["data"], cursor)
+
+
+class Reader:
+    """A multi-channel connection read in the background: ``events`` fill up."""
+
+    def __init__(self, url: str, transport: str, cursor: str | None = None) -> None:
+        self.url, self.transport, self.cursor = url, transport, cursor
+        self.events: list[Event] = []
+        self.opened = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Reader:
+        self.task = asyncio.ensure_future(self._read())
+        await asyncio.wait_for(self.opened.wait(), TIMEOUT)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _read(self) -> None:
+        if self.transport == "sse":
+            headers = {"Last-Event-ID": self.cursor} if self.cursor else {}
+            async with (
+                httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client,
+                aconnect_sse(client, "GET", self.url, headers=headers) as source,
+            ):
+                assert source.response.status_code == 200, source.response.text
+                self.opened.set()
+                async for sse in real_events(source):
+                    envelope = json.loads(sse.data)
+                    event = None if sse.event == "message" else sse.event
+                    self.events.append(_event(event, envelope, sse.id))
+        else:
+            url = self.url + (
+                f"&{urlencode({'last_event_id': self.cursor})}" if self.cursor else ""
+            )
+            async with connect(url, open_timeout=TIMEOUT) as ws:
+                self.opened.set()
+                async for text in ws:
+                    frame = json.loads(text)
+                    self.events.append(_event(frame.get("event"), frame, frame["cursor"]))
+
+    def of(self, channel: str) -> list[Any]:
+        """The payloads of plain messages of ``channel``, in the order received."""
+        return [e.data for e in self.events if e.channel == channel and e.event is None]
+
+    async def until(self, predicate: Callable[[Reader], bool], timeout: float = 10) -> None:
+        await wait_until(lambda: predicate(self), timeout)
+
+
+TRANSPORTS = ["sse", "websocket"]
+NAMES = ["a", "b", "c", "sensors.x", "sensors.y", "sensors.x.deep", "other"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_three_channels_and_a_pattern_get_exactly_their_messages_in_order(
+    serve: Serve, transport: str
+) -> None:
+    """A connection on ``a``, ``b``, ``c`` and ``sensors.*`` receives every message of
+    those five channels (not ``sensors.x.deep``, not ``other``), each channel's in
+    order, each once, tagged with its channel and its own id."""
+    served = await serve(NAMES)
+    query = [("channel", "a"), ("channel", "b"), ("channel", "c"), ("pattern", "sensors.*")]
+    wanted = ["a", "b", "c", "sensors.x", "sensors.y"]
+    async with Reader(served.url(transport, query), transport) as reader:
+        for name in wanted:
+            await ready(served.channels[name].store)
+        ids: dict[str, list[str]] = {name: [] for name in NAMES}
+        for n in range(30):
+            for name in NAMES:
+                message = await served.channels[name].store.submit({"n": n, "on": name})
+                ids[name].append(message.id)
+        await reader.until(lambda r: all(len(r.of(name)) == 30 for name in wanted))
+        await asyncio.sleep(0.2)  # nothing else arrives
+    for name in wanted:
+        assert reader.of(name) == [{"n": n, "on": name} for n in range(30)]
+        got = [e.id for e in reader.events if e.channel == name]
+        assert got == ids[name]
+    assert {e.channel for e in reader.events} == {*wanted, None}
+    assert reader.events[0].event == "tornadose.subscribed"
+    assert sorted(reader.events[0].data["channels"]) == wanted
+    assert reader.events[0].data["patterns"] == ["sensors.*"]
+    cursor = decode_cursor(reader.events[-1].cursor)
+    assert cursor == {name: ids[name][-1] for name in wanted}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_one_cursor_resumes_every_channel_exactly(serve: Serve, transport: str) -> None:
+    """A client that reconnects with the cursor of the last event it got is replayed,
+    per channel, exactly what it missed (a ``tornadose.resumed`` naming each), then
+    live messages: no gap, no duplicate."""
+    served = await serve(["a", "b", "c"])
+    stores = {name: served.channels[name].store for name in ("a", "b", "c")}
+    query = [("channel", "a"), ("channel", "b"), ("channel", "c")]
+    async with Reader(served.url(transport, query), transport) as first:
+        for store in stores.values():
+            await ready(store)
+        for n in range(5):
+            for name, store in stores.items():
+                await store.submit({"n": n, "on": name})
+        await first.until(lambda r: all(len(r.of(name)) == 5 for name in stores))
+    cut = first.events[8]  # the client "got" only the first 9 events (subscribed, 8)
+    got = first.events[1:9]
+    seen = {name: [e.data["n"] for e in got if e.channel == name] for name in stores}
+    for n in range(5, 10):
+        for name, store in stores.items():
+            await store.submit({"n": n, "on": name})
+    async with Reader(served.url(transport, query), transport, cut.cursor) as second:
+        await second.until(
+            lambda r: all(len(r.of(name)) == 10 - len(seen[name]) for name in stores)
+        )
+        for n in range(10, 12):
+            for name, store in stores.items():
+                await store.submit({"n": n, "on": name})
+        await second.until(
+            lambda r: all(len(r.of(name)) == 12 - len(seen[name]) for name in stores)
+        )
+    resumed = [e for e in second.events if e.event == "tornadose.resumed"]
+    assert sorted(e.channel for e in resumed) == ["a", "b", "c"]
+    for name in stores:
+        assert seen[name] + [d["n"] for d in second.of(name)] == list(range(12))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_pattern_picks_up_a_channel_declared_later(
+    serve: Serve, backend_store: BackendStore, transport: str
+) -> None:
+    """A channel declared after the connection opened joins it when a pattern matches
+    it (``**``: any depth); one that does not match stays out."""
+    served = await serve(["rooms.1"])
+    async with Reader(served.url(transport, [("pattern", "rooms.**")]), transport) as reader:
+        await ready(served.channels["rooms.1"].store)
+        later = served.channels.add("rooms.2.blue", backend_store("queue"))
+        hall = served.channels.add("hall", backend_store("queue"))
+        await ready(later.store)
+        await later.store.submit({"hello": 2})
+        await hall.store.submit("not mine")
+        await served.channels["rooms.1"].store.submit("early")
+        await reader.until(
+            lambda r: r.of("rooms.2.blue") == [{"hello": 2}] and r.of("rooms.1") == ["early"]
+        )
+        await asyncio.sleep(0.1)
+    assert "hall" not in {e.channel for e in reader.events}
+    assert not hall.store.subscribers
+
+
+async def _refuse_secret(headers: Mapping[str, str], channel: str, action: Action) -> bool:
+    return not channel.startswith("secret")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refused_channel_is_reported_and_the_others_served(
+    serve: Serve, backend_store: BackendStore, transport: str
+) -> None:
+    """The hook is asked for every channel: a refused one (named, or matched by a
+    pattern later) gets a ``tornadose.refused`` event naming it and why; the others
+    stream. Nothing of a refused channel is delivered."""
+    served = await serve(["a", "secret"], authorize=_refuse_secret)
+    query = [("channel", "a"), ("channel", "secret"), ("pattern", "x.*")]
+    async with Reader(served.url(transport, query), transport) as reader:
+        await ready(served.channels["a"].store)
+        await served.channels["secret"].store.submit("hidden")
+        await served.channels["a"].store.submit("shown")
+        served.channels.add("x.1", backend_store("queue"))
+        served.channels.add("secret.x", backend_store("queue"))  # not matched by x.*
+        await reader.until(lambda r: r.of("a") == ["shown"])
+        await ready(served.channels["x.1"].store)
+        await served.channels["x.1"].store.submit("x1")
+        await reader.until(lambda r: r.of("x.1") == ["x1"])
+    refused = [e for e in reader.events if e.event == "tornadose.refused"]
+    assert [e.channel for e in refused] == ["secret"]
+    assert refused[0].data["status"] == 403
+    assert refused[0].data["error"] == "forbidden"
+    assert "secret" in refused[0].data["detail"]
+    assert "hidden" not in [e.data for e in reader.events]
+    assert not served.channels["secret"].store.subscribers
+
+
+async def test_a_channel_a_pattern_matches_later_is_authorized_too(
+    serve: Serve, backend_store: BackendStore
+) -> None:
+    """A channel declared later and matched by a pattern is asked for: refused, it
+    is reported."""
+    served = await serve(["a"], authorize=_refuse_secret)
+    async with Reader(served.url("sse", [("pattern", "**")]), "sse") as reader:
+        await ready(served.channels["a"].store)
+        secret = served.channels.add("secret.2", backend_store("queue"))
+        await reader.until(lambda r: any(e.event == "tornadose.refused" for e in r.events))
+    assert not secret.store.subscribers
+    refused = [e for e in reader.events if e.event == "tornadose.refused"]
+    assert refused[0].channel == "secret.2"
+    assert refused[0].data["status"] == 403
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_channel_closed_midway_is_reported_and_the_others_go_on(
+    serve: Serve, transport: str
+) -> None:
+    """Closing one channel's store ends its part of the connection with a
+    ``tornadose.refused`` event (503 ``store_closed``) after its queued messages; the
+    other channel keeps streaming on the same connection."""
+    served = await serve(["a", "b"])
+    a, b = served.channels["a"].store, served.channels["b"].store
+    query = [("channel", "a"), ("channel", "b")]
+    async with Reader(served.url(transport, query), transport) as reader:
+        await ready(a)
+        await ready(b)
+        await a.submit("last of a")
+        await reader.until(lambda r: r.of("a") == ["last of a"])
+        a.close()
+        await reader.until(lambda r: any(e.event == "tornadose.refused" for e in r.events))
+        await b.submit("b goes on")
+        await reader.until(lambda r: r.of("b") == ["b goes on"])
+    refused = next(e for e in reader.events if e.event == "tornadose.refused")
+    assert refused.channel == "a"
+    assert refused.data["status"] == 503
+    assert refused.data["error"] == "store_closed"
+
+
+async def test_a_client_that_stops_reading_is_cut_as_a_slow_consumer(
+    serve: Serve, backend_store: BackendStore
+) -> None:
+    """Bounds per connection: a client that stops reading backs up into its channels'
+    queues (the writer's own is small), whose ``disconnect`` policy cuts the whole
+    connection: every channel subscription goes, counted as a slow consumer."""
+    served = await serve([], multi=MultiLimits(max_queue=8, max_queue_bytes=64 * 1024))
+    stores = [
+        served.channels.add(f"s{n}", backend_store("queue", max_queue=20)).store for n in range(2)
+    ]
+    port = int(served.base.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    path = "/live/_multi/events?channel=s0&channel=s1"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    try:
+        for store in stores:
+            await ready(store)
+        payload = "x" * 20_000
+        for _ in range(400):  # about 16 MB: more than the socket buffers hold
+            for store in stores:
+                store.submit(payload)
+            await asyncio.sleep(0)
+        await wait_until(lambda: not any(store.subscribers for store in stores), 15)
+        cut = sum(store.stats.disconnects["slow_consumer"] for store in stores)
+        assert cut >= 1
+    finally:
+        writer.close()
+
+
+async def test_every_channel_refused_without_pattern_is_403(serve: Serve) -> None:
+    served = await serve(["secret"], authorize=_refuse_secret)
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+        response = await http.get(served.url("sse", [("channel", "secret")]))
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
+    assert "'secret'" in response.json()["detail"]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+BAD_REQUESTS = [
+    ([], {}, 400, "no_channels"),
+    ([("channel", "nope")], {}, 404, "unknown_channel"),
+    ([("pattern", "sens*")], {}, 400, "invalid_pattern"),
+    ([("pattern", "a.**.b")], {}, 400, "invalid_pattern"),
+    ([("pattern", ".".join(["*"] * 9))], {}, 400, "invalid_pattern"),
+    ([("pattern", f"p{n}.*") for n in range(3)], {}, 400, "too_many_patterns"),
+    ([("channel", f"c{n}") for n in range(4)], {}, 400, "too_many_channels"),
+    ([("pattern", "*")], {}, 400, "too_many_channels"),
+    ([("channel", "c0")], {"Last-Event-ID": "garbage"}, 400, "malformed_cursor"),
+    ([("channel", "c0")], {"Last-Event-ID": "1." + _b64(b"[1,2]")}, 400, "malformed_cursor"),
+    ([("channel", "c0")], {"Last-Event-ID": "1z." + _b64(b"\x00" * 40)}, 400, "malformed_cursor"),
+    ([("channel", "c0")], {"Last-Event-ID": "1." + _b64(b'{"c0": 5}')}, 400, "malformed_cursor"),
+    ([("channel", "c0")], {"Last-Event-ID": "1." + "A" * 7000}, 400, "malformed_cursor"),
+]
+
+
+@pytest.mark.parametrize(("query", "headers", "status", "error"), BAD_REQUESTS)
+async def test_malformed_requests_get_a_clear_4xx(
+    serve: Serve, query: list[tuple[str, str]], headers: dict[str, str], status: int, error: str
+) -> None:
+    """Bad ids, too many channels or patterns, bad patterns, unknown channels: a JSON
+    error body saying which (limits here: 3 channels, 2 patterns)."""
+    limits = MultiLimits(max_channels=3, max_patterns=2)
+    served = await serve(["c0", "c1", "c2", "c3"], multi=limits)
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+        response = await http.get(served.url("sse", query), headers=headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert response.json()["detail"]
+    if served.backend == "memory":  # the same on a WebSocket handshake
+        extra = f"&{urlencode({'last_event_id': headers['Last-Event-ID']})}" if headers else ""
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(served.url("websocket", query) + extra, open_timeout=TIMEOUT)
+        assert refused.value.response.status_code == status
+
+
+async def test_a_cursor_position_unknown_is_an_explicit_reset(serve: Serve) -> None:
+    """A cursor holding no position for a channel resumes it with a reset naming it
+    (reason ``unknown_position``) while the others resume."""
+    served = await serve(["a", "b"])
+    a = await served.channels["a"].store.submit(1)
+    cursor = encode_cursor({"a": a.id, "b": ""})
+    query = [("channel", "a"), ("channel", "b")]
+    async with Reader(served.url("sse", query), "sse", cursor) as reader:
+        await reader.until(lambda r: {"a", "b"} <= {e.channel for e in r.events})
+    by_channel = {e.channel: e for e in reader.events}
+    assert by_channel["a"].event == "tornadose.resumed"
+    assert by_channel["b"].event == "tornadose.reset"
+    assert by_channel["b"].data["reason"] == "unknown_position"
+
+
+async def test_the_redis_reader_reads_only_subscribed_channels(
+    serve: Serve, request: pytest.FixtureRequest
+) -> None:
+    """A pattern subscribes to the declared channels it matches, and the process's
+    Redis reader reads those only; when the connection ends it reads none of them."""
+    served = await serve(["sensors.1", "sensors.2", "other"])
+    if served.backend != "redis":
+        pytest.skip("the Redis reader")
+    stores = {c.name: c.store for c in served.channels}
+    reader_channels = _reader_channels(stores["other"])
+    assert reader_channels is not None
+    keys = {name: store.backend.channel for name, store in stores.items()}  # type: ignore[attr-defined]
+    async with Reader(served.url("sse", [("pattern", "sensors.*")]), "sse"):
+        await ready(stores["sensors.1"])
+        await ready(stores["sensors.2"])
+        assert keys["sensors.1"] in reader_channels
+        assert keys["sensors.2"] in reader_channels
+        assert keys["other"] not in reader_channels
+    await wait_until(lambda: not set(keys.values()) & set(reader_channels))
+
+
+# -- the pure parts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "matches"),
+    [
+        ("sensors.*", "sensors.a", True),
+        ("sensors.*", "sensors", False),
+        ("sensors.*", "sensors.a.b", False),
+        ("sensors.**", "sensors.a.b", True),
+        ("sensors.**", "sensors", False),
+        ("*.temp", "boiler.temp", True),
+        ("*", "a", True),
+        ("*", "a.b", False),
+        ("a.b", "a.b", True),
+    ],
+)
+def test_patterns_match_whole_segments(pattern: str, name: str, matches: bool) -> None:
+    assert Pattern.parse(pattern).matches(name) is matches
+
+
+@pytest.mark.parametrize("text", ["", "a.**.b", "sens*", "a..b", "-a", "a." + "x" * 300])
+def test_bad_patterns_are_refused(text: str) -> None:
+    with pytest.raises(InvalidPattern):
+        Pattern.parse(text)
+
+
+def test_a_cursor_of_64_redis_channels_stays_a_few_kb_and_round_trips() -> None:
+    positions = {f"tenant-{n}.events": f"17{n:011d}-{n}" for n in range(64)}
+    cursor = encode_cursor(positions)
+    assert len(cursor) < 3000
+    assert cursor.startswith("1z.")
+    assert decode_cursor(cursor) == positions
+    assert decode_cursor(encode_cursor({"a": "x-1"})) == {"a": "x-1"}
+
+
+def test_a_deflate_bomb_is_refused() -> None:
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = compressor.compress(b'{"a":"' + b"x" * 1_000_000 + b'"}') + compressor.flush()
+    with pytest.raises(MalformedCursor, match="inflates beyond"):
+        decode_cursor("1z." + _b64(bomb))
