@@ -488,3 +488,40 @@ def test_a_deflate_bomb_is_refused() -> None:
     bomb = compressor.compress(b'{"a":"' + b"x" * 1_000_000 + b'"}') + compressor.flush()
     with pytest.raises(MalformedCursor, match="inflates beyond"):
         decode_cursor("1z." + _b64(bomb))
+
+
+async def _burst(stores: list[BaseStore], start: int, count: int) -> None:
+    """``count`` messages into every store in one go (one event-loop turn in memory)."""
+    published = [store.submit({"n": n}) for n in range(start, start + count) for store in stores]
+    await asyncio.gather(*published)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_seventeen_busy_channels_and_their_resume_fit_one_connection(
+    serve: Serve, backend_store: BackendStore, transport: str
+) -> None:
+    """Many channels busy at once (17 channels x 20-message bursts, more than the
+    connection's queue of 256), then a resume of 16 channels x 39 missed messages:
+    a client that keeps up gets everything, in order, and is never cut (what does not
+    fit waits in its channel's queue)."""
+    served = await serve([])
+    stores = [
+        served.channels.add(f"c{n}", backend_store("queue", history=100)).store for n in range(17)
+    ]
+    query = [("channel", f"c{n}") for n in range(17)]
+    async with Reader(served.url(transport, query), transport) as first:
+        for store in stores:
+            await ready(store)
+        for burst in range(3):
+            await _burst(stores, 20 * burst, 20)
+        await first.until(lambda r: all(len(r.of(f"c{n}")) == 60 for n in range(17)))
+        cursor = first.events[-1].cursor
+    assert all(first.of(f"c{n}") == [{"n": k} for k in range(60)] for n in range(17))
+    await wait_until(lambda: not any(store.subscribers for store in stores))
+    await _burst(stores[:16], 60, 39)
+    async with Reader(served.url(transport, query[:16]), transport, cursor) as second:
+        await second.until(lambda r: all(len(r.of(f"c{n}")) == 39 for n in range(16)))
+    assert all(second.of(f"c{n}") == [{"n": k} for k in range(60, 99)] for n in range(16))
+    resumed = [e.channel for e in second.events if e.event == "tornadose.resumed"]
+    assert sorted(resumed) == sorted(f"c{n}" for n in range(16))
+    assert sum(store.stats.disconnects["slow_consumer"] for store in stores) == 0

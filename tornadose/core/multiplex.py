@@ -22,9 +22,10 @@ Guarantees:
   no position gets a reset with reason ``unknown_position``.
 * **Bounds per connection**: each channel's subscription keeps its store's bounds
   and overflow policy (replays excepted, as always); the outlet holds at most
-  ``max_messages`` messages and ``max_bytes`` bytes, and a channel is moved into
-  it only while it is under half of either (then in batches of
-  :data:`MOVE_BATCH`), so a slow client backs up into its channels' queues, whose
+  ``max_messages`` messages and ``max_bytes`` bytes, and a message is moved into
+  it only while it is under half of either (the room is looked at before each
+  message, at most :data:`MOVE_BATCH` at a time per channel; what does not fit stays
+  in its channel's queue), so a slow client backs up into its channels' queues, whose
   policy applies (``disconnect`` cuts the whole connection as a slow consumer).
   The outlet's own bound (``DISCONNECT``) is a safety net. The write timeout
   applies to the outlet as to any stream.
@@ -69,7 +70,8 @@ BEFORE_FIRST = "0"
 #: its envelope's ``channel`` null, ``data`` ``{"channels": [...], "patterns": [...]}``
 #: (the channels joined, the patterns followed) and its id the cursor.
 SUBSCRIBED_EVENT = "tornadose.subscribed"
-#: Messages moved from one channel into the outlet at a time.
+#: The most messages moved from one channel into the outlet at a time (fewer when the
+#: outlet reaches half its bounds).
 MOVE_BATCH = 16
 #: Seconds a channel waits before looking again at an outlet at least half full.
 _BACKED_UP_POLL = 0.005
@@ -185,17 +187,24 @@ class Multiplex:
         outlet = self.outlet
         try:
             while True:
-                batch = await subscription.get_batch(MOVE_BATCH)
-                for message in batch:
-                    if outlet.closed:
-                        return
-                    self._queue(name, message)
-                # The client reads slower than this channel fills: wait (by polling,
+                # Wait for this channel to have something readable (taking nothing).
+                await subscription.get_batch(0)
+                # The client reads slower than the channels fill: wait (by polling,
                 # only while backed up; a Subscription signals no room) for the writer.
                 while outlet.half_full and not outlet.closed:  # noqa: ASYNC110
                     await asyncio.sleep(_BACKED_UP_POLL)
                 if outlet.closed:
                     return
+                # Move only what fits: the room is looked at before each message (other
+                # channels move in the same turn), and what does not fit stays in this
+                # channel's queue, under its bounds and policy.
+                for _ in range(MOVE_BATCH):
+                    if outlet.half_full:
+                        break
+                    taken = subscription.take_batch(1)
+                    if not taken:
+                        break
+                    self._queue(name, taken[0])
         except SubscriptionClosed as exc:
             if exc.reason is CloseReason.STORE_CLOSED and not outlet.closed:
                 # One channel is over: say so; the others go on (all over: the end).
