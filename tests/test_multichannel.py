@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -525,3 +526,19 @@ async def test_seventeen_busy_channels_and_their_resume_fit_one_connection(
     resumed = [e.channel for e in second.events if e.event == "tornadose.resumed"]
     assert sorted(resumed) == sorted(f"c{n}" for n in range(16))
     assert sum(store.stats.disconnects["slow_consumer"] for store in stores) == 0
+
+
+async def test_a_cursor_of_deeply_nested_json_is_a_400(serve: Serve) -> None:
+    """A forged deflated cursor of 60,000 nested ``[`` (Python's JSON parser recurses
+    on each) is refused as malformed, not a server error."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    cursor = "1z." + _b64(compressor.compress(b"[" * 60_000) + compressor.flush())
+    with pytest.raises(MalformedCursor, match="nested too deeply"):
+        decode_cursor(cursor)
+    served = await serve(["a"])
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+        answer = await client.get(
+            served.url("sse", {"channel": "a"}), headers={"Last-Event-ID": cursor}
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "malformed_cursor"

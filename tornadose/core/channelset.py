@@ -185,6 +185,8 @@ def decode_cursor(text: str) -> dict[str, str]:
         positions = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedCursor(f"cursor does not hold JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedCursor("cursor holds JSON nested too deeply to be a cursor") from None
     if not isinstance(positions, dict):
         raise MalformedCursor("cursor does not hold a JSON object")
     if len(positions) > MAX_CURSOR_CHANNELS:
