@@ -54,10 +54,11 @@ from tornadose.backends.redis.layout import (
     StreamId,
     continuity,
 )
-from tornadose.backends.redis.transaction import AskRoute, asked, transaction
+from tornadose.backends.redis.transaction import AskRoute, Command, asked, transaction, transactions
 
 __all__ = [
     "BLOCK_MS",
+    "POLL",
     "POLL_MS",
     "READ_COUNT",
     "Channel",
@@ -74,9 +75,27 @@ logger = logging.getLogger("tornadose.redis")
 READ_COUNT = 512
 #: Milliseconds a reader's wait for new entries blocks before it looks around again.
 BLOCK_MS = 1000
-#: Milliseconds between reads of an idle Redis Cluster master whose channels are in
-#: several hash slots (a blocking ``XREAD`` cannot span slots).
+#: Milliseconds between polls of an idle Redis Cluster master whose channels are in
+#: several hash slots (a blocking ``XREAD`` cannot span slots): a new entry there is
+#: read at most this long (plus a round trip) after it was added.
 POLL_MS = 20
+
+#: Lua: which of the streams ``ARGV[1], ARGV[3]...`` have an entry after the ids
+#: ``ARGV[2], ARGV[4]...`` (their 1-based positions): the poll of a cluster master's
+#: channels in several slots, one command and one reply whatever their number (Redis
+#: 7.0 or later; the keys, in several slots of this node, cannot be declared). A key
+#: this node does not serve (a slot being migrated) fails the script: that poll is
+#: then one ``XREAD`` per slot.
+POLL = """#!lua flags=no-writes,allow-cross-slot-keys
+local new = {}
+for i = 1, #ARGV, 2 do
+  if redis.call('XREAD', 'COUNT', 1, 'STREAMS', ARGV[i], ARGV[i + 1]) then
+    new[#new + 1] = (i + 1) / 2
+  end
+end
+return new
+"""
+
 
 #: Failures a read is retried after (with a backoff), never setting its channel aside.
 _TRANSIENT = (ErrorKind.REDIRECTED, ErrorKind.BUSY)
@@ -165,7 +184,8 @@ def stream_info(info: Any) -> StreamState | None:
         return None
     if isinstance(info, Exception):
         raise info
-    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(info).items()}
+    pairs = info.items() if isinstance(info, dict) else _pairs(info)
+    fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in pairs}
     first = fields.get("first-entry")
     return StreamState(
         newest=StreamId.parse(fields["last-generated-id"]) or ZERO,
@@ -175,15 +195,23 @@ def stream_info(info: Any) -> StreamState | None:
     )
 
 
+def _pairs(flat: Any) -> list[tuple[Any, Any]]:
+    """A flat ``[name, value, name, value...]`` reply as pairs (a ``dict`` as pairs)."""
+    if isinstance(flat, dict):
+        return list(flat.items())
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _entries_by_key(response: Any) -> dict[str, list[tuple[Any, Any]]]:
-    """``XREAD``'s answer (RESP2 list or RESP3 map) as entries by stream name."""
+    """``XREAD``'s raw answer (RESP2 list or RESP3 map) as entries (id, fields as a
+    ``dict``) by stream name."""
     if not response:
         return {}
     pairs = response.items() if isinstance(response, dict) else response
     result: dict[str, list[tuple[Any, Any]]] = {}
     for key, entries in pairs:
         name = key.decode() if isinstance(key, bytes) else key
-        result[name] = [(entry[0], entry[1]) for entry in entries]
+        result[name] = [(entry[0], dict(_pairs(entry[1] or []))) for entry in entries]
     return result
 
 
@@ -198,7 +226,9 @@ class Reader:
 
     With ``cluster=True`` it is the reader of one Redis Cluster master: its channels
     are read one hash slot per transaction (a transaction, or an ``XREAD``, cannot span
-    slots), and a redirection or a lost connection is reported to ``on_failure``.
+    slots), every slot's transaction sent in one round trip; with channels in several
+    slots the master is polled (:data:`POLL`, every :data:`POLL_MS` ms) instead of a
+    blocking read. A redirection or a lost connection is reported to ``on_failure``.
     """
 
     def __init__(
@@ -233,6 +263,15 @@ class Reader:
         self._refused: str | None = None
         self._refusals = RefusalBackoff()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Cluster, channels in several slots: the slots to read in the next round
+        #: (``None``: every slot), and the loop time when every slot is read again.
+        self._due: set[int] | None = None
+        self._full_at = 0.0
+        #: ``_due`` comes from a poll just made (no need to poll again before reading).
+        self._polled = False
+        self._poll = client.register_script(POLL)
+        #: Why the last poll by script failed (``None``: it did not).
+        self._poll_refused: str | None = None
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -464,14 +503,66 @@ class Reader:
         )
 
     async def _read_batch(self, channels: Sequence[Channel]) -> bool:
-        """Read what is new in ``channels`` and deliver it, one transaction (one hash
-        slot, in a cluster) after the other. Returns whether anything was read."""
+        """Read what is new in ``channels`` and deliver it: one transaction; in a
+        cluster, one per hash slot, every slot's sent in one round trip (see
+        :meth:`_read_slots`). Returns whether anything was read."""
         if not self.cluster:
             return await self._read_refusing(channels)
-        delivered = False
-        for group in by_slot(channels).values():
-            delivered = await self._read_refusing(group) or delivered
-        return delivered
+        groups = by_slot(channels)
+        if len(groups) == 1:
+            return await self._read_refusing(next(iter(groups.values())))
+        return await self._read_slots(groups)
+
+    async def _read_slots(self, groups: dict[int, list[Channel]]) -> bool:
+        """A cluster master's channels in several slots: one transaction per slot (each
+        stream's floor and state read atomically with its entries, as for one slot),
+        all sent in one pipeline. Only the slots a poll (just made, or made before
+        this read) found entries in, or that delivered in the last round (more may
+        wait), or that hold a channel with a floor to raise are read, and every slot
+        at least every :data:`BLOCK_MS` ms
+        (as a single Redis's reader checks its idle streams). A slot whose transaction
+        is redirected (``ASK``) or refused is read again alone (:meth:`_read_refusing`
+        follows ``ASK``, and sets aside only the channels Redis refuses)."""
+        now = asyncio.get_running_loop().time()
+        due = self._due
+        full = due is None or now >= self._full_at
+        if full:
+            self._full_at = now + BLOCK_MS / 1000
+        elif not self._polled:
+            # After a round that delivered: those slots may hold more, and entries
+            # may have come to others meanwhile (never left for the periodic read).
+            due = (due or set()) | await self._poll_once(groups)
+        self._polled = False
+        chosen = {
+            slot: group
+            for slot, group in groups.items()
+            if full
+            or (due is not None and slot in due)
+            or any(c.failed_over or c.raise_floor_to is not None for c in group)
+        }
+        plans = [(group, *self._plan(group)) for group in chosen.values()]
+        answers = await transactions(self.client, [commands for _, _, commands in plans])
+        delivered_in: set[int] = set()
+        again: list[list[Channel]] = []
+        transient: ResponseError | None = None
+        for (slot, group), (_, raising, _), answer in zip(
+            chosen.items(), plans, answers, strict=True
+        ):
+            if isinstance(answer, ResponseError):
+                if classify(answer, cluster=True).kind in _TRANSIENT and asked(answer) is None:
+                    transient = transient or answer
+                else:
+                    again.append(group)
+                continue
+            if self._judge(group, raising, answer):
+                delivered_in.add(slot)
+        for group in again:
+            if await self._read_refusing(group):
+                delivered_in.add(key_slot(group[0].key.encode()))
+        if transient is not None:
+            raise transient  # MOVED, BUSY: the other slots were read and delivered
+        self._due = delivered_in
+        return bool(delivered_in)
 
     async def _read_refusing(self, channels: Sequence[Channel]) -> bool:
         """:meth:`_read_group`; if Redis refuses the transaction as a whole, each
@@ -491,25 +582,45 @@ class Reader:
         return delivered
 
     async def _read_group(self, channels: Sequence[Channel]) -> bool:
-        """Read what is new in ``channels`` and deliver it, each stream's floor and
-        state read atomically with it and judged first (:func:`continuity`).
-        Returns whether anything was read."""
+        """Read what is new in ``channels`` (one transaction) and deliver it, each
+        stream's floor and state read atomically with it and judged first
+        (:func:`continuity`). Returns whether anything was read."""
+        raising, commands = self._plan(channels)
+
+        def build(pipe: Pipeline) -> None:
+            pipe.response_callbacks = {}  # raw replies, as from transactions()
+            for command in commands:
+                pipe.execute_command(*command)
+
+        return self._judge(channels, raising, await self._execute(build))
+
+    def _plan(self, channels: Sequence[Channel]) -> tuple[list[Channel], list[Command]]:
+        """The commands of the transaction that reads ``channels`` (one slot): the
+        floors to raise, each stream's floor and state, then one ``XREAD``; and the
+        channels whose floor it raises."""
         for channel in channels:
             if channel.failed_over and channel.cursor is not None:
                 # Past every entry delivered here: raised in the transaction that
                 # reads the new master first, so the floor read below includes it.
                 channel.raise_floor_to = max(channel.raise_floor_to or ZERO, channel.cursor.after())
         raising = [c for c in channels if c.raise_floor_to is not None]
+        commands: list[Command] = [
+            ("EVAL", RAISE_FLOOR, 1, c.floor_key, str(c.raise_floor_to)) for c in raising
+        ]
+        for channel in channels:
+            commands.append(("EVAL", ENSURE_FLOOR, 2, channel.key, channel.floor_key))
+            commands.append(("XINFO", "STREAM", channel.key))
+        keys = [c.key for c in channels]
+        cursors = [str(c.cursor) for c in channels]
+        commands.append(("XREAD", "COUNT", READ_COUNT, "STREAMS", *keys, *cursors))
+        return raising, commands
 
-        def build(pipe: Pipeline) -> None:
-            for channel in raising:
-                pipe.eval(RAISE_FLOOR, 1, channel.floor_key, str(channel.raise_floor_to))
-            for channel in channels:
-                pipe.eval(ENSURE_FLOOR, 2, channel.key, channel.floor_key)
-                pipe.xinfo_stream(channel.key)
-            pipe.xread({c.key: str(c.cursor) for c in channels}, count=READ_COUNT)
-
-        *raised, response = await self._execute(build)
+    def _judge(
+        self, channels: Sequence[Channel], raising: Sequence[Channel], results: list[Any]
+    ) -> bool:
+        """Judge and deliver what the transaction :meth:`_plan` made answered
+        (``results``: raw replies). Returns whether anything was read."""
+        *raised, response = results
         states = raised[len(raising) :]
         for channel, result in zip(raising, raised, strict=False):
             if not isinstance(result, Exception):
@@ -642,18 +753,19 @@ class Reader:
         channels = [c for c in channels if c.readable]
         if self._channels_changed or not channels:
             self._channels_changed = False
+            self._due = None
             return  # a channel was added (or broke) meanwhile: read again first
-        block = BLOCK_MS
         if self.cluster:
-            # One XREAD cannot span hash slots: block on one slot's channels, and
-            # poll the others every POLL_MS while idle.
-            groups = list(by_slot(channels).values())
+            groups = by_slot(channels)
             if len(groups) > 1:
-                block = POLL_MS
-            channels = groups[0]
+                # One XREAD cannot span hash slots: poll them, one round trip.
+                await self._poll_slots(groups)
+                return
         self._blocked = True
         try:
-            await self.client.xread({c.key: str(c.cursor) for c in channels}, count=1, block=block)
+            await self.client.xread(
+                {c.key: str(c.cursor) for c in channels}, count=1, block=BLOCK_MS
+            )
         except ResponseError as exc:
             if asked(exc) is not None:
                 # A slot being migrated, its keys on the target already: no blocking
@@ -665,6 +777,60 @@ class Reader:
             # A key Redis refuses now (WRONGTYPE): the next read says which.
         finally:
             self._blocked = False
+
+    async def _poll_slots(self, groups: dict[int, list[Channel]]) -> None:
+        """Every :data:`POLL_MS` ms, ask the master which slots have new entries (the
+        :data:`POLL` script); returns when some have (those slots are read next),
+        when every slot is due for its periodic read, or when the channel set
+        changed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            due = await self._poll_once(groups)
+            if due:
+                self._due = due
+                self._polled = True
+                return
+            if self._channels_changed or loop.time() >= self._full_at:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_MS / 1000)
+            if self._channels_changed:
+                self._due = None
+                return
+
+    async def _poll_once(self, groups: dict[int, list[Channel]]) -> set[int]:
+        """The slots of ``groups`` with new entries (one :data:`POLL` script)."""
+        slots = [slot for slot, group in groups.items() for _ in group]
+        args: list[str] = []
+        for group in groups.values():
+            for channel in group:
+                args += [channel.key, str(channel.cursor)]
+        try:
+            new = await self._poll(args=args)
+        except ResponseError as exc:
+            return await self._poll_each(groups, exc)
+        self._poll_refused = None
+        return {slots[int(i) - 1] for i in new}
+
+    async def _poll_each(self, groups: dict[int, list[Channel]], error: ResponseError) -> set[int]:
+        """The poll when the script fails (``error``: a slot being migrated, Redis
+        before 7.0, an ACL without ``EVALSHA``): one ``XREAD`` per slot, all in one
+        pipeline. Returns the slots with new entries, or whose ``XREAD`` failed (their
+        read follows ``ASK``, reports ``MOVED``, sets a refused key aside)."""
+        said = redis_said(error)
+        (logger.debug if self._poll_refused == said else logger.info)(
+            "Redis Cluster: the poll script failed (%s); this poll reads each slot",
+            said,
+        )
+        self._poll_refused = said
+        pipe = self.client.pipeline(transaction=False)
+        pipe.response_callbacks = {}  # raw replies: only whether there is one
+        for group in groups.values():
+            keys, cursors = [c.key for c in group], [str(c.cursor) for c in group]
+            pipe.execute_command("XREAD", "COUNT", 1, "STREAMS", *keys, *cursors)
+        replies = await pipe.execute(raise_on_error=False)
+        return {slot for slot, reply in zip(groups, replies, strict=True) if reply}
 
     def _deliver(self, channel: Channel, entries: Iterable[tuple[Any, Any]]) -> None:
         last, count = None, 0

@@ -1,4 +1,5 @@
-"""A ``MULTI``/``EXEC`` on a connection taken apart, optionally after ``ASKING``.
+"""A ``MULTI``/``EXEC`` on a connection taken apart, optionally after ``ASKING``;
+several transactions in one round trip (:func:`transactions`).
 
 The connection is taken (and connected) before anything is queued, so a failure up
 to then sent nothing: the writer tells an unreachable node (its submissions wait)
@@ -10,13 +11,14 @@ connection that sent ``ASKING`` (its flag lasts until ``EXEC``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import AskError, MovedError
+from redis.exceptions import AskError, MovedError, ResponseError
 
-__all__ = ["AskRoute", "asked", "transaction"]
+__all__ = ["AskRoute", "Command", "asked", "transaction", "transactions"]
 
 #: ``ask(host, port)``: the command client of a Redis Cluster node an ``ASK`` names.
 AskRoute = Callable[[str, int], Awaitable[aioredis.Redis]]
@@ -45,3 +47,42 @@ async def transaction(client: aioredis.Redis, *, asking: bool = False) -> Pipeli
         await pipe.reset()  # type: ignore[no-untyped-call]
         raise
     return pipe
+
+
+#: One command of a transaction: its arguments, as sent.
+Command = tuple[object, ...]
+
+
+async def transactions(
+    client: aioredis.Redis, blocks: Sequence[Sequence[Command]]
+) -> list[list[Any] | ResponseError]:
+    """Run ``blocks`` as one ``MULTI``/``EXEC`` transaction each, all sent in one round
+    trip (one non-transactional pipeline on one connection): each block is atomic,
+    the blocks are not atomic together. A block's answer is the list of its commands'
+    raw replies (redis-py's response callbacks are not applied: an error reply inside
+    ``EXEC`` is a ``ResponseError`` in it), or the error that aborted the block (a
+    command Redis refused while queueing it, e.g. ``ASK`` or ``NOPERM``; ``EXEC``
+    then answers ``EXECABORT``)."""
+    pipe = client.pipeline(transaction=False)
+    # Raw replies: the queued commands answer QUEUED, which their callbacks cannot parse.
+    pipe.response_callbacks = {}
+    for block in blocks:
+        pipe.execute_command("MULTI")
+        for command in block:
+            pipe.execute_command(*command)
+        pipe.execute_command("EXEC")
+    replies = list(await pipe.execute(raise_on_error=False))
+    answers: list[list[Any] | ResponseError] = []
+    at = 0
+    for block in blocks:
+        queued = replies[at + 1 : at + 1 + len(block)]
+        executed = replies[at + 1 + len(block)]
+        at += len(block) + 2
+        refused = next((r for r in queued if isinstance(r, ResponseError)), None)
+        if isinstance(executed, ResponseError):
+            answers.append(refused or executed)
+        elif refused is not None:
+            answers.append(refused)
+        else:
+            answers.append(list(executed))
+    return answers
