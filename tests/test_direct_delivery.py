@@ -853,9 +853,11 @@ async def test_a_client_that_stops_reading_is_cut_by_the_write_timeout(
 async def test_a_slow_reader_catches_up_with_nothing_lost(
     serve_store: StoreServer, transport: str, paths: Paths
 ) -> None:
-    """A raw client reads 64 KiB every 2 ms while 6 MB are published in singles and
-    bursts: writes to it back up again and again, yet it gets every message in order,
-    nothing is dropped and nobody is cut (the queue bound and write timeout allow it)."""
+    """A raw client reads 64 KiB every 5 ms while 6 MB are published in singles and
+    bursts: writes to it back up again and again (a 2.5 MB burst takes it 0.2 s to
+    read, while the next messages come a loop turn apart), yet it gets every message
+    in order, nothing is dropped and nobody is cut (the queue bound and write timeout
+    allow it)."""
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(serve_store, store, write_timeout=3)
     steps = [Step(10, 64 * 1024), Step(40, 64 * 1024, pause=None), Step(40, 64 * 1024)]
@@ -866,7 +868,7 @@ async def test_a_slow_reader_catches_up_with_nothing_lost(
         def caught_up() -> bool:
             return len(slow.items) == total(steps)
 
-        await slow.read_until(caught_up, size=64 * 1024, pause=0.002)
+        await slow.read_until(caught_up, size=64 * 1024, pause=0.005)
         ids = await publisher
     assert_once_in_order(slow.items, ids)
     assert store.stats.delivered == len(ids)
