@@ -542,3 +542,28 @@ async def test_a_cursor_of_deeply_nested_json_is_a_400(serve: Serve) -> None:
         )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "malformed_cursor"
+
+
+async def test_a_channel_alone_in_its_process_resumes_exactly(serve: Serve) -> None:
+    """A per-user channel whose only subscriber in the process is this connection (a
+    shared backend's store forgets its position while no one reads it): the cursor of
+    ``tornadose.subscribed`` still holds a real position, so messages published while
+    the client is away are replayed on reconnect, not reset."""
+    served = await serve(["user.42"])
+    if served.backend == "memory":
+        pytest.skip("a memory store keeps its position (and hands its backlog to the first)")
+    store = served.channels["user.42"].store
+    await store.submit({"old": 1})
+    query = {"channel": "user.42"}
+    async with Reader(served.url("sse", query), "sse") as first:
+        await first.until(lambda r: bool(r.events))
+    opened = first.events[0]
+    assert opened.event == "tornadose.subscribed"
+    assert decode_cursor(opened.cursor)["user.42"] != ""
+    await wait_until(lambda: not store.subscribers)
+    missed = [await store.submit({"missed": n}) for n in range(2)]
+    async with Reader(served.url("sse", query), "sse", opened.cursor) as second:
+        await second.until(lambda r: len(r.of("user.42")) == 2)
+    events = [e.event for e in second.events if e.channel == "user.42"]
+    assert events == ["tornadose.resumed", None, None]
+    assert [e.id for e in second.events if e.event is None] == [m.id for m in missed]

@@ -14,12 +14,14 @@ Guarantees:
 * **Exact resume per channel**: each message's cursor holds, for every channel of
   the set, the id of the last message of that channel queued before it (or the
   store's :attr:`~tornadose.core.store.BaseStore.position` when the channel was
-  joined with an empty queue; :data:`BEFORE_FIRST` for an in-memory channel that
-  had published nothing). A client resuming with the cursor of the last event
-  it received gets, per channel, the store's ordinary resume: the missed messages
-  then live ones (no gap, no duplicate), or that channel's ``tornadose.reset``
-  naming it, while the other channels resume. A channel for which the cursor holds
-  no position gets a reset with reason ``unknown_position``.
+  joined with an empty queue, asked of a shared backend when its store does not
+  know it, as when this connection is its only subscriber in the process;
+  :data:`BEFORE_FIRST` for an in-memory channel that had published nothing). A
+  client resuming with the cursor of the last event it received gets, per
+  channel, the store's ordinary resume: the missed messages then live ones (no
+  gap, no duplicate), or that channel's ``tornadose.reset`` naming it, while the
+  other channels resume. A channel for which the cursor holds no position gets a
+  reset with reason ``unknown_position``.
 * **Bounds per connection**: each channel's subscription keeps its store's bounds
   and overflow policy (replays excepted, as always); the outlet holds at most
   ``max_messages`` messages and ``max_bytes`` bytes, and a message is moved into
@@ -55,7 +57,14 @@ from tornadose.core.reasons import CloseReason, OverflowPolicy, ResetReason, Res
 from tornadose.core.store import BaseStore
 from tornadose.core.subscription import StoreStats, Subscription
 
-__all__ = ["BEFORE_FIRST", "MOVE_BATCH", "REFUSED_EVENT", "SUBSCRIBED_EVENT", "Multiplex"]
+__all__ = [
+    "BEFORE_FIRST",
+    "MOVE_BATCH",
+    "POSITION_TIMEOUT",
+    "REFUSED_EVENT",
+    "SUBSCRIBED_EVENT",
+    "Multiplex",
+]
 
 logger = logging.getLogger("tornadose.multiplex")
 
@@ -73,6 +82,8 @@ SUBSCRIBED_EVENT = "tornadose.subscribed"
 #: The most messages moved from one channel into the outlet at a time (fewer when the
 #: outlet reaches half its bounds).
 MOVE_BATCH = 16
+#: Seconds the :data:`SUBSCRIBED_EVENT` waits for a shared backend's position.
+POSITION_TIMEOUT = 5.0
 #: Seconds a channel waits before looking again at an outlet at least half full.
 _BACKED_UP_POLL = 0.005
 
@@ -106,6 +117,12 @@ class Multiplex:
         self.positions: dict[str, str] = {}
         self._subscriptions: dict[str, tuple[BaseStore, Subscription]] = {}
         self._movers: set[asyncio.Task[None]] = set()
+        #: Channels whose position is being asked of their backend (see :meth:`add`).
+        self._asking: set[str] = set()
+        #: The patterns of :meth:`opened`, while its event waits for those answers.
+        self._patterns: list[str] | None = None
+        #: Set once the :data:`SUBSCRIBED_EVENT` is queued: messages move after it.
+        self._open = asyncio.Event()
 
     @property
     def channels(self) -> list[str]:
@@ -142,12 +159,52 @@ class Multiplex:
             empty = len(subscription) == 0
             known = store.position if empty else None
             self.positions[name] = known or (BEFORE_FIRST if empty and unpublished else "")
+            if (
+                self.positions[name] == ""
+                and empty
+                and not isinstance(store.backend, MemoryBackend)
+            ):
+                self._ask_position(name, store, subscription)
         else:
             self.positions[name] = position
         mover = asyncio.ensure_future(self._move(name, subscription))
         self._movers.add(mover)
         mover.add_done_callback(self._movers.discard)
         return True
+
+    def _ask_position(self, name: str, store: BaseStore, subscription: Subscription) -> None:
+        """A shared backend's store that was detached (this connection is its only
+        subscriber in the process) no longer knows its position: ask the backend where
+        a subscriber registered now starts (the ``reset_id`` of a resume from an id
+        that is none: the newest message it will not get), and take it as the
+        channel's position if nothing was queued from the channel meanwhile. The
+        :data:`SUBSCRIBED_EVENT` waits for the answer (at most
+        :data:`POSITION_TIMEOUT` seconds; without one the position stays unknown)."""
+        answer = store.backend.resume("")
+        if isinstance(answer, Resume):
+            if answer.reset_id and len(subscription) == 0:
+                self.positions[name] = answer.reset_id
+            return
+        self._asking.add(name)
+
+        async def ask() -> None:
+            try:
+                resume = await asyncio.wait_for(answer, POSITION_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the position stays unknown: a reset on resume
+                logger.warning("channel %r: its position is not known (%r)", name, exc)
+            else:
+                moved = self.positions.get(name) != ""
+                if resume.reset_id and not moved and len(subscription) == 0:
+                    self.positions[name] = resume.reset_id
+            self._asking.discard(name)
+            if not self._asking and self._patterns is not None and not self.outlet.closed:
+                self._send_opened(self._patterns)
+
+        task = asyncio.ensure_future(ask())
+        self._movers.add(task)
+        task.add_done_callback(self._movers.discard)
 
     def _from_first(self, name: str, store: BaseStore, unpublished: bool) -> str | None:
         """Where to resume a channel joined before its first message: live if it still
@@ -170,10 +227,19 @@ class Multiplex:
     def opened(self, patterns: list[str]) -> None:
         """Tell the client the set it has, with the cursor of every channel joined: a
         :data:`SUBSCRIBED_EVENT` (so a client that gets no message before it drops
-        still resumes exactly)."""
+        still resumes exactly). It waits for the positions asked of shared backends
+        (see :meth:`add`); the channels' messages follow it."""
+        if self._asking:
+            self._patterns = patterns
+        else:
+            self._send_opened(patterns)
+
+    def _send_opened(self, patterns: list[str]) -> None:
+        self._patterns = None
         data = {"channels": self.channels, "patterns": patterns}
         message = Message(data, id=None, event=SUBSCRIBED_EVENT)
         self.outlet.put(message.tagged(None, encode_cursor(self.positions)))
+        self._open.set()
 
     def _queue(self, name: str, message: Message, *, track: bool = True) -> None:
         if track:
@@ -186,6 +252,7 @@ class Multiplex:
     async def _move(self, name: str, subscription: Subscription) -> None:
         outlet = self.outlet
         try:
+            await self._open.wait()
             while True:
                 # Wait for this channel to have something readable (taking nothing).
                 await subscription.get_batch(0)
