@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
-from functools import partial
 from typing import Any, Unpack
 
 from tornadose._compat.asyncio_tasks import start_eagerly
@@ -295,9 +294,8 @@ class _MultiApp(_SubscriberApp):
         self.access = self.multi_endpoint
 
     async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
-        """Admit the set (:func:`tornadose.http.multi.admit`)."""
-        admitted = await multi.admit(self.multi_endpoint, request)
-        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+        """Admit the set (:func:`tornadose.http.multi.admission`)."""
+        return await multi.admission(self.multi_endpoint, request)
 
 
 class MultiEventSourceApp(_MultiApp):

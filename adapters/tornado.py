@@ -426,9 +426,8 @@ class MultiEventSource(EventSource):
                 send_answer(self, refusal)
 
     async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
-        """Admit the set (:func:`tornadose.http.multi.admit`)."""
-        admitted = await multi.admit(self.multi_endpoint, request)
-        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+        """Admit the set (:func:`tornadose.http.multi.admission`)."""
+        return await multi.admission(self.multi_endpoint, request)
 
 
 class MultiWebSocket(WebSocketSubscriber):
@@ -451,9 +450,8 @@ class MultiWebSocket(WebSocketSubscriber):
             send_answer(self, refusal)
 
     async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
-        """Admit the set (:func:`tornadose.http.multi.admit`)."""
-        admitted = await multi.admit(self.multi_endpoint, request)
-        return admitted if isinstance(admitted, Answer) else partial(multi.open_multiplex, admitted)
+        """Admit the set (:func:`tornadose.http.multi.admission`)."""
+        return await multi.admission(self.multi_endpoint, request)
 
 
 @stream_request_body

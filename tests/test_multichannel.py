@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
+import string
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,12 +31,17 @@ from tornadose.adapters.asgi import ChannelsApp
 from tornadose.adapters.tornado import channel_handlers
 from tornadose.auth import Action
 from tornadose.core.channelset import (
+    MAX_CURSOR_CHANNELS,
+    MAX_CURSOR_LENGTH,
+    MAX_NAME_LENGTH,
     InvalidPattern,
     MalformedCursor,
     Pattern,
+    cursor_names_fit,
     decode_cursor,
     encode_cursor,
 )
+from tornadose.core.history import MAX_ID_LENGTH
 from tornadose.core.store import BaseStore
 from tornadose.http.channels import Channels, MultiLimits
 
@@ -567,3 +574,55 @@ async def test_a_channel_alone_in_its_process_resumes_exactly(serve: Serve) -> N
     events = [e.event for e in second.events if e.channel == "user.42"]
     assert events == ["tornadose.resumed", None, None]
     assert [e.id for e in second.events if e.event is None] == [m.id for m in missed]
+
+
+def _random_name(rng: random.Random, length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+@pytest.mark.parametrize(("channels", "name_length"), [(256, 10), (64, 62), (21, 200), (1, 200)])
+def test_every_cursor_the_server_makes_decodes(channels: int, name_length: int) -> None:
+    """The worst case: as many channels of as long (incompressible) names as one
+    cursor may hold, each with the longest (incompressible, escaped) id: the cursor
+    decodes, within the length limit; positions that did not fit are empty (an
+    explicit reset on resume), the others exact."""
+    rng = random.Random(channels)
+    names = [_random_name(rng, name_length) for _ in range(channels)]
+    while not cursor_names_fit(names):
+        names.pop()
+    assert len(names) >= channels - 1
+    ids = {name: '"\\é' + _random_name(rng, MAX_ID_LENGTH - 3) for name in names}
+    cursor = encode_cursor(ids)
+    assert len(cursor) <= MAX_CURSOR_LENGTH
+    decoded = decode_cursor(cursor)
+    assert set(decoded) == set(names)
+    assert all(decoded[name] in ("", ids[name]) for name in names)
+    if channels == 1:  # room for every position: all exact
+        assert decoded == ids
+    with pytest.raises(ValueError, match="do not fit a cursor"):
+        encode_cursor({_random_name(rng, 200): "" for _ in range(40)})
+
+
+def test_channel_names_and_limits_match_what_a_cursor_holds() -> None:
+    """One name rule: a name the server accepts is one a cursor may hold (at most
+    200 characters); ``max_channels`` above what a cursor may name is refused."""
+    channels = Channels()
+    channels.add("a" * MAX_NAME_LENGTH)
+    with pytest.raises(ValueError, match="at most 200 characters"):
+        channels.add("a" * (MAX_NAME_LENGTH + 1))
+    with pytest.raises(ValueError, match="letters, digits"):
+        channels.add("-a")
+    assert decode_cursor(encode_cursor({"a" * MAX_NAME_LENGTH: "1-1"}))
+    with pytest.raises(ValueError, match="max_channels must be at most 256"):
+        MultiLimits(max_channels=MAX_CURSOR_CHANNELS + 1)
+
+
+async def test_a_set_of_names_too_long_for_a_cursor_is_a_400(serve: Serve) -> None:
+    names = [f"{n:02d}" + "x" * 198 for n in range(30)]
+    served = await serve(names)
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+        answer = await client.get(served.url("sse", {"pattern": "*"}))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "too_many_channels"
+    assert "too long for one cursor" in answer.json()["detail"]

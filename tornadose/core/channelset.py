@@ -20,11 +20,14 @@ string short enough for an SSE ``id:`` (hence ``Last-Event-ID``) and a URL: the
 version, a dot, then the URL-safe base64 (no padding) of the JSON object
 ``{"<channel>": "<id of the last message delivered from it>", ...}``. Above
 :data:`COMPRESS_ABOVE` bytes of JSON the version is ``1z`` and the JSON is deflated
-first (channel ids of one store share their epoch, so they compress well): 64
-channels with Redis entry ids stay under 3 KB. An empty id means "subscribed, but no
-position known" (nothing delivered from it, and the store had none to give): resuming
-it is an explicit reset. :func:`decode_cursor` refuses (``MalformedCursor``, which the
-HTTP layer answers ``400``) anything else: an unknown version, bad base64 or JSON, a
+first (names sharing prefixes, and ids sharing their leading digits, compress): 64
+channels of about 20 characters with Redis entry ids stay under 3 KB. An empty id
+means "subscribed, but no position known" (nothing delivered from it, and the store
+had none to give): resuming it is an explicit reset. A set's names may hold at most
+:data:`CURSOR_NAMES_BUDGET` bytes (6 more per channel) so its cursor always fits
+(:func:`encode_cursor` empties the longest positions if needed).
+:func:`decode_cursor` refuses (``MalformedCursor``, which the HTTP layer answers
+``400``) anything else: an unknown version, bad base64 or JSON, a
 non-object, more than :data:`MAX_CURSOR_CHANNELS` entries, a name that is not a
 channel name, an id longer than 128 characters or holding CR, LF or NUL, a text
 longer than :data:`MAX_CURSOR_LENGTH` or inflating beyond :data:`MAX_CURSOR_JSON`.
@@ -45,22 +48,28 @@ from tornadose.core.history import MAX_ID_LENGTH
 __all__ = [
     "CHANNEL_NAME",
     "COMPRESS_ABOVE",
+    "CURSOR_NAMES_BUDGET",
     "MAX_CURSOR_CHANNELS",
     "MAX_CURSOR_JSON",
     "MAX_CURSOR_LENGTH",
+    "MAX_NAME_LENGTH",
     "MAX_PATTERN_LENGTH",
     "MAX_PATTERN_SEGMENTS",
     "MAX_PATTERN_WILDCARDS",
     "InvalidPattern",
     "MalformedCursor",
     "Pattern",
+    "cursor_names_fit",
     "decode_cursor",
     "encode_cursor",
+    "is_channel_name",
     "matching",
 ]
 
-#: What a channel name is (the rule of :meth:`Channels.add <tornadose.http.channels.Channels.add>`).
+#: The characters of a channel name (see :func:`is_channel_name`).
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: The longest channel name (characters).
+MAX_NAME_LENGTH = 200
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 MAX_PATTERN_LENGTH = 200
@@ -75,6 +84,11 @@ MAX_CURSOR_JSON = 64 * 1024
 MAX_CURSOR_CHANNELS = 256
 #: JSON longer than this (bytes) is deflated in the cursor.
 COMPRESS_ABOVE = 256
+#: The most bytes of channel names one cursor may hold, counting 6 per channel (its
+#: quotes, colon, empty position and comma): such a set's cursor fits
+#: :data:`MAX_CURSOR_LENGTH` whatever its positions (see :func:`encode_cursor`). The
+#: HTTP layer refuses a channel that would exceed it (``too_many_channels``).
+CURSOR_NAMES_BUDGET = (MAX_CURSOR_LENGTH - 3) * 3 // 4 - 64
 
 _PLAIN, _DEFLATED = "1", "1z"
 
@@ -142,6 +156,20 @@ class Pattern:
         return all(segment not in ("*", "**") for segment in self.segments)
 
 
+def is_channel_name(name: str) -> bool:
+    """Whether ``name`` is a channel name: letters, digits, ``_``, ``.`` and ``-``,
+    starting with a letter or digit, at most :data:`MAX_NAME_LENGTH` characters (the
+    rule of :meth:`Channels.add <tornadose.http.channels.Channels.add>` and of a
+    cursor's names)."""
+    return len(name) <= MAX_NAME_LENGTH and CHANNEL_NAME.fullmatch(name) is not None
+
+
+def cursor_names_fit(names: Iterable[str]) -> bool:
+    """Whether a set of channels ``names`` has a cursor that always fits (see
+    :data:`CURSOR_NAMES_BUDGET`)."""
+    return sum(len(name) + 6 for name in names) + 2 <= CURSOR_NAMES_BUDGET
+
+
 def matching(patterns: Iterable[Pattern], name: str) -> bool:
     """Whether any of ``patterns`` matches channel ``name``."""
     return any(pattern.matches(name) for pattern in patterns)
@@ -149,8 +177,37 @@ def matching(patterns: Iterable[Pattern], name: str) -> bool:
 
 def encode_cursor(positions: Mapping[str, str]) -> str:
     """The cursor of ``positions`` (``{channel: last id, or ""}``), see the module
-    docstring. Entries are written in sorted order, so equal sets give equal text."""
-    text = json.dumps(dict(sorted(positions.items())), separators=(",", ":"))
+    docstring. Entries are written in sorted order, so equal sets give equal text.
+
+    The cursor always decodes (:func:`decode_cursor`) when the names are channel
+    names, at most :data:`MAX_CURSOR_CHANNELS`, that fit
+    :data:`CURSOR_NAMES_BUDGET`, and the ids are at most :data:`MAX_ID_LENGTH`
+    characters without CR, LF or NUL: should it exceed :data:`MAX_CURSOR_LENGTH`,
+    the longest positions are written empty until it fits (each such channel then
+    resumes with an explicit ``unknown_position`` reset, never a silent gap).
+    ``ValueError`` if the names alone do not fit."""
+    ordered = dict(sorted(positions.items()))
+    cursor = _encode(ordered)
+    if len(cursor) <= MAX_CURSOR_LENGTH:
+        return cursor
+    if not cursor_names_fit(ordered):
+        raise ValueError(
+            f"the names of {len(ordered)} channels do not fit a cursor "
+            f"({CURSOR_NAMES_BUDGET} bytes at most, 6 more per channel)"
+        )
+    # Without compression, names with empty positions fit: blank the longest
+    # positions until the uncompressed JSON does (it then fits compressed too).
+    size = len(json.dumps(ordered, separators=(",", ":")).encode("utf-8"))
+    for name in sorted(ordered, key=lambda n: len(json.dumps(ordered[n])), reverse=True):
+        if size <= CURSOR_NAMES_BUDGET:
+            break
+        size -= len(json.dumps(ordered[name]).encode("utf-8")) - 2
+        ordered[name] = ""
+    return _encode(ordered)
+
+
+def _encode(positions: Mapping[str, str]) -> str:
+    text = json.dumps(positions, separators=(",", ":"))
     raw = text.encode("utf-8")
     version = _PLAIN
     if len(raw) > COMPRESS_ABOVE:
@@ -192,7 +249,7 @@ def decode_cursor(text: str) -> dict[str, str]:
     if len(positions) > MAX_CURSOR_CHANNELS:
         raise MalformedCursor(f"cursor names more than {MAX_CURSOR_CHANNELS} channels")
     for name, position in positions.items():
-        if not CHANNEL_NAME.fullmatch(name) or len(name) > MAX_PATTERN_LENGTH:
+        if not is_channel_name(name):
             raise MalformedCursor(f"cursor names {name[:40]!r}, which is not a channel name")
         if not isinstance(position, str) or len(position) > MAX_ID_LENGTH:
             raise MalformedCursor(f"cursor's position of {name!r} is not an id")

@@ -32,11 +32,11 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tornadose.core.channelset import MAX_CURSOR_CHANNELS, MAX_NAME_LENGTH, is_channel_name
 from tornadose.core.store import BaseStore, QueueStore
 from tornadose.delivery import streams
 from tornadose.http.auth import Authorize
@@ -58,8 +58,6 @@ logger = logging.getLogger("tornadose.channels")
 
 #: The environment variable that gives :class:`Channels` a default Redis URL.
 REDIS_URL_VARIABLE = "TORNADOSE_REDIS_URL"
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class Endpoint(enum.Enum):
@@ -157,7 +155,9 @@ class MultiLimits:
     beyond them the request is refused with ``400`` (a channel a pattern comes to
     match beyond ``max_channels`` is reported refused instead)."""
 
-    #: Channels on one connection: named ones and those patterns match, together.
+    #: Channels on one connection: named ones and those patterns match, together (at
+    #: most :data:`~tornadose.core.channelset.MAX_CURSOR_CHANNELS`; their names
+    #: together at most :data:`~tornadose.core.channelset.CURSOR_NAMES_BUDGET` bytes).
     max_channels: int = 64
     #: Patterns on one connection.
     max_patterns: int = 8
@@ -170,6 +170,11 @@ class MultiLimits:
         for name in ("max_channels", "max_patterns", "max_queue", "max_queue_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_channels > MAX_CURSOR_CHANNELS:
+            raise ValueError(
+                f"max_channels must be at most {MAX_CURSOR_CHANNELS} (the channels a "
+                f"cursor may name), not {self.max_channels}"
+            )
 
 
 @dataclass(frozen=True)
@@ -256,8 +261,12 @@ class Channels:
         :class:`~tornadose.backends.redis.store.RedisStore` whose Redis channel is ``name``.
         ``options`` are the other fields of :class:`Channel`.
         """
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"channel names are letters, digits, '_', '.', '-': {name!r}")
+        if not is_channel_name(name):
+            raise ValueError(
+                f"channel names are letters, digits, '_', '.', '-', starting with a letter "
+                f"or digit, at most {MAX_NAME_LENGTH} characters: {name[:60]!r}"
+                + (f" ({len(name)} characters)" if len(name) > 60 else "")
+            )
         if name in self._channels:
             raise ValueError(f"channel {name!r} is declared twice")
         if store is None:

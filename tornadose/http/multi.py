@@ -43,7 +43,7 @@ no ``channel`` nor ``pattern``         ``400 no_channels``
 a bad pattern, too many patterns       ``400 invalid_pattern`` / ``too_many_patterns``
 a malformed cursor                     ``400 malformed_cursor``
 a named channel not declared           ``404 unknown_channel`` (naming them)
-more channels than ``max_channels``    ``400 too_many_channels``
+more channels than ``max_channels``    ``400 too_many_channels`` (also: names too long for a cursor)
 the hook raises ``Unauthorized``       ``401`` (credentials are per request)
 every channel refused, no pattern      ``403 forbidden`` (naming each and why)
 =====================================  ======================================
@@ -66,15 +66,18 @@ defaults of :mod:`tornadose.delivery.streams`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from tornadose.core.channelset import (
+    CURSOR_NAMES_BUDGET,
     InvalidPattern,
     MalformedCursor,
     Pattern,
+    cursor_names_fit,
     decode_cursor,
     matching,
 )
@@ -85,9 +88,9 @@ from tornadose.http.answer import Answer, error_answer
 from tornadose.http.auth import Action, check_access
 from tornadose.http.channels import Channel, Channels
 from tornadose.http.request import last_event_id_from
-from tornadose.http.subscribe import CLOSED_STORE_ANSWER, Kind, Request, refuse_early
+from tornadose.http.subscribe import CLOSED_STORE_ANSWER, Kind, Registrar, Request, refuse_early
 
-__all__ = ["Admitted", "MultiSubscribing", "Refusal", "admit", "open_multiplex"]
+__all__ = ["Admitted", "MultiSubscribing", "Refusal", "admission", "admit", "open_multiplex"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,6 +193,12 @@ async def admit(endpoint: MultiSubscribing, request: Request) -> Admitted | Answ
             f"at most {limits.max_channels} per connection"
         )
         return error_answer(400, "too_many_channels", detail)
+    if not cursor_names_fit(c.name for c in wanted):
+        detail = (
+            f"the names of the {len(wanted)} channels are too long for one cursor "
+            f"(at most {CURSOR_NAMES_BUDGET} bytes, 6 more per channel)"
+        )
+        return error_answer(400, "too_many_channels", detail)
     authorize = channels.authorize
     answers = await asyncio.gather(
         *(check_access(authorize, request.headers, c.name, Action.SUBSCRIBE) for c in wanted)
@@ -209,6 +218,16 @@ async def admit(endpoint: MultiSubscribing, request: Request) -> Admitted | Answ
     in_set = {c.name for c in wanted}
     kept = {name: p for name, p in positions.items() if name in in_set}
     return Admitted(endpoint, dict(request.headers), granted, refused, patterns, kept)
+
+
+async def admission(endpoint: MultiSubscribing, request: Request) -> Answer | Registrar:
+    """What every adapter's multi-channel endpoint does to admit a request: the
+    refusal to send (:func:`admit`), or what opens the multiplex once the stream is
+    open (:func:`open_multiplex`, as a registrar of :mod:`tornadose.http.subscribe`)."""
+    admitted = await admit(endpoint, request)
+    if isinstance(admitted, Answer):
+        return admitted
+    return functools.partial(open_multiplex, admitted)
 
 
 def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Answer | CloseReason:
@@ -272,6 +291,9 @@ async def _join_later(admitted: Admitted, multiplex: Multiplex, channel: Channel
         multiplex.report(channel.name, refusal.status, refusal.error, refusal.detail)
     elif len(multiplex.channels) >= channels.multi.max_channels:
         detail = f"the connection has {channels.multi.max_channels} channels already"
+        multiplex.report(channel.name, 400, "too_many_channels", detail)
+    elif not cursor_names_fit([*multiplex.channels, channel.name]):
+        detail = f"the connection's channel names would not fit one cursor with {channel.name!r}"
         multiplex.report(channel.name, 400, "too_many_channels", detail)
     else:
         multiplex.add(channel.name, channel.store, None)
