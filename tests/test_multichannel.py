@@ -626,3 +626,34 @@ async def test_a_set_of_names_too_long_for_a_cursor_is_a_400(serve: Serve) -> No
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "too_many_channels"
     assert "too long for one cursor" in answer.json()["detail"]
+
+
+async def test_a_channel_joined_before_its_first_message_resumes_in_order(serve: Serve) -> None:
+    """An in-memory channel with no message yet: the cursor holds its epoch. Resuming
+    it on the same server replays its messages from the first, after
+    ``tornadose.resumed``; on a restarted server (another epoch) it is a reset
+    ``unknown_epoch``, never the new epoch's messages as if they were the old."""
+    served = await serve(["a"])
+    if served.backend != "memory":
+        pytest.skip("Redis entry ids are positions from the start")
+    store = served.channels["a"].store
+    query = {"channel": "a"}
+    async with Reader(served.url("sse", query), "sse") as first:
+        await first.until(lambda r: bool(r.events))
+    cursor = first.events[0].cursor
+    await wait_until(lambda: not store.subscribers)
+    sent = [await store.submit({"n": n}) for n in range(3)]
+    async with Reader(served.url("sse", query), "sse", cursor) as second:
+        await second.until(lambda r: len(r.of("a")) == 3)
+    events = [e.event for e in second.events]
+    assert events == ["tornadose.subscribed", "tornadose.resumed", None, None, None]
+    assert second.events[1].data == {"after": decode_cursor(cursor)["a"], "replayed": 3}
+    assert [e.id for e in second.events[2:]] == [m.id for m in sent]
+    restarted = await serve(["a"])
+    await restarted.channels["a"].store.submit({"n": "new"})
+    async with Reader(restarted.url("sse", query), "sse", cursor) as third:
+        await third.until(lambda r: any(e.channel == "a" for e in r.events))
+    assert third.events[0].event == "tornadose.subscribed"  # resets come after it
+    reset = next(e for e in third.events if e.channel == "a")
+    assert reset.event == "tornadose.reset"
+    assert reset.data["reason"] == "unknown_epoch"

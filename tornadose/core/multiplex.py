@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 
 from tornadose.core.channelset import encode_cursor
 from tornadose.core.errors import StoreClosed, SubscriptionClosed
-from tornadose.core.history import RESET_EVENT, Resume, control_message
+from tornadose.core.history import RESET_EVENT, RESUMED_EVENT, Resume, control_message
 from tornadose.core.memory import MemoryBackend
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason, OverflowPolicy, ResetReason, ResumeStatus
@@ -73,8 +74,13 @@ logger = logging.getLogger("tornadose.multiplex")
 #: ``{"status": <401|403|400>, "error": <code>, "detail": <why>}``.
 REFUSED_EVENT = "tornadose.refused"
 #: A cursor's position for an in-memory channel that had published nothing when it
-#: was joined: resuming it is live if it still has not, else a reset.
+#: was joined, before its epoch: ``"<epoch>-0"`` (the form a cursor holds). Resuming
+#: it is live if the channel still has published nothing; its messages from the
+#: first if its history still holds them (same epoch); else a reset
+#: (``unknown_epoch`` after a restart, ``history_too_short``). The bare value
+#: (cursors of 0.x multi-channel streams) is taken as the current epoch's.
 BEFORE_FIRST = "0"
+_BEFORE_FIRST = re.compile(r"([0-9a-f]{1,32})-0")
 #: The SSE event type (and WebSocket ``"event"``) opening every multi-channel stream,
 #: its envelope's ``channel`` null, ``data`` ``{"channels": [...], "patterns": [...]}``
 #: (the channels joined, the patterns followed) and its id the cursor.
@@ -123,6 +129,11 @@ class Multiplex:
         self._patterns: list[str] | None = None
         #: Set once the :data:`SUBSCRIBED_EVENT` is queued: messages move after it.
         self._open = asyncio.Event()
+        #: Channels resumed from before their first message: (the cursor's position,
+        #: that first message), moved right after the store's ``tornadose.resumed``.
+        self._first: dict[str, tuple[str, Message]] = {}
+        #: Resets of channels joined before the :data:`SUBSCRIBED_EVENT`, sent after it.
+        self._resets: list[tuple[str, Message]] = []
 
     @property
     def channels(self) -> list[str]:
@@ -139,26 +150,39 @@ class Multiplex:
         (nothing joined)."""
         if self.outlet.closed or name in self._subscriptions:
             return False
-        unpublished = isinstance(store.backend, MemoryBackend) and store.position is None
-        if position == BEFORE_FIRST:
-            position = self._from_first(name, store, unpublished)
+        backend = store.backend
+        unpublished = isinstance(backend, MemoryBackend) and store.position is None
+        reason = ResetReason.UNKNOWN_POSITION
+        given = position
+        before = _BEFORE_FIRST.fullmatch(position or "")
+        if isinstance(backend, MemoryBackend) and (position == BEFORE_FIRST or before):
+            if before is not None and before[1] != backend.epoch:
+                position, reason = "", ResetReason.UNKNOWN_EPOCH
+            else:
+                position = self._from_first(name, store, unpublished)
         try:
             subscription = store.register(self, position or None)
         except StoreClosed:
+            self._first.pop(name, None)
             return False
         self._subscriptions[name] = (store, subscription)
+        if name in self._first:
+            self._first[name] = (given or BEFORE_FIRST, self._first[name][1])
         if position == "":
-            reset = Resume(
-                ResumeStatus.RESET, "", reason=ResetReason.UNKNOWN_POSITION, reset_id=store.position
-            )
+            reset = Resume(ResumeStatus.RESET, given or "", reason=reason, reset_id=store.position)
             control = control_message(reset)
             assert control is not None
             store.stats.resets += 1
-            self._queue(name, control)
+            if self._open.is_set():
+                self._queue(name, control)
+            else:  # after the SUBSCRIBED_EVENT, as the channel's messages
+                self.positions[name] = ""
+                self._resets.append((name, control))
         elif position is None:
             empty = len(subscription) == 0
             known = store.position if empty else None
-            self.positions[name] = known or (BEFORE_FIRST if empty and unpublished else "")
+            start = f"{backend.epoch}-0" if isinstance(backend, MemoryBackend) else ""
+            self.positions[name] = known or (start if empty and unpublished else "")
             if (
                 self.positions[name] == ""
                 and empty
@@ -208,14 +232,15 @@ class Multiplex:
 
     def _from_first(self, name: str, store: BaseStore, unpublished: bool) -> str | None:
         """Where to resume a channel joined before its first message: live if it still
-        has none; after its first message, queued here, if its history still holds
-        it; else unknown (a reset)."""
+        has none; after its first message if its history still holds it (that message
+        is moved right after the store's ``tornadose.resumed``); else unknown (a
+        reset)."""
         if unpublished:
             return None
         kept = store.history.after(0, 1) if isinstance(store.backend, MemoryBackend) else None
         if not kept or kept[0].id is None or not kept[0].id.endswith("-1"):
             return ""
-        self._queue(name, kept[0])
+        self._first[name] = (BEFORE_FIRST, kept[0])
         return kept[0].id
 
     def report(self, name: str, status: int, error: str, detail: str) -> None:
@@ -240,6 +265,10 @@ class Multiplex:
         message = Message(data, id=None, event=SUBSCRIBED_EVENT)
         self.outlet.put(message.tagged(None, encode_cursor(self.positions)))
         self._open.set()
+        resets, self._resets = self._resets, []
+        for name, control in resets:
+            if name in self._subscriptions:
+                self._queue(name, control)
 
     def _queue(self, name: str, message: Message, *, track: bool = True) -> None:
         if track:
@@ -271,7 +300,10 @@ class Multiplex:
                     taken = subscription.take_batch(1)
                     if not taken:
                         break
-                    self._queue(name, taken[0])
+                    if name in self._first:
+                        self._move_first(name, taken[0])
+                    else:
+                        self._queue(name, taken[0])
         except SubscriptionClosed as exc:
             if exc.reason is CloseReason.STORE_CLOSED and not outlet.closed:
                 # One channel is over: say so; the others go on (all over: the end).
@@ -286,6 +318,20 @@ class Multiplex:
         except Exception:
             logger.exception("moving channel %r into a multi-channel stream failed", name)
             outlet.close(CloseReason.DEREGISTERED)
+
+    def _move_first(self, name: str, message: Message) -> None:
+        """The first message moved from a channel resumed from before its first
+        message: the store's ``tornadose.resumed`` (after that first message) becomes
+        one after the cursor's position, counting it, and that message follows it."""
+        before, first = self._first.pop(name)
+        if message.event == RESUMED_EVENT and isinstance(message.data, dict):
+            replayed = int(message.data.get("replayed", 0)) + 1
+            data = {"after": before, "replayed": replayed}
+            self._queue(name, Message(data, id=before, event=RESUMED_EVENT))
+            self._queue(name, first)
+        else:
+            self._queue(name, first)
+            self._queue(name, message)
 
     def _outlet_closed(self, outlet: Subscription) -> None:
         reason = outlet.close_reason
