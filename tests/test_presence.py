@@ -21,7 +21,10 @@ from tests.clients import TIMEOUT
 from tests.conftest import StartProgram, TornadoStarter, UvicornStarter, free_port, wait_until
 from tornadose.adapters.asgi import ChannelsApp
 from tornadose.adapters.tornado import channel_handlers
+from tornadose.backends.redis.presence import RedisPresence
+from tornadose.core.store import QueueStore
 from tornadose.http.channels import Channels
+from tornadose.http.presence import Presence
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -248,3 +251,48 @@ def test_an_announcement_during_a_held_resume_lets_no_duplicate_through() -> Non
     subscription.put(Message("again", id="e-3"))  # a duplicate arriving late: skipped
     subscription.put(Message("new", id="e-4"))
     assert [m.data for m in subscription.take_batch()] == ["replayed", {"here": 2}, "new"]
+
+
+async def test_a_silent_presence_backend_fails_the_heartbeat_in_time() -> None:
+    """A Redis that accepts connections and never answers: the heartbeat fails, saying
+    so, within ``max(interval, ttl)`` seconds (it waited forever), and stopping
+    returns too."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = QueueStore()
+    backend = RedisPresence(f"redis://127.0.0.1:{port}/0", ttl=0.5)
+    presence = Presence(lambda: {"a": store}, backend, interval=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"did not answer a heartbeat within 0\.5 s"):
+            await asyncio.wait_for(presence.beat(), 5)
+        assert time.monotonic() - started < 2
+        await asyncio.wait_for(presence.stop(), 5)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_everywhere_is_never_below_here(redis_url: str) -> None:
+    """Subscribers that joined since the last heartbeat count everywhere at once."""
+    name = f"presence-{uuid.uuid4().hex[:8]}"
+    store = QueueStore()
+    presence = Presence(lambda: {name: store}, RedisPresence(redis_url, ttl=5))
+    try:
+        first = store.subscribe()
+        await presence.beat()
+        assert presence.counts()[name] == {"here": 1, "everywhere": 1}
+        second = store.subscribe()
+        assert presence.counts()[name] == {"here": 2, "everywhere": 2}
+        first.close()
+        second.close()
+        assert presence.counts()[name] == {"here": 0, "everywhere": 0}
+    finally:
+        await presence.stop()

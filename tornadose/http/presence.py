@@ -89,6 +89,8 @@ class Presence:
         self.backend = backend
         self.interval = interval
         self._totals: dict[str, int] = {}
+        #: The counts this process sent with the heartbeat that gave ``_totals``.
+        self._sent: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         #: Channels whose subscribers are told of changes, and the last count told.
         self._followed: dict[str, tuple[int, int] | None] = {}
@@ -98,12 +100,15 @@ class Presence:
         return {name: len(store.subscribers) for name, store in self._stores().items()}
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{channel: {"here": n, "everywhere": total}}``; without a backend, or
-        before its first answer, ``everywhere`` is ``here``."""
+        """``{channel: {"here": n, "everywhere": total}}``: ``everywhere`` is the
+        other processes' counts at the last heartbeat plus this process's now (never
+        below ``here``); without a backend, or before its first answer, ``here``."""
         here = self.here()
-        totals = self._totals
+        totals, sent = self._totals, self._sent
+        if self.backend is None:
+            return {name: {"here": n, "everywhere": n} for name, n in here.items()}
         return {
-            name: {"here": n, "everywhere": totals.get(name, n) if self.backend else n}
+            name: {"here": n, "everywhere": max(totals.get(name, n) - sent.get(name, n) + n, n)}
             for name, n in here.items()
         }
 
@@ -130,7 +135,15 @@ class Presence:
         """One heartbeat now: send the counts, keep the totals, and tell the
         subscribers of followed channels whose counts changed."""
         if self.backend is not None:
-            self._totals = await self.backend.beat(self.here())
+            sent = self.here()
+            timeout = max(self.interval, self.backend.ttl)
+            try:
+                totals = await asyncio.wait_for(self.backend.beat(sent), timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the presence backend did not answer a heartbeat within {timeout} s"
+                ) from None
+            self._totals, self._sent = totals, sent
         if self._followed:
             counts, stores = self.counts(), self._stores()
             for name, told in list(self._followed.items()):
@@ -167,7 +180,16 @@ class Presence:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         if self.backend is not None:
-            await self.backend.aclose()
+            timeout = max(self.interval, self.backend.ttl)
+            try:
+                await asyncio.wait_for(self.backend.aclose(), timeout)
+            except TimeoutError:
+                logger.warning(
+                    "the presence backend did not withdraw this process's counts within %s s "
+                    "(they expire %s s after the last heartbeat)",
+                    timeout,
+                    self.backend.ttl,
+                )
 
 
 def presence_answer(presence: Presence, name: str | None = None) -> Answer:
