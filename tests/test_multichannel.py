@@ -657,3 +657,22 @@ async def test_a_channel_joined_before_its_first_message_resumes_in_order(serve:
     reset = next(e for e in third.events if e.channel == "a")
     assert reset.event == "tornadose.reset"
     assert reset.data["reason"] == "unknown_epoch"
+
+
+async def test_a_full_set_with_a_cursor_and_a_few_other_parameters_is_admitted(
+    serve: Serve,
+) -> None:
+    """``max_channels`` channels, ``max_patterns`` patterns, ``last_event_id`` and a
+    few unrelated parameters (a token, a cache buster) are admitted; beyond, 400."""
+    limits = MultiLimits(max_channels=4, max_patterns=2)
+    served = await serve(["a", "b", "c", "d"], multi=limits)
+    cursor = encode_cursor({"a": ""})
+    query = [("channel", n) for n in "abcd"] + [("pattern", "x.*"), ("pattern", "y.*")]
+    query += [("last_event_id", cursor), ("token", "t"), ("_", "123")]
+    async with Reader(served.url("websocket", query), "websocket") as reader:
+        await reader.until(lambda r: any(e.event == "tornadose.subscribed" for e in r.events))
+    query += [(f"extra{n}", "1") for n in range(8)]
+    async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as client:
+        answer = await client.get(served.url("sse", query))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "too_many_channels"

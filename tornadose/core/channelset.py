@@ -8,12 +8,14 @@ has three). A pattern is such a name in which a whole segment may be a wildcard:
 * ``**``, only as the last segment, matches one or more segments: ``sensors.**``
   matches ``sensors.a`` and ``sensors.a.b``, not ``sensors``.
 
-Every other segment matches itself only (case-sensitive); a wildcard inside a
-segment (``sens*``) is not a pattern and is refused, and so is a pattern of more than
-:data:`MAX_PATTERN_SEGMENTS` segments or :data:`MAX_PATTERN_WILDCARDS` wildcards, or
-longer than :data:`MAX_PATTERN_LENGTH` characters. Matching is linear in the segments:
-a pattern costs nothing per message, only a comparison per declared channel when a
-connection opens or a channel is declared.
+Every other segment matches itself only (case-sensitive). A channel name may hold an
+empty segment (``a..b``, ``a.``): ``*`` matches it like any other segment. A
+wildcard inside a segment (``sens*``) is not a pattern and is refused, and so is a
+pattern of more than :data:`MAX_PATTERN_SEGMENTS` segments or
+:data:`MAX_PATTERN_WILDCARDS` wildcards, or longer than :data:`MAX_PATTERN_LENGTH`
+characters. Matching is linear in the segments: a pattern costs nothing per message,
+only a comparison per declared channel when a connection opens or a channel is
+declared.
 
 **The cursor.** One connection's position in every channel of its set, as one
 string short enough for an SSE ``id:`` (hence ``Last-Event-ID``) and a URL: the

@@ -38,7 +38,7 @@ missing from it start live.
 what                                   answer
 =====================================  ======================================
 method / handshake / origin            as a single channel (405, 400, 403)
-more query fields than the limits      ``400 too_many_channels``
+more query fields than the limits      ``400 too_many_channels`` (+ :data:`OTHER_QUERY_FIELDS`)
 no ``channel`` nor ``pattern``         ``400 no_channels``
 a bad pattern, too many patterns       ``400 invalid_pattern`` / ``too_many_patterns``
 a malformed cursor                     ``400 malformed_cursor``
@@ -90,7 +90,15 @@ from tornadose.http.channels import Channel, Channels
 from tornadose.http.request import last_event_id_from
 from tornadose.http.subscribe import CLOSED_STORE_ANSWER, Kind, Registrar, Request, refuse_early
 
-__all__ = ["Admitted", "MultiSubscribing", "Refusal", "admission", "admit", "open_multiplex"]
+__all__ = [
+    "OTHER_QUERY_FIELDS",
+    "Admitted",
+    "MultiSubscribing",
+    "Refusal",
+    "admission",
+    "admit",
+    "open_multiplex",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +136,11 @@ class Admitted:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
+#: Query parameters a request may carry besides its channels, patterns and
+#: ``last_event_id`` (a token, a cache buster...): they are ignored.
+OTHER_QUERY_FIELDS = 8
+
+
 class _Refused(Exception):
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
@@ -135,11 +148,14 @@ class _Refused(Exception):
 
 def _parse(query: str, endpoint: MultiSubscribing) -> tuple[list[str], tuple[Pattern, ...]]:
     limits = endpoint.channels.multi
-    most = limits.max_channels + limits.max_patterns + 2
+    most = limits.max_channels + limits.max_patterns + 1 + OTHER_QUERY_FIELDS
     try:
         fields = parse_qsl(query, keep_blank_values=True, max_num_fields=most)
     except ValueError:
-        detail = f"more than {most} query parameters (at most {limits.max_channels} channels)"
+        detail = (
+            f"more than {most} query parameters (at most {limits.max_channels} channels, "
+            f"{limits.max_patterns} patterns, last_event_id and {OTHER_QUERY_FIELDS} others)"
+        )
         raise _Refused(error_answer(400, "too_many_channels", detail)) from None
     names = list(dict.fromkeys(value for key, value in fields if key == "channel"))
     texts = list(dict.fromkeys(value for key, value in fields if key == "pattern"))
