@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -190,3 +191,21 @@ def own_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.kill()
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """``caplog`` recording the ``tornadose.redis`` logger from INFO up."""
+    caplog.set_level(logging.INFO, logger="tornadose.redis")
+    return caplog
+
+
+def logged(logs: pytest.LogCaptureFixture, level: int, *texts: str) -> int:
+    """How many ``tornadose.redis`` records of ``level`` contain every one of ``texts``."""
+    return sum(
+        1
+        for record in logs.records
+        if record.name == "tornadose.redis"
+        and record.levelno == level
+        and all(text in record.getMessage() for text in texts)
+    )

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.clients import TIMEOUT
-from tests.redis_support import MakeStore, RedisServer
+from tests.redis_support import MakeStore, RedisServer, logged
 from tornadose.backends.redis.layout import ZERO, Continuity, StreamId, continuity
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
@@ -67,25 +67,7 @@ async def clients() -> AsyncIterator[MakeClient]:
         await client.aclose()
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """``caplog`` recording the ``tornadose.redis`` logger from INFO up."""
-    caplog.set_level(logging.INFO, logger="tornadose.redis")
-    return caplog
-
-
 # -- helpers ----------------------------------------------------------------------------
-
-
-def logged(logs: pytest.LogCaptureFixture, level: int, *texts: str) -> int:
-    """How many ``tornadose.redis`` records of ``level`` contain every one of ``texts``."""
-    return sum(
-        1
-        for record in logs.records
-        if record.name == "tornadose.redis"
-        and record.levelno == level
-        and all(text in record.getMessage() for text in texts)
-    )
 
 
 async def publish(store: RedisStore, *payloads: Any) -> list[Message]:

@@ -26,7 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.programs import StartProgram
-from tests.redis_support import RedisServer
+from tests.redis_support import RedisServer, logged
 from tornadose.backends.redis.store import RedisStore
 from tornadose.errors import StoreRefused, StoreUnavailable
 from tornadose.http.publish import publish_json
@@ -43,23 +43,6 @@ async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """``caplog`` recording the ``tornadose.redis`` logger from INFO up."""
-    caplog.set_level(logging.INFO, logger="tornadose.redis")
-    return caplog
-
-
-def logged(logs: pytest.LogCaptureFixture, level: int, text: str) -> int:
-    return sum(
-        1
-        for record in logs.records
-        if record.name == "tornadose.redis"
-        and record.levelno == level
-        and text in record.getMessage()
-    )
 
 
 async def test_a_refused_publish_answers_503_store_refused_at_once(

@@ -43,7 +43,7 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
-from tests.redis_support import MakeStore, RedisServer
+from tests.redis_support import MakeStore, RedisServer, logged
 from tests.sse_parser import ParsedEvent, SSEParser
 from tornadose.adapters.asgi import PublishApp
 from tornadose.adapters.tornado import PublishHandler
@@ -82,24 +82,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 def transport(request: pytest.FixtureRequest) -> str:
     """Each transport in turn."""
     return str(request.param)
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """``caplog`` recording the ``tornadose.redis`` logger from INFO up."""
-    caplog.set_level(logging.INFO, logger="tornadose.redis")
-    return caplog
-
-
-def logged(logs: pytest.LogCaptureFixture, level: int, text: str) -> int:
-    """How many ``tornadose.redis`` records of ``level`` contain ``text``."""
-    return sum(
-        1
-        for record in logs.records
-        if record.name == "tornadose.redis"
-        and record.levelno == level
-        and text in record.getMessage()
-    )
 
 
 # -- clients --------------------------------------------------------------------------
