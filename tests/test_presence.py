@@ -138,7 +138,7 @@ async def test_presence_across_three_processes_converges_after_one_is_killed(
                     pytest.fail(f"presence {seen}, not {expected}, after {timeout} s")
                 await asyncio.sleep(0.05)
 
-        await converge(0, 20)  # all three up and beating
+        await converge(0, 20)  # both servers answer (an error is no count), nothing counted
         async with (
             streams(f"{bases[0]}/{name}/events", 1),
             streams(f"{bases[1]}/{name}/events", 2),
@@ -147,8 +147,7 @@ async def test_presence_across_three_processes_converges_after_one_is_killed(
             await converge(6, TTL + INTERVAL + 1)
             programs[2].proc.send_signal(signal.SIGKILL)
             programs[2].proc.wait(5)
-            took = await converge(3, TTL + INTERVAL + 0.5)
-            assert took <= TTL + INTERVAL + 0.5
+            await converge(3, TTL + INTERVAL + 0.5)  # fails past the documented time
             here = (await http.get(f"{bases[1]}/{name}/presence")).json()["here"]
             assert here == 2
 
