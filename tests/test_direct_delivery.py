@@ -854,22 +854,28 @@ async def test_a_slow_reader_catches_up_with_nothing_lost(
     serve_store: StoreServer, transport: str, paths: Paths
 ) -> None:
     """A raw client reads 64 KiB every 5 ms while 6 MB are published in singles and
-    bursts: writes to it back up again and again (a 2.5 MB burst takes it 0.2 s to
-    read, while the next messages come a loop turn apart), yet it gets every message
-    in order, nothing is dropped and nobody is cut (the queue bound and write timeout
-    allow it)."""
+    bursts, and stops reading while a 2.5 MB burst and the 40 messages behind it (a
+    loop turn apart) are published, and 5 more after them: writes to it back up
+    (whatever the machine's speed), yet it gets every message in order, nothing is dropped and nobody is cut
+    (the queue bound and write timeout allow it)."""
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(serve_store, store, write_timeout=3)
     steps = [Step(10, 64 * 1024), Step(40, 64 * 1024, pause=None), Step(40, 64 * 1024)]
     async with raw_client(transport, endpoints, receive_buffer=64 * 1024) as slow:
         await wait_until(lambda: len(store.registered) == 1)
-        publisher = asyncio.ensure_future(publish(store, steps))
+        ids: list[str] = []
+        publisher = asyncio.ensure_future(publish(store, steps, ids))
+        await slow.read_until(lambda: len(slow.items) >= 10, size=64 * 1024, pause=0.005)
+        await wait_until(lambda: publisher.done())  # the client holds: the writes back up
+        await asyncio.sleep(0.05)  # and those made now wait for it
+        await publish(store, [Step(5, 64 * 1024)], ids)
+        await asyncio.sleep(0.05)
 
         def caught_up() -> bool:
-            return len(slow.items) == total(steps)
+            return len(slow.items) == len(ids)
 
         await slow.read_until(caught_up, size=64 * 1024, pause=0.005)
-        ids = await publisher
+        assert len(ids) == total(steps) + 5
     assert_once_in_order(slow.items, ids)
     assert store.stats.delivered == len(ids)
     assert store.stats.dropped == 0
