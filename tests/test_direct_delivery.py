@@ -856,8 +856,8 @@ async def test_a_slow_reader_catches_up_with_nothing_lost(
     """A raw client reads 64 KiB every 5 ms while 6 MB are published in singles and
     bursts, and stops reading while a 2.5 MB burst and the 40 messages behind it (a
     loop turn apart) are published, and 5 more after them: writes to it back up
-    (whatever the machine's speed), yet it gets every message in order, nothing is dropped and nobody is cut
-    (the queue bound and write timeout allow it)."""
+    (whatever the machine's speed), yet it gets every message in order, nothing is
+    dropped and nobody is cut (the queue bound and write timeout allow it)."""
     store = RecordingQueueStore(max_queue=1000, max_queue_bytes=None)
     endpoints = await serve(serve_store, store, write_timeout=3)
     steps = [Step(10, 64 * 1024), Step(40, 64 * 1024, pause=None), Step(40, 64 * 1024)]

@@ -16,7 +16,9 @@ Guarantees:
   store's :attr:`~tornadose.core.store.BaseStore.position` when the channel was
   joined with an empty queue, asked of a shared backend when its store does not
   know it, as when this connection is its only subscriber in the process;
-  :data:`BEFORE_FIRST` for an in-memory channel that had published nothing). A
+  :data:`BEFORE_FIRST` for an in-memory channel that had published nothing; the
+  id before the first message an in-memory store handed over on joining, such as
+  a ``QueueStore``'s backlog, so a resume replays those messages too). A
   client resuming with the cursor of the last event it received gets, per
   channel, the store's ordinary resume: the missed messages then live ones (no
   gap, no duplicate), or that channel's ``tornadose.reset`` naming it, while the
@@ -51,7 +53,13 @@ from collections.abc import Callable
 
 from tornadose.core.channelset import encode_cursor
 from tornadose.core.errors import StoreClosed, SubscriptionClosed
-from tornadose.core.history import RESET_EVENT, RESUMED_EVENT, Resume, control_message
+from tornadose.core.history import (
+    RESET_EVENT,
+    RESUMED_EVENT,
+    MessageId,
+    Resume,
+    control_message,
+)
 from tornadose.core.memory import MemoryBackend
 from tornadose.core.message import Message
 from tornadose.core.reasons import CloseReason, OverflowPolicy, ResetReason, ResumeStatus
@@ -92,6 +100,15 @@ MOVE_BATCH = 16
 POSITION_TIMEOUT = 5.0
 #: Seconds a channel waits before looking again at an outlet at least half full.
 _BACKED_UP_POLL = 0.005
+
+
+def _before(message_id: str | None, epoch: str) -> str:
+    """The in-memory id just before ``message_id`` (``"<epoch>-0"`` before the first),
+    or ``""`` (no position) if ``message_id`` is not an id of this epoch."""
+    parsed = MessageId.parse(message_id or "")
+    if parsed is None or parsed.epoch != epoch or parsed.offset < 1:
+        return ""
+    return str(MessageId(epoch, parsed.offset - 1))
 
 
 class Multiplex:
@@ -183,6 +200,10 @@ class Multiplex:
             known = store.position if empty else None
             start = f"{backend.epoch}-0" if isinstance(backend, MemoryBackend) else ""
             self.positions[name] = known or (start if empty and unpublished else "")
+            if not empty and isinstance(backend, MemoryBackend):
+                # Handed messages on joining (a QueueStore's backlog): the position is
+                # the one before the first of them, so a resume replays them too.
+                self.positions[name] = _before(subscription.oldest_id, backend.epoch)
             if (
                 self.positions[name] == ""
                 and empty
