@@ -312,6 +312,56 @@ async def test_a_channel_a_pattern_matches_later_is_authorized_too(
     assert refused[0].data["status"] == 403
 
 
+class Gate:
+    """An authorize hook that makes channels under ``late.`` wait for :attr:`open`
+    and then allows them, except ``late.secret``."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.asked: list[str] = []
+
+    async def __call__(self, headers: Mapping[str, str], channel: str, action: Action) -> bool:
+        if channel.startswith("late."):
+            self.asked.append(channel)
+            await self.open.wait()
+        return channel != "late.secret"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_channel_matched_later_misses_nothing_while_the_hook_decides(
+    serve: Serve, backend_store: BackendStore, transport: str
+) -> None:
+    """Channels declared while the connection is open and matched by its pattern are
+    published to while the hook still decides: the allowed one's messages all follow
+    once it allows it, in order, and the cursor names it only then; the refused one's
+    never reach the client, and it keeps no subscriber."""
+    gate = Gate()
+    served = await serve(["a"], authorize=gate)
+    async with Reader(served.url(transport, [("pattern", "late.*")]), transport) as reader:
+        await reader.until(lambda r: bool(r.events))  # tornadose.subscribed
+        late = served.channels.add("late.news", backend_store("queue"))
+        secret = served.channels.add("late.secret", backend_store("queue"))
+        await wait_until(lambda: len(gate.asked) == 2)
+        await ready(late.store)
+        await ready(secret.store)
+        sent = [await late.store.submit({"n": n}) for n in range(3)]
+        await secret.store.submit("hidden")
+        await asyncio.sleep(0.1)
+        assert [e.channel for e in reader.events] == [None]  # nothing before the answer
+        gate.open.set()
+        await reader.until(lambda r: len(r.of("late.news")) == 3)
+        await wait_until(lambda: not secret.store.subscribers)
+    news = [e for e in reader.events if e.channel == "late.news" and e.event is None]
+    assert [e.id for e in news] == [m.id for m in sent]
+    assert [e.data for e in news] == [{"n": n} for n in range(3)]
+    assert "hidden" not in [e.data for e in reader.events]
+    refused = [e for e in reader.events if e.event == "tornadose.refused"]
+    assert [(e.channel, e.data["status"]) for e in refused] == [("late.secret", 403)]
+    for event in reader.events[1:]:
+        assert "late.secret" not in decode_cursor(event.cursor)
+    assert decode_cursor(news[-1].cursor)["late.news"] == sent[-1].id
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_channel_closed_midway_is_reported_and_the_others_go_on(
     serve: Serve, transport: str

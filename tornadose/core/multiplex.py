@@ -151,6 +151,8 @@ class Multiplex:
         self._first: dict[str, tuple[str, Message]] = {}
         #: Resets of channels joined before the :data:`SUBSCRIBED_EVENT`, sent after it.
         self._resets: list[tuple[str, Message]] = []
+        #: Channels joined ``held`` (see :meth:`add`), each set free by :meth:`grant`.
+        self._held: dict[str, asyncio.Event] = {}
 
     @property
     def channels(self) -> list[str]:
@@ -160,11 +162,16 @@ class Multiplex:
     def __contains__(self, name: object) -> bool:
         return name in self._subscriptions
 
-    def add(self, name: str, store: BaseStore, position: str | None) -> bool:
+    def add(self, name: str, store: BaseStore, position: str | None, *, held: bool = False) -> bool:
         """Join channel ``name`` of ``store``, resuming after ``position`` (the
         cursor's entry: ``None`` when the cursor has none, ``""`` when it holds no
         position: a reset). ``False`` if the connection or the store is closed
-        (nothing joined)."""
+        (nothing joined).
+
+        ``held``: registered now (from now on nothing of the channel is missed) but
+        nothing of it moves into the outlet, and the cursor leaves it out, until
+        :meth:`grant`; :meth:`withdraw` drops it unseen. For a channel a pattern
+        matches later, while the authorize hook decides."""
         if self.outlet.closed or name in self._subscriptions:
             return False
         backend = store.backend
@@ -183,6 +190,8 @@ class Multiplex:
             self._first.pop(name, None)
             return False
         self._subscriptions[name] = (store, subscription)
+        if held:
+            self._held[name] = asyncio.Event()
         if name in self._first:
             self._first[name] = (given or BEFORE_FIRST, self._first[name][1])
         if position == "":
@@ -270,6 +279,23 @@ class Multiplex:
         data = {"status": status, "error": error, "detail": detail}
         self._queue(name, Message(data, id=None, event=REFUSED_EVENT), track=False)
 
+    def grant(self, name: str) -> None:
+        """Let a channel joined ``held`` move into the outlet: what it queued since it
+        was joined comes first, in order."""
+        held = self._held.pop(name, None)
+        if held is not None:
+            held.set()
+
+    def withdraw(self, name: str) -> None:
+        """Drop a channel joined ``held``: none of its messages reached the client, and
+        the cursor never named it."""
+        if self._held.pop(name, None) is None:
+            return
+        _, subscription = self._subscriptions.pop(name)
+        self.positions.pop(name, None)
+        self._first.pop(name, None)
+        subscription.close(CloseReason.DEREGISTERED)
+
     def opened(self, patterns: list[str]) -> None:
         """Tell the client the set it has, with the cursor of every channel joined: a
         :data:`SUBSCRIBED_EVENT` (so a client that gets no message before it drops
@@ -284,12 +310,17 @@ class Multiplex:
         self._patterns = None
         data = {"channels": self.channels, "patterns": patterns}
         message = Message(data, id=None, event=SUBSCRIBED_EVENT)
-        self.outlet.put(message.tagged(None, encode_cursor(self.positions)))
+        self.outlet.put(message.tagged(None, self._cursor()))
         self._open.set()
         resets, self._resets = self._resets, []
         for name, control in resets:
             if name in self._subscriptions:
                 self._queue(name, control)
+
+    def _cursor(self) -> str:
+        if not self._held:
+            return encode_cursor(self.positions)
+        return encode_cursor({k: v for k, v in self.positions.items() if k not in self._held})
 
     def _queue(self, name: str, message: Message, *, track: bool = True) -> None:
         if track:
@@ -297,12 +328,15 @@ class Multiplex:
                 self.positions[name] = message.id
             elif message.event == RESET_EVENT:
                 self.positions[name] = ""
-        self.outlet.put(message.tagged(name, encode_cursor(self.positions)))
+        self.outlet.put(message.tagged(name, self._cursor()))
 
     async def _move(self, name: str, subscription: Subscription) -> None:
         outlet = self.outlet
         try:
             await self._open.wait()
+            held = self._held.get(name)
+            if held is not None:
+                await held.wait()
             while True:
                 # Wait for this channel to have something readable (taking nothing).
                 await subscription.get_batch(0)
@@ -326,6 +360,8 @@ class Multiplex:
                     else:
                         self._queue(name, taken[0])
         except SubscriptionClosed as exc:
+            if self._subscriptions.get(name, (None, None))[1] is not subscription:
+                return  # withdrawn
             if exc.reason is CloseReason.STORE_CLOSED and not outlet.closed:
                 # One channel is over: say so; the others go on (all over: the end).
                 del self._subscriptions[name]

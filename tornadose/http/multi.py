@@ -286,30 +286,39 @@ def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Ans
 
 
 def _declared(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
-    """A channel was declared while the connection is open: join it if a pattern
-    matches it, once the hook allows it (else report it refused)."""
+    """A channel was declared while the connection is open: if a pattern matches it
+    and the limits leave room, join it held at once (nothing published from now on is
+    missed), and free it once the hook allows it, else drop it unseen and report it
+    refused."""
     if multiplex.outlet.closed or not matching(admitted.patterns, channel.name):
         return
-    task = asyncio.ensure_future(_join_later(admitted, multiplex, channel))
-    admitted.tasks.add(task)
-    task.add_done_callback(admitted.tasks.discard)
-
-
-async def _join_later(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
-    channels = admitted.endpoint.channels
-    answer = await check_access(
-        channels.authorize, admitted.headers, channel.name, Action.SUBSCRIBE
-    )
-    if multiplex.outlet.closed or channel.name in multiplex:
+    limits = admitted.endpoint.channels.multi
+    if channel.name in multiplex:
         return
-    if answer is not None:
-        refusal = _refusal(channel.name, answer)
-        multiplex.report(channel.name, refusal.status, refusal.error, refusal.detail)
-    elif len(multiplex.channels) >= channels.multi.max_channels:
-        detail = f"the connection has {channels.multi.max_channels} channels already"
+    if len(multiplex.channels) >= limits.max_channels:
+        detail = f"the connection has {limits.max_channels} channels already"
         multiplex.report(channel.name, 400, "too_many_channels", detail)
     elif not cursor_names_fit([*multiplex.channels, channel.name]):
         detail = f"the connection's channel names would not fit one cursor with {channel.name!r}"
         multiplex.report(channel.name, 400, "too_many_channels", detail)
+    elif multiplex.add(channel.name, channel.store, None, held=True):
+        task = asyncio.ensure_future(_authorize_later(admitted, multiplex, channel))
+        admitted.tasks.add(task)
+        task.add_done_callback(admitted.tasks.discard)
+
+
+async def _authorize_later(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
+    channels = admitted.endpoint.channels
+    try:
+        answer = await check_access(
+            channels.authorize, admitted.headers, channel.name, Action.SUBSCRIBE
+        )
+    except BaseException:
+        multiplex.withdraw(channel.name)
+        raise
+    if answer is None:
+        multiplex.grant(channel.name)
     else:
-        multiplex.add(channel.name, channel.store, None)
+        multiplex.withdraw(channel.name)
+        refusal = _refusal(channel.name, answer)
+        multiplex.report(channel.name, refusal.status, refusal.error, refusal.detail)
