@@ -37,7 +37,7 @@ from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
 from tornadose.http import multi, routes, subscribe
 from tornadose.http.answer import Answer, raw_headers, response_headers
-from tornadose.http.channels import Channels, Endpoint
+from tornadose.http.channels import Channels
 from tornadose.http.cors import CrossOrigin
 from tornadose.http.documents import Site, document_answer, not_found, site_of
 from tornadose.http.publish import Publishing, PublishOptions
@@ -283,14 +283,12 @@ class _MultiApp(_SubscriberApp):
         self,
         channels: Channels,
         kind: subscribe.Kind,
-        options: streams.StreamOptions,
         *,
         allowed_origins: Collection[str] | None = None,
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self.lifecycle = lifecycle or Lifecycle(type(self).__name__)
-        self.options = options
-        self.multi_endpoint = multi.MultiSubscribing(channels, kind, allowed_origins)
+        self.multi_endpoint, self.options = multi.multi_endpoint(channels, kind, allowed_origins)
         self.access = self.multi_endpoint
 
     async def admission(self, request: subscribe.Request) -> Answer | subscribe.Registrar:
@@ -303,7 +301,7 @@ class MultiEventSourceApp(_MultiApp):
     :mod:`tornadose.http.multi`); ``ChannelsApp`` serves it at ``{prefix}/_multi/events``."""
 
     def __init__(self, channels: Channels, *, lifecycle: Lifecycle | None = None) -> None:
-        super().__init__(channels, subscribe.Kind.SSE, streams.SSEOptions(), lifecycle=lifecycle)
+        super().__init__(channels, subscribe.Kind.SSE, lifecycle=lifecycle)
 
 
 class MultiWebSocketApp(_MultiApp):
@@ -316,11 +314,8 @@ class MultiWebSocketApp(_MultiApp):
         allowed_origins: Collection[str] | None = None,
         lifecycle: Lifecycle | None = None,
     ) -> None:
-        options = streams.StreamOptions()
         kind = subscribe.Kind.WEBSOCKET
-        super().__init__(
-            channels, kind, options, allowed_origins=allowed_origins, lifecycle=lifecycle
-        )
+        super().__init__(channels, kind, allowed_origins=allowed_origins, lifecycle=lifecycle)
 
 
 async def _http_only(scope: Scope, send: Send) -> bool:
@@ -371,12 +366,11 @@ def site(scope: Scope) -> Site:
     """Where the client sees the channels of a document request: the full path
     (``root_path``, hence any mount path, included) and ``Host`` of ``scope``."""
     host = _request(scope).headers.get("host")
-    document = "/" + Endpoint.ASYNCAPI.value
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and not path.startswith(root):  # a server that leaves root_path out of path
         path = root + path
-    return site_of(path, document, host, scope.get("scheme", "http"))
+    return site_of(path, host, scope.get("scheme", "http"))
 
 
 def with_cors(app: ASGIApp, cors: CrossOrigin | None) -> ASGIApp:

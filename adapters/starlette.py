@@ -65,7 +65,7 @@ from tornadose.adapters.asgi import (
 )
 from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.http.answer import Answer
-from tornadose.http.channels import Channels, Endpoint
+from tornadose.http.channels import Channels, Endpoint, endpoint_path
 from tornadose.http.documents import not_found
 from tornadose.http.routes import cross_origin
 from tornadose.wire import sse
@@ -200,9 +200,7 @@ class ChannelEndpoints:
         """The path of channel ``name``'s ``endpoint`` under the channels' prefix
         (``name=None``: a document of every channel, ``/asyncapi.json``), as a mounted
         ``ChannelsApp`` serves it: ``/api/chat/events``."""
-        if name is None:  # a document of every channel: asyncapi.json
-            return f"{self.channels.prefix}/{endpoint.value}"
-        return f"{self.channels.prefix}/{name}/{endpoint.value}"
+        return self.channels.prefix + endpoint_path(name, endpoint)
 
     def _app(self, name: str | None, endpoint: Endpoint) -> tuple[str, ASGIApp | None]:
         path = self.path(name, endpoint)

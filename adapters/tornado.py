@@ -38,7 +38,7 @@ from tornadose.delivery.lifecycle import Lifecycle
 from tornadose.delivery.session import serve
 from tornadose.http import multi, routes, subscribe
 from tornadose.http.answer import Answer, response_headers, status_answer
-from tornadose.http.channels import Channels, Endpoint
+from tornadose.http.channels import Channels
 from tornadose.http.cors import CrossOrigin
 from tornadose.http.documents import document_answer, not_found, site_of
 from tornadose.http.publish import Publishing, PublishOptions, too_large
@@ -415,8 +415,8 @@ class MultiEventSource(EventSource):
         self._fresh()
         self.use_cors(cors)
         self.tcp_user_timeout = None
-        self.multi_endpoint = multi.MultiSubscribing(channels, subscribe.Kind.SSE)
-        self.sse_options = self.stream_options = streams.SSEOptions()
+        self.multi_endpoint, options = multi.multi_endpoint(channels, subscribe.Kind.SSE)
+        self.sse_options = self.stream_options = options
 
     def prepare(self) -> None:
         """Answer a CORS preflight; refuse on method or handshake."""
@@ -440,8 +440,9 @@ class MultiWebSocket(WebSocketSubscriber):
         """Keep the channels (their authorize hook and limits apply)."""
         self._fresh()
         kind = subscribe.Kind.WEBSOCKET
-        self.multi_endpoint = multi.MultiSubscribing(channels, kind, allowed_origins)
-        self.stream_options = streams.StreamOptions()
+        self.multi_endpoint, self.stream_options = multi.multi_endpoint(
+            channels, kind, allowed_origins
+        )
 
     def prepare(self) -> None:
         """Refuse what is not a handshake, or from a foreign origin."""
@@ -502,10 +503,6 @@ class PublishHandler(JSONErrorHandler):
             self._send(await self.publishing.answer(self._body, self.request.query))
 
 
-#: The path of the AsyncAPI document, whose URL tells where the channels are mounted.
-_ASYNCAPI_PATH = "/" + Endpoint.ASYNCAPI.value
-
-
 class AnswerHandler(JSONErrorHandler):
     """Answers with a computed :class:`~tornadose.http.answer.Answer` (documents,
     schemas), as :func:`tornadose.http.documents.document_answer` says."""
@@ -525,7 +522,7 @@ class AnswerHandler(JSONErrorHandler):
         if self.answer_preflight():
             return
         request = self.request
-        where = site_of(request.path, _ASYNCAPI_PATH, request.host, request.protocol)
+        where = site_of(request.path, request.host, request.protocol)
         send_answer(self, document_answer(request.method or "", self.make_answer, where))
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "Endpoint",
     "MultiLimits",
     "Route",
+    "endpoint_path",
 ]
 
 logger = logging.getLogger("tornadose.channels")
@@ -86,6 +87,15 @@ CHANNEL_ENDPOINTS = (
     Endpoint.PUBLISH,
     Endpoint.SCHEMA,
     Endpoint.PRESENCE,
+)
+
+#: What the channels serve once for all of them, below ``{prefix}/``.
+_SHARED = (
+    Endpoint.ASYNCAPI,
+    Endpoint.METRICS,
+    Endpoint.ALL_PRESENCE,
+    Endpoint.MULTI_EVENTS,
+    Endpoint.MULTI_WEBSOCKET,
 )
 
 
@@ -184,6 +194,15 @@ class Route:
     path: str
     endpoint: Endpoint
     channel: Channel | None
+
+
+def endpoint_path(name: str | None, endpoint: Endpoint) -> str:
+    """The URL path of channel ``name``'s ``endpoint``, relative to the prefix
+    (``/chat/events``); ``name=None``: an endpoint of every channel
+    (``/asyncapi.json``, ``/_multi/events``)."""
+    if name is None:
+        return f"/{endpoint.value}"
+    return f"/{name}/{endpoint.value}"
 
 
 class Channels:
@@ -335,17 +354,12 @@ class Channels:
 
     def routes(self) -> list[Route]:
         """Every URL path served, relative to :attr:`prefix`."""
-        table = [
-            Route("/asyncapi.json", Endpoint.ASYNCAPI, None),
-            Route("/metrics", Endpoint.METRICS, None),
-            Route("/" + Endpoint.ALL_PRESENCE.value, Endpoint.ALL_PRESENCE, None),
-            Route("/" + Endpoint.MULTI_EVENTS.value, Endpoint.MULTI_EVENTS, None),
-            Route("/" + Endpoint.MULTI_WEBSOCKET.value, Endpoint.MULTI_WEBSOCKET, None),
-        ]
+        table = [Route(endpoint_path(None, endpoint), endpoint, None) for endpoint in _SHARED]
         for channel in self:
             for endpoint in CHANNEL_ENDPOINTS:
                 if endpoint is not Endpoint.PUBLISH or channel.publishable:
-                    table.append(Route(f"/{channel.name}/{endpoint.value}", endpoint, channel))
+                    path = endpoint_path(channel.name, endpoint)
+                    table.append(Route(path, endpoint, channel))
         return table
 
     # -- who serves them ----------------------------------------------------------------

@@ -23,7 +23,7 @@ import pydantic_core
 
 from tornadose.http.answer import Answer, error_answer, json_answer, method_not_allowed
 from tornadose.http.asyncapi import Site, asyncapi_document
-from tornadose.http.channels import Channels
+from tornadose.http.channels import Channels, Endpoint, endpoint_path
 
 __all__ = [
     "Site",
@@ -35,6 +35,9 @@ __all__ = [
     "schema_answer",
     "site_of",
 ]
+
+#: The path of the AsyncAPI document below the prefix: where a :class:`Site` is read.
+_ASYNCAPI_PATH = endpoint_path(None, Endpoint.ASYNCAPI)
 
 #: The methods a document is served to.
 DOCUMENT_METHODS = ("GET", "HEAD")
@@ -63,10 +66,12 @@ def _takes_site(make_answer: Callable[..., Answer]) -> bool:
         return False
 
 
-def site_of(path: str, document: str, host: str | None, scheme: str) -> Site:
-    """The :class:`Site` of a request for ``document`` (``/asyncapi.json``) at the
-    full ``path`` the client asked for (mount path and ``root_path`` included):
-    the channels' URLs start with what precedes ``document``."""
+def site_of(path: str, host: str | None, scheme: str) -> Site:
+    """The :class:`Site` of a document request at the full ``path`` the client asked
+    for (mount path and ``root_path`` included), its ``Host`` and URL scheme: the
+    channels' URLs start with what precedes ``/asyncapi.json`` (for another
+    document, what precedes its last path segment)."""
+    document = _ASYNCAPI_PATH
     base = path[: -len(document)] if path.endswith(document) else path.rsplit("/", 1)[0]
     return Site(base=base, host=host or None, secure=scheme in ("https", "wss"))
 

@@ -70,6 +70,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Literal, overload
 from urllib.parse import parse_qsl
 
 from tornadose.core.channelset import (
@@ -84,6 +85,7 @@ from tornadose.core.channelset import (
 from tornadose.core.multiplex import Multiplex
 from tornadose.core.reasons import CloseReason
 from tornadose.core.subscription import Subscription
+from tornadose.delivery.streams import SSEOptions, StreamOptions
 from tornadose.http.answer import Answer, error_answer
 from tornadose.http.auth import Action, check_access
 from tornadose.http.channels import Channel, Channels
@@ -97,6 +99,7 @@ __all__ = [
     "Refusal",
     "admission",
     "admit",
+    "multi_endpoint",
     "open_multiplex",
 ]
 
@@ -109,6 +112,28 @@ class MultiSubscribing:
     channels: Channels
     kind: Kind
     allowed_origins: Collection[str] | None = None
+
+
+@overload
+def multi_endpoint(
+    channels: Channels, kind: Literal[Kind.SSE], allowed_origins: None = None
+) -> tuple[MultiSubscribing, SSEOptions]: ...
+
+
+@overload
+def multi_endpoint(
+    channels: Channels, kind: Kind, allowed_origins: Collection[str] | None = None
+) -> tuple[MultiSubscribing, StreamOptions]: ...
+
+
+def multi_endpoint(
+    channels: Channels, kind: Kind, allowed_origins: Collection[str] | None = None
+) -> tuple[MultiSubscribing, StreamOptions]:
+    """A multi-channel endpoint of ``kind`` (``allowed_origins``: WebSocket only) and
+    how its stream is written: the defaults of :mod:`tornadose.delivery.streams`
+    (:class:`~tornadose.delivery.streams.SSEOptions` for SSE, heartbeats included)."""
+    options = SSEOptions() if kind is Kind.SSE else StreamOptions()
+    return MultiSubscribing(channels, kind, allowed_origins), options
 
 
 @dataclass(frozen=True)
