@@ -227,7 +227,7 @@ def test_the_wheel_holds_one_top_level_package_with_every_file(build: Build) -> 
         assert f"Provides-Extra: {EXTRA}" in metadata
         expected = installed_files(build.source)
         assert "tornadose/static/demo.html" in expected
-        assert "tornadose/adapters/tornado.py" in expected
+        assert "tornadose/adapters/tornado/__init__.py" in expected
         assert "tornadose/schemas/__init__.py" in expected
         missing = sorted(set(expected) - names)
         assert not missing, f"files of the repository missing from the wheel: {missing}"

@@ -1,4 +1,4 @@
-"""The fence around Tornado's private API (:mod:`tornadose.adapters._tornado_compat`):
+"""The fence around Tornado's private API (:mod:`tornadose.adapters.tornado._compat`):
 with it (a checked Tornado) and without it (any other version: public API only),
 the handlers behave the same.
 
@@ -26,13 +26,13 @@ from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
 from tests.conftest import TornadoStarter, wait_until
 from tests.raw_clients import RawHTTP, header_of, read_frame, websocket_handshake
 from tests.sse_parser import parse_stream
-from tornadose.adapters import _tornado_compat as compat
 from tornadose.adapters.tornado import (
     EventSource,
     JSONErrorHandler,
     WebSocketSubscriber,
     lifecycle_of,
 )
+from tornadose.adapters.tornado import _compat as compat
 from tornadose.core.message import Message
 from tornadose.schemas import Envelope
 from tornadose.stores import BaseStore, QueueStore

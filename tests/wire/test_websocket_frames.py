@@ -8,7 +8,7 @@ character count does not:
 2. byte for byte against the frames a real Tornado server writes for
    ``write_message(text)``, read from a raw socket;
 3. end to end: a real Tornado server runs :class:`WebSocketSubscriber`, which writes
-   these frames itself (:func:`tornadose.adapters._tornado_compat.send_text_frames`),
+   these frames itself (:func:`tornadose.adapters.tornado._compat.send_text_frames`),
    and the ``websockets`` client reads every message, also when several frames go out
    in one write.
 """
@@ -28,8 +28,8 @@ from websockets.streams import StreamReader
 from tests.clients import TIMEOUT, recv_text, ws_subscribed
 from tests.conftest import TornadoStarter, wait_until
 from tests.raw_clients import RawHTTP, header_of, websocket_handshake
-from tornadose.adapters import _tornado_compat as compat
 from tornadose.adapters.tornado import WebSocketSubscriber
+from tornadose.adapters.tornado import _compat as compat
 from tornadose.core.message import Message
 from tornadose.schemas import Envelope
 from tornadose.stores import BaseStore, QueueStore
