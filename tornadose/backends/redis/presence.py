@@ -1,7 +1,10 @@
 """Presence across processes on Redis: a heartbeat per process, counted with expiry.
 
-Each channel has a hash ``tornadose:presence:{<channel>}`` (a single Redis; the
-braces keep a channel's hash in one slot). Each process writes, per channel, one field:
+Each channel has a hash ``tornadose:presence:{<channel>}`` (on one Redis, or on a
+Redis Cluster for a URL with ``?cluster=true``: the braces keep a channel's hash in
+its channel's slot, so each script touches one key on the master owning it, and
+redis-py's cluster client routes, and follows ``MOVED``/``ASK``). Each process
+writes, per channel, one field:
 its random process id, valued ``"<subscribers>:<deadline ms>"`` where the deadline is
 Redis's clock (``TIME``) plus ``ttl``; the same script sums the fields whose deadline
 has not passed and deletes the others, so a dead process stops counting ``ttl``
@@ -9,7 +12,8 @@ seconds after its last heartbeat, whatever the clocks of the machines. The hash
 itself expires ``2 x ttl`` after its last write (nothing is left behind when every
 process is gone). A process that stops cleanly deletes its fields at once.
 
-One round trip per heartbeat (a pipeline of one script call per channel).
+One round trip per heartbeat (a pipeline of one script call per channel; on a
+cluster, one per master holding channels, sent together).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from tornadose.backends.redis.backend import split_cluster_flag
 
 __all__ = ["DEFAULT_TTL", "RedisPresence", "presence_key"]
 
@@ -52,7 +59,8 @@ def presence_key(channel: str) -> str:
 
 class RedisPresence:
     """A :class:`~tornadose.http.presence.PresenceBackend` on Redis (see the module
-    docstring). ``url`` is a Redis URL; ``ttl`` seconds (default :data:`DEFAULT_TTL`)."""
+    docstring). ``url`` is a Redis URL (``?cluster=true``: a Redis Cluster, any node
+    of it); ``ttl`` seconds (default :data:`DEFAULT_TTL`)."""
 
     def __init__(self, url: str, *, ttl: float = DEFAULT_TTL, **redis_kwargs: Any) -> None:
         if ttl <= 0:
@@ -61,12 +69,17 @@ class RedisPresence:
         self.ttl = ttl
         self.process = uuid.uuid4().hex
         self._kwargs = redis_kwargs
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
         self._channels: set[str] = set()
 
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> aioredis.Redis | RedisCluster:
         if self._client is None:
-            self._client = aioredis.Redis.from_url(self.url, decode_responses=True, **self._kwargs)
+            url, cluster = split_cluster_flag(self.url)
+            assert url is not None
+            if cluster:
+                self._client = RedisCluster.from_url(url, decode_responses=True, **self._kwargs)
+            else:
+                self._client = aioredis.Redis.from_url(url, decode_responses=True, **self._kwargs)
         return self._client
 
     async def beat(self, counts: Mapping[str, int]) -> dict[str, int]:
