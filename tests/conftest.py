@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import subprocess
 import uuid
@@ -30,12 +31,38 @@ TornadoStarter = Callable[..., Awaitable[str]]
 UvicornStarter = Callable[..., Awaitable[str]]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+#: Where :func:`free_port` picks ports for the servers tests start as programs: below
+#: Linux's ephemeral range (32768-60999 by default), from which every outgoing
+#: connection takes its local port, so no client socket of the suite can take a port
+#: between its pick and the program's bind ("Address already in use" flaked a test on
+#: a busy run); and below the ports of the tests' Redis Cluster nodes
+#: (``tests/redis_cluster_support``: 20000-55535, their bus ports 10000 higher).
+PICKED_PORTS = range(10000, 20000)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(count: int = 1) -> int:
+    """A TCP port ``P`` on 127.0.0.1 such that ``P`` .. ``P + count - 1`` were free a
+    moment ago, picked at random in :data:`PICKED_PORTS`."""
+    for _ in range(1000):
+        port = random.randrange(PICKED_PORTS.start, PICKED_PORTS.stop - count)
+        if all(_bindable(port + n) for n in range(count)):
+            return port
+    pytest.fail(f"no {count} consecutive free ports in {PICKED_PORTS}")
+
+
+def free_port_pair() -> int:
+    """A port ``P`` such that ``P`` and ``P + 1`` were both free a moment ago (``tornadose
+    demo`` and ``serve`` listen on both)."""
+    return free_port(2)
 
 
 class RecordingQueueStore(QueueStore):

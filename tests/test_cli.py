@@ -31,7 +31,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.clients import TIMEOUT, offset, recv, sse_client
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, free_port_pair, wait_until
 from tests.programs import Program, StartProgram, wait_for_exit, wait_for_port
 
 #: The command, as ``python -m`` (the installed ``tornadose`` script runs the same ``main``).
@@ -60,20 +60,6 @@ EXIT_DEADLINE = 8.0
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def free_port_pair() -> int:
-    """A port ``P`` such that ``P`` and ``P + 1`` were both free a moment ago."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as first, socket.socket() as second:
-            try:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    pytest.fail("no two consecutive free ports found")
 
 
 def http_client() -> httpx.AsyncClient:

@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -49,7 +48,7 @@ import httpx
 import pytest
 
 from tests.clients import recv, sse_client
-from tests.conftest import free_port
+from tests.conftest import free_port, free_port_pair
 from tests.programs import Program, StartProgram, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -502,21 +501,6 @@ def test_installed_distribution_is_one_package_and_every_module_imports(
     assert not wrong, f"modules failing to import for another reason than a missing extra: {wrong}"
     for layer in ("wire", "core", "delivery", "http", "adapters", "schemas", "cli"):
         assert f"tornadose.{layer}" in report["imported"], layer
-
-
-def free_port_pair() -> int:
-    """A port ``p`` with ``p`` and ``p + 1`` both free a moment ago (``tornadose demo``)."""
-    for _ in range(50):
-        port = free_port()
-        if port >= 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 async def test_demo_serves_the_page_of_the_installed_package(
