@@ -389,7 +389,7 @@ if __name__ == "__main__":
 #: every module imports.
 INSPECT = """\
 import hashlib, importlib, importlib.metadata, importlib.resources, importlib.util, json
-import pkgutil, sys
+import pathlib, sys
 
 import adapters, schemas
 
@@ -404,15 +404,25 @@ owners = sorted(
 )
 import tornadose
 
-imported, failed = ["tornadose"], {}
-for info in pkgutil.walk_packages(tornadose.__path__, "tornadose."):
-    if info.name.endswith(".__main__"):
-        continue
+# Every module by its dotted name, from the .py files of the installed package: a walk
+# (pkgutil) would not enter a package whose __init__ fails, and miss its submodules.
+package = pathlib.Path(tornadose.__file__).parent
+names = sorted(
+    ".".join(("tornadose", *path.relative_to(package).with_suffix("").parts))
+    .removesuffix(".__init__")
+    for path in package.rglob("*.py")
+    if path.name != "__main__.py"
+)
+imported, failed, broken = [], {}, {}
+for name in names:
     try:
-        importlib.import_module(info.name)
-        imported.append(info.name)
+        importlib.import_module(name)
+        imported.append(name)
     except ModuleNotFoundError as error:
-        failed[info.name] = [error.name, importlib.util.find_spec(error.name.split(".")[0]) is None]
+        top = (error.name or "").split(".")[0]
+        failed[name] = [error.name or "", bool(top) and importlib.util.find_spec(top) is None]
+    except Exception as error:
+        broken[name] = repr(error)
 page = importlib.resources.files("tornadose").joinpath("static", "demo.html").read_bytes()
 print(json.dumps({
     "tops": tops,
@@ -420,6 +430,7 @@ print(json.dumps({
     "tornadose": tornadose.__file__,
     "imported": imported,
     "failed": failed,
+    "broken": broken,
     "page": hashlib.sha256(page).hexdigest(),
     "schemas": [schemas.__file__, getattr(schemas, "MARK", None),
                 sys.modules["schemas"] is schemas],
@@ -471,8 +482,10 @@ def test_installed_distribution_is_one_package_and_every_module_imports(
 ) -> None:
     """In the fresh venv, run from the user's project: ``tornadose`` is the one top-level
     name the distribution installs (no ``adapters``, no ``schemas`` in site-packages),
-    the package is the installed one, every module imports (or fails naming a dependency
-    of an extra not installed), the demo page is in the package, and the user's
+    the package is the installed one, every module (each ``.py`` file of the installed
+    package, imported by its dotted name) imports or fails with ModuleNotFoundError
+    naming a dependency of an extra not installed (a submodule of a package needing one
+    needs it too), the demo page is in the package, and the user's
     ``schemas``/``adapters`` are still the user's after all that."""
     report = inspect_install(venv, project)
     site = site_packages(venv)
@@ -492,7 +505,8 @@ def test_installed_distribution_is_one_package_and_every_module_imports(
         for name in installed_files(build.source)
         if name.endswith(".py") and not name.endswith("__main__.py")
     }
-    assert set(report["imported"]) | set(report["failed"]) == installed
+    assert set(report["imported"]) | set(report["failed"]) | set(report["broken"]) == installed
+    assert not report["broken"], f"modules failing to import: {report['broken']}"
     wrong = {
         module: missing
         for module, (missing, absent) in report["failed"].items()
@@ -728,6 +742,7 @@ def test_each_extra_installs_alone_and_its_modules_import(
     )
     assert present.returncode == 0, present.stderr
     assert provided <= set(json.loads(present.stdout))
+    assert not report["broken"], f"modules failing to import: {report['broken']}"
     for module, (missing, absent) in report["failed"].items():
         top = missing.split(".")[0]
         assert absent, (module, missing)
