@@ -31,8 +31,9 @@ Guarantees of :class:`ClusterReader`:
   old master acknowledged (nothing says which), then every entry the new master has
   after the last one delivered (nothing that exists is skipped). Each process raises
   the channel's floor past the last entry it delivered (the floor only rises; other
-  processes read on from their own cursors), so a client resuming from an entry
-  delivered before the failover gets a reset. This assumes the promoted replica's
+  processes read on from their own cursors, and a raise made for the same failover
+  is no second reset), so a client resuming from an entry delivered before the
+  failover gets a reset. This assumes the promoted replica's
   clock is not behind the old master's by more than the failover took: entry ids
   start with the node's clock, and entries the new master adds with ids below the
   last one a process delivered are not delivered there (see the README's limit).

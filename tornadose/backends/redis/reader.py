@@ -158,6 +158,10 @@ class Channel:
         #: The listeners told of a loss since the last entry delivered: they get no
         #: second reset for the same gap (see ``Reader._reset``).
         self.reset_sent: set[Listener] = set()
+        #: After a failover: the newest entry the new master had when this reader
+        #: first read it (the failover's reset covers the entries up to it; see
+        #: ``Reader._after_failover``). ``None`` once an entry after it is delivered.
+        self.reset_covers: StreamId | None = None
         #: Set once the reader knows where the stream stands (or that it is refused).
         self.ready = asyncio.Event()
 
@@ -728,8 +732,16 @@ class Reader:
 
         If the new master's newest id is below the cursor (the entries after it were
         lost), the cursor goes back to it: every entry up to there was delivered, and
-        what the new master adds comes after it. Returns whether the batch read with
-        this (from the old cursor) may be delivered."""
+        what the new master adds comes after it.
+
+        The reset covers the entries up to the new master's newest one read here
+        (``reset_covers``), all added before it was sent: until an entry after it is
+        delivered, a loss noticed again is no second reset. That is this failover
+        seen through another process that had delivered more of the old master's
+        entries than this reader: it raises the floor just past them, while this
+        reader, behind it, delivers them from the new master after its reset; the
+        floor is then above this cursor with nothing lost since the reset. Returns
+        whether the batch read with this (from the old cursor) may be delivered."""
         assert channel.cursor is not None
         channel.failed_over = False
         told = self._reset(channel)
@@ -744,6 +756,7 @@ class Reader:
             channel.floor = floor
         channel.seq = None
         newest = stream.newest if stream is not None else ZERO
+        channel.reset_covers = max(newest, channel.reset_covers or ZERO)
         if newest < channel.cursor:
             channel.cursor = newest
             return False
@@ -840,14 +853,18 @@ class Reader:
                 listener.deliver_entry(entry_id, fields)
         if last is not None:
             channel.cursor = StreamId.parse(last)
-            channel.reset_sent.clear()
+            covers = channel.reset_covers
+            if covers is None or channel.cursor is None or channel.cursor > covers:
+                channel.reset_sent.clear()
+                channel.reset_covers = None
             if channel.seq is not None:
                 channel.seq += count
 
     def _reset(self, channel: Channel) -> bool:
         """Tell ``channel``'s listeners that entries after the cursor are lost, or may
         be: each at most once between two delivered entries (a second loss noticed
-        in the same gap adds nothing). Returns whether any listener was told."""
+        in the same gap adds nothing), or after a failover until an entry after
+        ``reset_covers`` is delivered. Returns whether any listener was told."""
         cursor = channel.cursor if channel.cursor is not None else ZERO
         told = False
         for listener in list(channel.listeners):

@@ -1,0 +1,112 @@
+"""One ``data_lost`` reset per failover, seen from a reader that was behind.
+
+After a Redis Cluster failover every process raises the channel's floor past the last
+entry it delivered. A process whose reader was behind the others reads, after its
+failover reset, entries the new master has that the others had read from the old
+master already; one of them then raises the floor just past those same entries, so
+the floor is above this reader's cursor. That is the same failover, not a second
+loss: its subscribers get no second reset.
+
+The interleaving is set up on a ``redis-server`` of the test's own (so that the
+reader's blocking read can be seen in ``CLIENT LIST``): the failover is what
+:class:`~tornadose.backends.redis.cluster.ClusterReader` does when a channel moves
+to a promoted replica (its channel flagged ``failed_over``), the other process's
+raise the ``RAISE_FLOOR`` script tornadose runs. The failover test on a real
+cluster (``tests/test_redis_cluster.py``) met it under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from tests.redis_support import MakeStore, RedisServer
+from tornadose.backends.redis.layout import RAISE_FLOOR, StreamId
+from tornadose.core.history import RESET_EVENT
+from tornadose.core.message import Message
+from tornadose.core.subscription import Subscription
+
+OwnRedis = Callable[..., RedisServer]
+TIMEOUT = 10.0
+
+
+async def take(subscription: Subscription, count: int) -> list[Message]:
+    """The next ``count`` messages (resets included) of ``subscription``."""
+
+    async def collect() -> list[Message]:
+        got: list[Message] = []
+        while len(got) < count:
+            got += await subscription.get_batch(count - len(got))
+        return got
+
+    return await asyncio.wait_for(collect(), TIMEOUT)
+
+
+async def reader_blocked(admin: redis.Redis) -> None:
+    """Until the reader's blocking ``XREAD`` waits in Redis (the only one on this
+    server): an entry added now is what that read returns."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not any(
+        c["cmd"] == "xread" and "b" in c["flags"] for c in admin.client_list(_type="normal")
+    ):
+        if loop.time() > deadline:
+            pytest.fail("the reader never went back to its blocking read")
+        await asyncio.sleep(0.01)
+
+
+def raise_floor(admin: redis.Redis, channel: str, past: str) -> None:
+    """What another tornadose process does after a failover: raise the floor just
+    past the last entry it delivered (``past``)."""
+    entry = StreamId.parse(past)
+    assert entry is not None
+    admin.eval(RAISE_FLOOR, 1, channel + ":floor", str(entry.after()))
+
+
+async def test_the_floor_raised_past_entries_read_after_the_failover_reset_is_no_second_reset(
+    own_redis: OwnRedis, make_store: MakeStore, channel: str
+) -> None:
+    """A reader behind the promoted replica: its failover read gets one reset, then
+    the entries it had not read (e4, e5). Another process, which had read up to e5
+    from the old master, raises the floor past e5: e6 follows with no second reset.
+    A loss noticed after an entry beyond those (the floor raised past e6) still
+    resets, before e7."""
+    server = own_redis()
+    admin = redis.Redis(port=server.port)
+    store = make_store(url=server.url)
+    try:
+        async with store.subscribe() as subscription:
+            first = [await store.submit(n) for n in (1, 2, 3)]
+            assert [m.id for m in await take(subscription, 3)] == [m.id for m in first]
+            await reader_blocked(admin)
+            # Without awaiting (the reader cannot run meanwhile): e4 and e5 are on the
+            # new master and the channel has moved there, as after a failover.
+            pipe = admin.pipeline(transaction=True)
+            for n in (4, 5):
+                pipe.xadd(channel, {"data": json.dumps(n)})
+            behind = [entry_id.decode() for entry_id in pipe.execute()]
+            store.connection.reader.channels[channel].failed_over = True
+            after_failover = await take(subscription, 3)
+            assert after_failover[0].event == RESET_EVENT, after_failover
+            assert after_failover[0].data == {"reason": "data_lost", "last_event_id": first[-1].id}
+            assert [m.id for m in after_failover[1:]] == behind
+
+            raise_floor(admin, channel, behind[-1])  # the other process, same failover
+            e6 = await store.submit(6)
+            got = await take(subscription, 1)
+            assert got[0].event != RESET_EVENT, f"a second reset for one failover: {got}"
+            assert [m.id for m in got] == [e6.id]
+
+            raise_floor(admin, channel, e6.id or "")  # a loss noticed after e6
+            e7 = await store.submit(7)
+            got = await take(subscription, 2)
+            assert [m.event for m in got] == [RESET_EVENT, None], got
+            assert got[0].data == {"reason": "data_lost", "last_event_id": e6.id}
+            assert got[1].id == e7.id
+        assert store.stats.resets == 2
+    finally:
+        admin.close()
