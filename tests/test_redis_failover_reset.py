@@ -110,3 +110,44 @@ async def test_the_floor_raised_past_entries_read_after_the_failover_reset_is_no
         assert store.stats.resets == 2
     finally:
         admin.close()
+
+
+async def test_entries_trimmed_after_the_failover_reset_are_a_second_reset(
+    own_redis: OwnRedis, make_store: MakeStore, channel: str
+) -> None:
+    """The failover's reset covers a floor raised by another process, nothing else:
+    entries trimmed away before this reader read them (e6, right after the entries it
+    read with its failover reset) are a loss of their own, reset between e5 and e7."""
+    server = own_redis()
+    admin = redis.Redis(port=server.port)
+    store = make_store(url=server.url)
+    try:
+        async with store.subscribe() as subscription:
+            first = [await store.submit(n) for n in (1, 2, 3)]
+            assert [m.id for m in await take(subscription, 3)] == [m.id for m in first]
+            await reader_blocked(admin)
+            pipe = admin.pipeline(transaction=True)
+            for n in (4, 5):
+                pipe.xadd(channel, {"data": json.dumps(n)})
+            behind = [entry_id.decode() for entry_id in pipe.execute()]
+            store.connection.reader.channels[channel].failed_over = True
+            after_failover = await take(subscription, 3)
+            assert after_failover[0].event == RESET_EVENT, after_failover
+            assert [m.id for m in after_failover[1:]] == behind
+
+            await reader_blocked(admin)
+            e5 = StreamId.parse(behind[-1])
+            assert e5 is not None
+            e6, e7 = e5.after(), e5.after().after()
+            pipe = admin.pipeline(transaction=True)  # e6 gone before the reader sees it
+            pipe.xadd(channel, {"data": json.dumps(6)}, id=str(e6))
+            pipe.xadd(channel, {"data": json.dumps(7)}, id=str(e7))
+            pipe.xtrim(channel, minid=str(e7), approximate=False)
+            pipe.execute()
+            got = await take(subscription, 2)
+            assert [m.event for m in got] == [RESET_EVENT, None], got
+            assert got[0].data == {"reason": "data_lost", "last_event_id": behind[-1]}
+            assert got[1].id == str(e7)
+        assert store.stats.resets == 2
+    finally:
+        admin.close()

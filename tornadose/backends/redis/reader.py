@@ -682,6 +682,14 @@ class Reader:
             channel.floor = floor  # the floor key was set again; the stream is intact
         if state is Continuity.INTACT:
             return True
+        covers = channel.reset_covers
+        if state is Continuity.FLOOR_RAISED and covers is not None and floor is not None:
+            if floor <= covers.after():
+                # This failover seen through another process (see _after_failover):
+                # its reset went out already, and nothing below the floor is gone.
+                channel.floor = floor
+                channel.seq = None
+                return True
         told = self._reset(channel)
         (logger.error if told else logger.info)(
             "channel %r: %s; %s",
@@ -736,12 +744,14 @@ class Reader:
 
         The reset covers the entries up to the new master's newest one read here
         (``reset_covers``), all added before it was sent: until an entry after it is
-        delivered, a loss noticed again is no second reset. That is this failover
-        seen through another process that had delivered more of the old master's
-        entries than this reader: it raises the floor just past them, while this
-        reader, behind it, delivers them from the new master after its reset; the
-        floor is then above this cursor with nothing lost since the reset. Returns
-        whether the batch read with this (from the old cursor) may be delivered."""
+        delivered, a floor raised to at most just past it is no second reset. That
+        is this failover seen through another process that had delivered more of the
+        old master's entries than this reader: it raises the floor just past them,
+        while this reader, behind it, delivers them from the new master after its
+        reset; the floor is then above this cursor with nothing lost since the reset.
+        Any other loss noticed meanwhile (entries trimmed, a lost tail) resets as
+        always. Returns whether the batch read with this (from the old cursor) may
+        be delivered."""
         assert channel.cursor is not None
         channel.failed_over = False
         told = self._reset(channel)
@@ -853,9 +863,9 @@ class Reader:
                 listener.deliver_entry(entry_id, fields)
         if last is not None:
             channel.cursor = StreamId.parse(last)
+            channel.reset_sent.clear()
             covers = channel.reset_covers
-            if covers is None or channel.cursor is None or channel.cursor > covers:
-                channel.reset_sent.clear()
+            if covers is not None and channel.cursor is not None and channel.cursor > covers:
                 channel.reset_covers = None
             if channel.seq is not None:
                 channel.seq += count
@@ -863,8 +873,7 @@ class Reader:
     def _reset(self, channel: Channel) -> bool:
         """Tell ``channel``'s listeners that entries after the cursor are lost, or may
         be: each at most once between two delivered entries (a second loss noticed
-        in the same gap adds nothing), or after a failover until an entry after
-        ``reset_covers`` is delivered. Returns whether any listener was told."""
+        in the same gap adds nothing). Returns whether any listener was told."""
         cursor = channel.cursor if channel.cursor is not None else ZERO
         told = False
         for listener in list(channel.listeners):
