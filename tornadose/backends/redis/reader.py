@@ -683,13 +683,17 @@ class Reader:
         if state is Continuity.INTACT:
             return True
         covers = channel.reset_covers
-        if state is Continuity.FLOOR_RAISED and covers is not None and floor is not None:
-            if floor <= covers.after():
-                # This failover seen through another process (see _after_failover):
-                # its reset went out already, and nothing below the floor is gone.
-                channel.floor = floor
-                channel.seq = None
-                return True
+        if (
+            state is Continuity.FLOOR_RAISED
+            and covers is not None
+            and floor is not None
+            and floor <= covers.after()
+        ):
+            # This failover seen through another process (see _after_failover): its
+            # reset went out already, and nothing below the floor is gone.
+            channel.floor = floor
+            channel.seq = None
+            return True
         told = self._reset(channel)
         (logger.error if told else logger.info)(
             "channel %r: %s; %s",
