@@ -331,35 +331,48 @@ class Gate:
 async def test_a_channel_matched_later_misses_nothing_while_the_hook_decides(
     serve: Serve, backend_store: BackendStore, transport: str
 ) -> None:
-    """Channels declared while the connection is open and matched by its pattern are
-    published to while the hook still decides: the allowed one's messages all follow
-    once it allows it, in order, and the cursor names it only then; the refused one's
-    never reach the client, and it keeps no subscriber."""
+    """Channels declared while the connection is open, matched by its pattern, are
+    published to while the hook still decides: once it allows one, everything it
+    published since it was declared follows, in order (after the channel's
+    ``tornadose.resumed``; in memory also what its ``QueueStore`` kept from before, the
+    backlog a first subscriber gets); the refused one's messages never reach this
+    client and stay its store's (the backlog its next subscriber gets), and no
+    subscriber is registered for a channel before the hook allowed it."""
     gate = Gate()
     served = await serve(["a"], authorize=gate)
+    late_store, secret_store = backend_store("queue"), backend_store("queue")
+    before = await late_store.submit({"n": "before"})
+    memory = served.backend == "memory"
     async with Reader(served.url(transport, [("pattern", "late.*")]), transport) as reader:
         await reader.until(lambda r: bool(r.events))  # tornadose.subscribed
-        late = served.channels.add("late.news", backend_store("queue"))
-        secret = served.channels.add("late.secret", backend_store("queue"))
+        served.channels.add("late.news", late_store)
+        served.channels.add("late.secret", secret_store)
         await wait_until(lambda: len(gate.asked) == 2)
-        await ready(late.store)
-        await ready(secret.store)
-        sent = [await late.store.submit({"n": n}) for n in range(3)]
-        await secret.store.submit("hidden")
+        if not memory:
+            await asyncio.sleep(0.5)  # Redis has answered where the channels stand
+        sent = [await late_store.submit({"n": n}) for n in range(3)]
+        await secret_store.submit("hidden")
         await asyncio.sleep(0.1)
         assert [e.channel for e in reader.events] == [None]  # nothing before the answer
+        assert not late_store.subscribers
+        assert not secret_store.subscribers
         gate.open.set()
-        await reader.until(lambda r: len(r.of("late.news")) == 3)
-        await wait_until(lambda: not secret.store.subscribers)
-    news = [e for e in reader.events if e.channel == "late.news" and e.event is None]
-    assert [e.id for e in news] == [m.id for m in sent]
-    assert [e.data for e in news] == [{"n": n} for n in range(3)]
+        expected = ([before] if memory else []) + sent
+        await reader.until(lambda r: len(r.of("late.news")) == len(expected))
+        await asyncio.sleep(0.05)  # nothing more comes
+    news = [e for e in reader.events if e.channel == "late.news"]
+    assert [e.event for e in news] == ["tornadose.resumed"] + [None] * len(expected)
+    assert [e.id for e in news[1:]] == [m.id for m in expected]
     assert "hidden" not in [e.data for e in reader.events]
     refused = [e for e in reader.events if e.event == "tornadose.refused"]
     assert [(e.channel, e.data["status"]) for e in refused] == [("late.secret", 403)]
-    for event in reader.events[1:]:
+    for event in reader.events:
         assert "late.secret" not in decode_cursor(event.cursor)
-    assert decode_cursor(news[-1].cursor)["late.news"] == sent[-1].id
+    assert decode_cursor(news[-1].cursor)["late.news"] == expected[-1].id
+    if memory:  # the refused client took nothing: the next subscriber gets the backlog
+        async with secret_store.subscribe() as next_one:
+            got = await asyncio.wait_for(next_one.get_batch(), TIMEOUT)
+        assert [m.data for m in got] == ["hidden"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

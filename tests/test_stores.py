@@ -249,3 +249,29 @@ def test_bad_options_are_refused() -> None:
         QueueStore(max_queue=0)
     with pytest.raises(ValueError, match="sideways"):
         QueueStore(overflow="sideways")
+
+
+@pytest.mark.parametrize("kind", ["queue", "data"])
+async def test_start_position_is_before_what_a_newcomer_is_handed(kind: str) -> None:
+    """``start_position`` is where resuming gives exactly what a new subscriber gets:
+    before a ``QueueStore``'s backlog, before a ``DataStore``'s current value
+    (``"<epoch>-0"`` when that is the channel's first message: a multi-channel cursor
+    holds it); with nothing handed, the store's position; unknown before anything."""
+    store: BaseStore = QueueStore() if kind == "queue" else DataStore()
+    assert store.start_position is None
+    first = await store.submit("first")
+    assert store.start_position == f"{store.epoch}-0"
+    early = store.subscribe()  # takes the first (the backlog) from the store
+    early.take_batch()
+    early.close()
+    published = [await store.submit(n) for n in range(3)]
+    handed = published if kind == "queue" else published[-1:]
+    start = store.start_position
+    assert start == (first.id if kind == "queue" else published[1].id)
+    resumed = store.subscribe(last_event_id=start)
+    got = resumed.take_batch()
+    assert [m.event for m in got] == ["tornadose.resumed"] + [None] * len(handed)
+    assert [m.id for m in got[1:]] == [m.id for m in handed]
+    resumed.close()
+    if kind == "queue":  # the backlog went to that subscriber: nothing handed now
+        assert store.start_position == store.position == published[-1].id

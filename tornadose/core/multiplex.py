@@ -56,7 +56,6 @@ from tornadose.core.errors import StoreClosed, SubscriptionClosed
 from tornadose.core.history import (
     RESET_EVENT,
     RESUMED_EVENT,
-    MessageId,
     Resume,
     control_message,
 )
@@ -102,15 +101,6 @@ POSITION_TIMEOUT = 5.0
 _BACKED_UP_POLL = 0.005
 
 
-def _before(message_id: str | None, epoch: str) -> str:
-    """The in-memory id just before ``message_id`` (``"<epoch>-0"`` before the first),
-    or ``""`` (no position) if ``message_id`` is not an id of this epoch."""
-    parsed = MessageId.parse(message_id or "")
-    if parsed is None or parsed.epoch != epoch or parsed.offset < 1:
-        return ""
-    return str(MessageId(epoch, parsed.offset - 1))
-
-
 class Multiplex:
     """The channels of one connection, read as one outlet (see the module docstring).
 
@@ -151,8 +141,6 @@ class Multiplex:
         self._first: dict[str, tuple[str, Message]] = {}
         #: Resets of channels joined before the :data:`SUBSCRIBED_EVENT`, sent after it.
         self._resets: list[tuple[str, Message]] = []
-        #: Channels joined ``held`` (see :meth:`add`), each set free by :meth:`grant`.
-        self._held: dict[str, asyncio.Event] = {}
 
     @property
     def channels(self) -> list[str]:
@@ -162,16 +150,11 @@ class Multiplex:
     def __contains__(self, name: object) -> bool:
         return name in self._subscriptions
 
-    def add(self, name: str, store: BaseStore, position: str | None, *, held: bool = False) -> bool:
+    def add(self, name: str, store: BaseStore, position: str | None) -> bool:
         """Join channel ``name`` of ``store``, resuming after ``position`` (the
         cursor's entry: ``None`` when the cursor has none, ``""`` when it holds no
         position: a reset). ``False`` if the connection or the store is closed
-        (nothing joined).
-
-        ``held``: registered now (from now on nothing of the channel is missed) but
-        nothing of it moves into the outlet, and the cursor leaves it out, until
-        :meth:`grant`; :meth:`withdraw` drops it unseen. For a channel a pattern
-        matches later, while the authorize hook decides."""
+        (nothing joined)."""
         if self.outlet.closed or name in self._subscriptions:
             return False
         backend = store.backend
@@ -184,14 +167,13 @@ class Multiplex:
                 position, reason = "", ResetReason.UNKNOWN_EPOCH
             else:
                 position = self._from_first(name, store, unpublished)
+        start = store.start_position
         try:
             subscription = store.register(self, position or None)
         except StoreClosed:
             self._first.pop(name, None)
             return False
         self._subscriptions[name] = (store, subscription)
-        if held:
-            self._held[name] = asyncio.Event()
         if name in self._first:
             self._first[name] = (given or BEFORE_FIRST, self._first[name][1])
         if position == "":
@@ -205,26 +187,52 @@ class Multiplex:
                 self.positions[name] = ""
                 self._resets.append((name, control))
         elif position is None:
-            empty = len(subscription) == 0
-            known = store.position if empty else None
-            start = f"{backend.epoch}-0" if isinstance(backend, MemoryBackend) else ""
-            self.positions[name] = known or (start if empty and unpublished else "")
-            if not empty and isinstance(backend, MemoryBackend):
-                # Handed messages on joining (a QueueStore's backlog): the position is
-                # the one before the first of them, so a resume replays them too.
-                self.positions[name] = _before(subscription.oldest_id, backend.epoch)
-            if (
-                self.positions[name] == ""
-                and empty
-                and not isinstance(store.backend, MemoryBackend)
-            ):
-                self._ask_position(name, store, subscription)
+            if isinstance(backend, MemoryBackend):
+                # Before what the store handed the subscription on joining, if anything.
+                self.positions[name] = start or f"{backend.epoch}-0"
+            else:
+                empty = len(subscription) == 0
+                self.positions[name] = (store.position if empty else None) or ""
+                if self.positions[name] == "" and empty:
+                    self._ask_position(name, store, subscription)
         else:
             self.positions[name] = position
         mover = asyncio.ensure_future(self._move(name, subscription))
         self._movers.add(mover)
         mover.add_done_callback(self._movers.discard)
         return True
+
+    def position_now(self, store: BaseStore) -> asyncio.Future[str | None]:
+        """Where a subscriber of ``store`` registering now starts, as a position for
+        :meth:`add`: the store's :attr:`~tornadose.core.store.BaseStore.start_position`
+        (in memory ``"<epoch>-0"`` before the channel's first message), else asked of
+        the shared backend now (``None`` if it cannot say: a live start). Joined later
+        with it, a channel misses nothing published after this call (replayed from the
+        store's history, or an explicit reset if the history no longer holds it)."""
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        backend = store.backend
+        known = store.start_position
+        if known is None and isinstance(backend, MemoryBackend):
+            known = f"{backend.epoch}-0"
+        if known is not None:
+            done.set_result(known)
+            return done
+        answer = backend.resume("")
+        if isinstance(answer, Resume):
+            done.set_result(answer.reset_id)
+            return done
+
+        async def ask() -> str | None:
+            try:
+                resume = await asyncio.wait_for(answer, POSITION_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a live start
+                logger.warning("the position of %r is not known (%r)", store, exc)
+                return None
+            return resume.reset_id
+
+        return asyncio.ensure_future(ask())
 
     def _ask_position(self, name: str, store: BaseStore, subscription: Subscription) -> None:
         """A shared backend's store that was detached (this connection is its only
@@ -279,23 +287,6 @@ class Multiplex:
         data = {"status": status, "error": error, "detail": detail}
         self._queue(name, Message(data, id=None, event=REFUSED_EVENT), track=False)
 
-    def grant(self, name: str) -> None:
-        """Let a channel joined ``held`` move into the outlet: what it queued since it
-        was joined comes first, in order."""
-        held = self._held.pop(name, None)
-        if held is not None:
-            held.set()
-
-    def withdraw(self, name: str) -> None:
-        """Drop a channel joined ``held``: none of its messages reached the client, and
-        the cursor never named it."""
-        if self._held.pop(name, None) is None:
-            return
-        _, subscription = self._subscriptions.pop(name)
-        self.positions.pop(name, None)
-        self._first.pop(name, None)
-        subscription.close(CloseReason.DEREGISTERED)
-
     def opened(self, patterns: list[str]) -> None:
         """Tell the client the set it has, with the cursor of every channel joined: a
         :data:`SUBSCRIBED_EVENT` (so a client that gets no message before it drops
@@ -310,17 +301,12 @@ class Multiplex:
         self._patterns = None
         data = {"channels": self.channels, "patterns": patterns}
         message = Message(data, id=None, event=SUBSCRIBED_EVENT)
-        self.outlet.put(message.tagged(None, self._cursor()))
+        self.outlet.put(message.tagged(None, encode_cursor(self.positions)))
         self._open.set()
         resets, self._resets = self._resets, []
         for name, control in resets:
             if name in self._subscriptions:
                 self._queue(name, control)
-
-    def _cursor(self) -> str:
-        if not self._held:
-            return encode_cursor(self.positions)
-        return encode_cursor({k: v for k, v in self.positions.items() if k not in self._held})
 
     def _queue(self, name: str, message: Message, *, track: bool = True) -> None:
         if track:
@@ -328,15 +314,12 @@ class Multiplex:
                 self.positions[name] = message.id
             elif message.event == RESET_EVENT:
                 self.positions[name] = ""
-        self.outlet.put(message.tagged(name, self._cursor()))
+        self.outlet.put(message.tagged(name, encode_cursor(self.positions)))
 
     async def _move(self, name: str, subscription: Subscription) -> None:
         outlet = self.outlet
         try:
             await self._open.wait()
-            held = self._held.get(name)
-            if held is not None:
-                await held.wait()
             while True:
                 # Wait for this channel to have something readable (taking nothing).
                 await subscription.get_batch(0)
@@ -360,8 +343,6 @@ class Multiplex:
                     else:
                         self._queue(name, taken[0])
         except SubscriptionClosed as exc:
-            if self._subscriptions.get(name, (None, None))[1] is not subscription:
-                return  # withdrawn
             if exc.reason is CloseReason.STORE_CLOSED and not outlet.closed:
                 # One channel is over: say so; the others go on (all over: the end).
                 del self._subscriptions[name]

@@ -404,6 +404,29 @@ class BaseStore:
         one leaves). Multi-channel connections record it in their cursor."""
         return self._position
 
+    @property
+    def start_position(self) -> str | None:
+        """Where a subscriber registering now without ``last_event_id`` starts, as a
+        position to resume from and get the same messages: :attr:`position`, or, in
+        memory, for a store that hands a newcomer messages first (a ``DataStore``'s
+        current value, a ``QueueStore``'s backlog), the id just before the first of
+        them (``"<epoch>-0"`` before a channel's first message, which a multi-channel
+        cursor holds but a ``Last-Event-ID`` cannot). ``None`` when unknown (as
+        :attr:`position`)."""
+        first = self.handed_to_newcomers()
+        if first is None or first.id is None or not isinstance(self._backend, MemoryBackend):
+            return self.position
+        parsed = MessageId.parse(first.id)
+        if parsed is None or parsed.offset < 1:
+            return self.position
+        return str(MessageId(parsed.epoch, parsed.offset - 1))
+
+    def handed_to_newcomers(self) -> Message | None:
+        """The first message :meth:`on_register` would hand a subscriber registering
+        now without ``last_event_id`` (``None``: none). Stores whose
+        :meth:`on_register` hands one override both."""
+        return None
+
     def announce(self, message: Message) -> None:
         """Queue ``message``, a control event without an id (such as a presence
         change), for the subscribers registered now: not a message of the channel (no
@@ -546,6 +569,10 @@ class DataStore(BaseStore):
             resume = dataclasses.replace(resume, reset_id=before)
         return resume
 
+    def handed_to_newcomers(self) -> Message | None:
+        """The current value (what a new subscriber gets first)."""
+        return self._current
+
     def on_register(self, subscription: Subscription) -> None:
         """Give a new subscriber the current value, unless it resumed exactly (then it
         has it, or is being replayed it)."""
@@ -589,6 +616,10 @@ class QueueStore(BaseStore):
             self._backlog.append(message)
             return
         super().publish(message)
+
+    def handed_to_newcomers(self) -> Message | None:
+        """The oldest message of the backlog (what the next subscriber gets first)."""
+        return self._backlog[0] if self._backlog else None
 
     def on_register(self, subscription: Subscription) -> None:
         """Hand the backlog to a new subscriber. A resuming one gets what it missed

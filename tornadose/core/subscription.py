@@ -294,12 +294,6 @@ class Subscription:
         return len(self._queue)
 
     @property
-    def oldest_id(self) -> str | None:
-        """The id of the oldest message waiting to be read (``None``: none waiting, or
-        it has no id)."""
-        return self._queue[0].id if self._queue else None
-
-    @property
     def half_full(self) -> bool:
         """Whether the live messages queued reach half of ``max_messages`` or of
         ``max_bytes``: a writer that waits to coalesce should wait no longer."""

@@ -51,6 +51,11 @@ every channel refused, no pattern      ``403 forbidden`` (naming each and why)
 **Authorization per channel.** The authorize hook is asked, with action
 ``subscribe``, for every channel of the set and for each channel a pattern comes to
 match later (with the request's headers, which the connection keeps for that). A
+channel matched later is joined from where it stood when it was declared
+(:meth:`~tornadose.core.multiplex.Multiplex.position_now`), so what it published
+while the hook decided follows its ``tornadose.resumed``; nothing is registered for
+it before the hook allows it (for a Redis channel no subscriber of this process
+reads, where it stands is asked of Redis when it is declared). A
 refused channel, or one beyond ``max_channels``, is reported in the stream as a
 ``tornadose.refused`` event naming it: ``{"channel": name, "id": null, "data":
 {"status": 403, "error": "forbidden", "detail": "..."}}``; the others are served.
@@ -311,39 +316,41 @@ def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Ans
 
 
 def _declared(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
-    """A channel was declared while the connection is open: if a pattern matches it
-    and the limits leave room, join it held at once (nothing published from now on is
-    missed), and free it once the hook allows it, else drop it unseen and report it
-    refused."""
+    """A channel was declared while the connection is open: if a pattern matches it,
+    note where the channel stands now and, once the hook allows it, join it from
+    there (what it published meanwhile is replayed), else report it refused."""
     if multiplex.outlet.closed or not matching(admitted.patterns, channel.name):
         return
-    limits = admitted.endpoint.channels.multi
-    if channel.name in multiplex:
-        return
-    if len(multiplex.channels) >= limits.max_channels:
-        detail = f"the connection has {limits.max_channels} channels already"
-        multiplex.report(channel.name, 400, "too_many_channels", detail)
-    elif not cursor_names_fit([*multiplex.channels, channel.name]):
-        detail = f"the connection's channel names would not fit one cursor with {channel.name!r}"
-        multiplex.report(channel.name, 400, "too_many_channels", detail)
-    elif multiplex.add(channel.name, channel.store, None, held=True):
-        task = asyncio.ensure_future(_authorize_later(admitted, multiplex, channel))
-        admitted.tasks.add(task)
-        task.add_done_callback(admitted.tasks.discard)
+    start = multiplex.position_now(channel.store)
+    task = asyncio.ensure_future(_join_later(admitted, multiplex, channel, start))
+    admitted.tasks.add(task)
+    task.add_done_callback(admitted.tasks.discard)
 
 
-async def _authorize_later(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
+async def _join_later(
+    admitted: Admitted,
+    multiplex: Multiplex,
+    channel: Channel,
+    start: asyncio.Future[str | None],
+) -> None:
     channels = admitted.endpoint.channels
     try:
         answer = await check_access(
             channels.authorize, admitted.headers, channel.name, Action.SUBSCRIBE
         )
-    except BaseException:
-        multiplex.withdraw(channel.name)
-        raise
-    if answer is None:
-        multiplex.grant(channel.name)
-    else:
-        multiplex.withdraw(channel.name)
+        position = await start
+    finally:
+        start.cancel()
+    if multiplex.outlet.closed or channel.name in multiplex:
+        return
+    if answer is not None:
         refusal = _refusal(channel.name, answer)
         multiplex.report(channel.name, refusal.status, refusal.error, refusal.detail)
+    elif len(multiplex.channels) >= channels.multi.max_channels:
+        detail = f"the connection has {channels.multi.max_channels} channels already"
+        multiplex.report(channel.name, 400, "too_many_channels", detail)
+    elif not cursor_names_fit([*multiplex.channels, channel.name]):
+        detail = f"the connection's channel names would not fit one cursor with {channel.name!r}"
+        multiplex.report(channel.name, 400, "too_many_channels", detail)
+    else:
+        multiplex.add(channel.name, channel.store, position)
