@@ -11,15 +11,19 @@ streams. Skipped with the reason when ``redis-server``/``redis-cli`` are missing
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
 from redis.crc import key_slot
 
 from tests.clients import TIMEOUT
-from tests.conftest import TornadoStarter
+from tests.conftest import TornadoStarter, free_port
 from tests.redis_cluster_support import Cluster, redis_cluster
+from tests.redis_support import RedisServer
 from tests.test_presence import streams
 from tornadose.adapters.tornado import channel_handlers
 from tornadose.backends.redis.presence import RedisPresence, presence_key
@@ -82,3 +86,28 @@ async def test_a_channels_on_the_cluster_serves_presence(
         assert response.json() == {"channel": name, "here": 2, "everywhere": 2}
     finally:
         await channels.aclose()
+
+
+async def test_closing_channels_on_an_unreachable_cluster_returns() -> None:
+    """``Channels.aclose()`` (an app's shutdown) with presence on a Redis Cluster that
+    cannot be reached (no heartbeat ever got through): it returns, raising nothing."""
+    url = f"redis://127.0.0.1:{free_port()}/0?cluster=true"
+    channels = Channels(prefix="/live", redis_url=url)
+    channels.add("gone")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - what redis-py raises, said to the app
+        await asyncio.wait_for(channels.presence.beat(), TIMEOUT)
+    await asyncio.wait_for(channels.aclose(), TIMEOUT)
+
+
+async def test_closing_presence_after_redis_went_away_logs_and_returns(
+    own_redis: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counts were sent, then Redis went away: closing cannot withdraw them (they
+    expire after their ttl), which is logged; nothing is raised."""
+    server = own_redis()
+    presence = RedisPresence(server.url, ttl=1)
+    assert await presence.beat({"gone": 1}) == {"gone": 1}
+    server.kill()
+    with caplog.at_level(logging.WARNING, logger="tornadose.presence"):
+        await asyncio.wait_for(presence.aclose(), TIMEOUT)
+    assert "were not withdrawn" in caplog.text

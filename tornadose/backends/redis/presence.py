@@ -18,6 +18,8 @@ cluster, one per master holding channels, sent together).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +30,8 @@ from redis.asyncio.cluster import RedisCluster
 from tornadose.backends.redis.backend import split_cluster_flag
 
 __all__ = ["DEFAULT_TTL", "RedisPresence", "presence_key"]
+
+logger = logging.getLogger("tornadose.presence")
 
 #: Seconds a process's count stays counted after its last heartbeat.
 DEFAULT_TTL = 3.0
@@ -76,8 +80,10 @@ class RedisPresence:
         if self._client is None:
             url, cluster = split_cluster_flag(self.url)
             assert url is not None
-            if cluster:
-                self._client = RedisCluster.from_url(url, decode_responses=True, **self._kwargs)
+            if cluster:  # as the stores' cluster client: serve while some slots are not
+                self._client = RedisCluster.from_url(
+                    url, decode_responses=True, require_full_coverage=False, **self._kwargs
+                )
             else:
                 self._client = aioredis.Redis.from_url(url, decode_responses=True, **self._kwargs)
         return self._client
@@ -95,15 +101,21 @@ class RedisPresence:
         return {channel: int(total) for channel, total in zip(counts, totals, strict=True)}
 
     async def aclose(self) -> None:
-        """Withdraw this process's counts (best effort) and close the connection."""
+        """Withdraw this process's counts (best effort: if Redis cannot be reached they
+        expire after ``ttl``, and the failure is logged, never raised) and close the
+        connection."""
         client = self._client
         if client is None:
             return
+        self._client = None
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for channel in self._channels:
-                    pipe.hdel(presence_key(channel), self.process)
-                await pipe.execute()
+            if self._channels:
+                async with client.pipeline(transaction=False) as pipe:
+                    for channel in self._channels:
+                        pipe.hdel(presence_key(channel), self.process)
+                    await pipe.execute()
+        except Exception as exc:  # best effort, said in the log
+            logger.warning("presence: the counts of this process were not withdrawn (%r)", exc)
         finally:
-            self._client = None
-            await client.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
