@@ -38,6 +38,7 @@ UvicornStarter = Callable[..., Awaitable[str]]
 #: a busy run); and below the ports of the tests' Redis Cluster nodes
 #: (``tests/redis_cluster_support``: 20000-55535, their bus ports 10000 higher).
 PICKED_PORTS = range(10000, 20000)
+_HANDED_OUT: set[int] = set()
 
 
 def _bindable(port: int) -> bool:
@@ -54,7 +55,9 @@ def free_port(count: int = 1) -> int:
     moment ago, picked at random in :data:`PICKED_PORTS`."""
     for _ in range(1000):
         port = random.randrange(PICKED_PORTS.start, PICKED_PORTS.stop - count)
-        if all(_bindable(port + n) for n in range(count)):
+        ports = set(range(port, port + count))
+        if not ports & _HANDED_OUT and all(_bindable(p) for p in ports):
+            _HANDED_OUT.update(ports)  # never twice in a run (picked, not yet bound)
             return port
     pytest.fail(f"no {count} consecutive free ports in {PICKED_PORTS}")
 

@@ -18,7 +18,8 @@ Guarantees:
   know it, as when this connection is its only subscriber in the process;
   :data:`BEFORE_FIRST` for an in-memory channel that had published nothing; the
   id before the first message an in-memory store handed over on joining, such as
-  a ``QueueStore``'s backlog, so a resume replays those messages too). A
+  a ``QueueStore``'s backlog, so a resume replays those messages too, or resets the
+  channel if its history no longer holds them). A
   client resuming with the cursor of the last event it received gets, per
   channel, the store's ordinary resume: the missed messages then live ones (no
   gap, no duplicate), or that channel's ``tornadose.reset`` naming it, while the
