@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,19 +22,11 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from tests.ports import bindable
 from tests.redis_support import _unavailable
 
 #: Seconds a node may take to be declared failed (a failover takes about twice that).
 NODE_TIMEOUT_MS = 1000
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def cluster_port(taken: frozenset[int] = frozenset()) -> int:
@@ -45,7 +36,7 @@ def cluster_port(taken: frozenset[int] = frozenset()) -> int:
         port = random.randint(20000, 55535)
         if {port, port + 10000} & taken:
             continue
-        if _port_free(port) and _port_free(port + 10000):
+        if bindable(port) and bindable(port + 10000):
             return port
 
 

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -30,7 +29,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from tests.ports import free_port
 from tornadose.backends.redis.store import RedisStore
+from tornadose.core.message import Message
+from tornadose.core.subscription import Subscription
 
 #: ``make_store(name=None, **options)``: see the :func:`make_store` fixture.
 MakeStore = Callable[..., RedisStore]
@@ -42,13 +44,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true and {reason}: Redis tests must run in CI")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +94,19 @@ async def make_store(redis_url: str, channel: str) -> AsyncIterator[MakeStore]:
     await close_and_clear(redis_url, channel, stores)
 
 
+async def take(subscription: Subscription, count: int, timeout: float = 10.0) -> list[Message]:
+    """The next ``count`` messages (control events included) of ``subscription``,
+    failing after ``timeout`` seconds."""
+
+    async def collect() -> list[Message]:
+        got: list[Message] = []
+        while len(got) < count:
+            got += await subscription.get_batch(count - len(got))
+        return got
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
 async def close_and_clear(url: str, prefix: str, made: Iterable[Any]) -> None:
     """After a test: close every store or backend in ``made`` (``aclose()``, within
     10 s each; all are closed even if one fails, and the first error is raised last),
@@ -129,7 +137,7 @@ class RedisServer:
     """
 
     def __init__(self, directory: Path, *, persistent: bool) -> None:
-        self.port = _free_port()
+        self.port = free_port()  # kept across restarts: out of the ephemeral range
         self.directory = directory
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None

@@ -24,26 +24,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.redis_support import MakeStore, RedisServer
+from tests.redis_support import MakeStore, RedisServer, take
 from tornadose.backends.redis.layout import RAISE_FLOOR, StreamId
+from tornadose.backends.redis.store import RedisStore
 from tornadose.core.history import RESET_EVENT
-from tornadose.core.message import Message
 from tornadose.core.subscription import Subscription
 
 OwnRedis = Callable[..., RedisServer]
 TIMEOUT = 10.0
-
-
-async def take(subscription: Subscription, count: int) -> list[Message]:
-    """The next ``count`` messages (resets included) of ``subscription``."""
-
-    async def collect() -> list[Message]:
-        got: list[Message] = []
-        while len(got) < count:
-            got += await subscription.get_batch(count - len(got))
-        return got
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
 
 
 async def reader_blocked(admin: redis.Redis) -> None:
@@ -67,6 +55,27 @@ def raise_floor(admin: redis.Redis, channel: str, past: str) -> None:
     admin.eval(RAISE_FLOOR, 1, channel + ":floor", str(entry.after()))
 
 
+async def fail_over_behind(
+    store: RedisStore, subscription: Subscription, admin: redis.Redis, channel: str
+) -> list[str]:
+    """e1..e3 delivered; then, without awaiting (the reader cannot run meanwhile), e4
+    and e5 added and the channel moved to a "new master", as after a failover (what
+    ``ClusterReader`` does). Checks the one reset, then e4 and e5; returns their ids."""
+    first = [await store.submit(n) for n in (1, 2, 3)]
+    assert [m.id for m in await take(subscription, 3)] == [m.id for m in first]
+    await reader_blocked(admin)
+    pipe = admin.pipeline(transaction=True)
+    for n in (4, 5):
+        pipe.xadd(channel, {"data": json.dumps(n)})
+    behind = [entry_id.decode() for entry_id in pipe.execute()]
+    store.connection.reader.channels[channel].failed_over = True
+    after_failover = await take(subscription, 3)
+    assert after_failover[0].event == RESET_EVENT, after_failover
+    assert after_failover[0].data == {"reason": "data_lost", "last_event_id": first[-1].id}
+    assert [m.id for m in after_failover[1:]] == behind
+    return behind
+
+
 async def test_the_floor_raised_past_entries_read_after_the_failover_reset_is_no_second_reset(
     own_redis: OwnRedis, make_store: MakeStore, channel: str
 ) -> None:
@@ -80,20 +89,7 @@ async def test_the_floor_raised_past_entries_read_after_the_failover_reset_is_no
     store = make_store(url=server.url)
     try:
         async with store.subscribe() as subscription:
-            first = [await store.submit(n) for n in (1, 2, 3)]
-            assert [m.id for m in await take(subscription, 3)] == [m.id for m in first]
-            await reader_blocked(admin)
-            # Without awaiting (the reader cannot run meanwhile): e4 and e5 are on the
-            # new master and the channel has moved there, as after a failover.
-            pipe = admin.pipeline(transaction=True)
-            for n in (4, 5):
-                pipe.xadd(channel, {"data": json.dumps(n)})
-            behind = [entry_id.decode() for entry_id in pipe.execute()]
-            store.connection.reader.channels[channel].failed_over = True
-            after_failover = await take(subscription, 3)
-            assert after_failover[0].event == RESET_EVENT, after_failover
-            assert after_failover[0].data == {"reason": "data_lost", "last_event_id": first[-1].id}
-            assert [m.id for m in after_failover[1:]] == behind
+            behind = await fail_over_behind(store, subscription, admin, channel)
 
             raise_floor(admin, channel, behind[-1])  # the other process, same failover
             e6 = await store.submit(6)
@@ -123,17 +119,7 @@ async def test_entries_trimmed_after_the_failover_reset_are_a_second_reset(
     store = make_store(url=server.url)
     try:
         async with store.subscribe() as subscription:
-            first = [await store.submit(n) for n in (1, 2, 3)]
-            assert [m.id for m in await take(subscription, 3)] == [m.id for m in first]
-            await reader_blocked(admin)
-            pipe = admin.pipeline(transaction=True)
-            for n in (4, 5):
-                pipe.xadd(channel, {"data": json.dumps(n)})
-            behind = [entry_id.decode() for entry_id in pipe.execute()]
-            store.connection.reader.channels[channel].failed_over = True
-            after_failover = await take(subscription, 3)
-            assert after_failover[0].event == RESET_EVENT, after_failover
-            assert [m.id for m in after_failover[1:]] == behind
+            behind = await fail_over_behind(store, subscription, admin, channel)
 
             await reader_blocked(admin)
             e5 = StreamId.parse(behind[-1])

@@ -21,14 +21,12 @@ import pydantic
 import pytest
 import redis.asyncio as aioredis
 
-from tests.clients import TIMEOUT
-from tests.redis_support import MakeStore
+from tests.redis_support import MakeStore, take
 from tornadose.backends.redis.backend import RedisBackend
 from tornadose.backends.redis.recent import RecentEntries
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
 from tornadose.core.message import Message
-from tornadose.core.subscription import Subscription
 
 #: Clients resuming at once in the storm tests.
 CLIENTS = 40
@@ -56,18 +54,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
-
-
-async def take(subscription: Subscription, count: int) -> list[Message]:
-    """The next ``count`` messages of ``subscription``, failing after a timeout."""
-
-    async def collect() -> list[Message]:
-        got: list[Message] = []
-        while len(got) < count:
-            got += await subscription.get_batch(count - len(got))
-        return got
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
 
 
 async def storm(store: RedisStore, last_event_id: str, missed: int) -> list[list[Message]]:

@@ -43,7 +43,7 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
-from tests.redis_support import MakeStore, RedisServer, logged
+from tests.redis_support import MakeStore, RedisServer, logged, take
 from tests.sse_parser import ParsedEvent, SSEParser
 from tornadose.adapters.asgi import PublishApp
 from tornadose.adapters.tornado import PublishHandler
@@ -229,18 +229,6 @@ async def publish(store: RedisStore, *payloads: Any) -> list[Message]:
     """Submit ``payloads`` in order; return them once Redis has them all."""
     published = [store.submit(payload) for payload in payloads]
     return [await item for item in published]
-
-
-async def take(subscription: Subscription, count: int) -> list[Message]:
-    """The next ``count`` messages of ``subscription``, failing after a timeout."""
-
-    async def collect() -> list[Message]:
-        got: list[Message] = []
-        while len(got) < count:
-            got += await subscription.get_batch(count - len(got))
-        return got
-
-    return await asyncio.wait_for(collect(), TIMEOUT)
 
 
 async def nothing_more(subscription: Subscription) -> list[Message]:
