@@ -14,7 +14,7 @@ __all__ = ["PICKED_PORTS", "bindable", "free_port", "free_port_pair"]
 #: connection takes its local port, so no client socket of the suite can take a port
 #: between its pick and the program's bind ("Address already in use" flaked a test on
 #: a busy run); and below the ports of the tests' Redis Cluster nodes
-#: (``tests/redis_cluster_support``: 20000-55535, their bus ports 10000 higher).
+#: (``tests/redis_cluster_support``: 20000-22767, their bus ports 10000 higher).
 PICKED_PORTS = range(10000, 20000)
 _HANDED_OUT: set[int] = set()
 

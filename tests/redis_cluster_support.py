@@ -29,11 +29,17 @@ from tests.redis_support import _unavailable
 NODE_TIMEOUT_MS = 1000
 
 
+#: Where the nodes' ports are picked: they and their bus ports (10000 higher) stay
+#: below Linux's ephemeral range (32768-60999), so no client socket takes one between
+#: the pick and the node's bind, and apart from ``tests.ports.PICKED_PORTS``.
+CLUSTER_PORTS = range(20000, 22768)
+
+
 def cluster_port(taken: frozenset[int] = frozenset()) -> int:
-    """A free loopback port whose cluster bus port (10000 higher) is free too, neither
-    of them in ``taken``; Redis wants the port at most 55535 for that."""
+    """A free loopback port in :data:`CLUSTER_PORTS` whose cluster bus port (10000
+    higher) is free too, neither of them in ``taken``."""
     while True:
-        port = random.randint(20000, 55535)
+        port = random.randrange(CLUSTER_PORTS.start, CLUSTER_PORTS.stop)
         if {port, port + 10000} & taken:
             continue
         if bindable(port) and bindable(port + 10000):
