@@ -534,7 +534,7 @@ async def test_a_cluster_node_used_as_one_redis_is_refused_saying_so(
         try:
             started = loop.time()
             answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
-            assert loop.time() - started < 1.0
+            assert loop.time() - started < 2.5  # far from publish_timeout (5 s)
             body = ErrorBody.model_validate_json(answer.body)
             assert (answer.status, body.error) == (503, "store_refused"), body
             assert code in body.detail, body.detail

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.clients import TIMEOUT
-from tests.redis_support import MakeStore, RedisServer, logged
+from tests.redis_support import MakeStore, RedisServer, logged, take
 from tornadose.backends.redis.layout import ZERO, Continuity, StreamId, continuity
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.history import RESET_EVENT, RESUMED_EVENT
@@ -74,18 +74,6 @@ async def publish(store: RedisStore, *payloads: Any) -> list[Message]:
     """Submit ``payloads`` in order; return them once Redis has them all."""
     published = [store.submit(payload) for payload in payloads]
     return [await item for item in published]
-
-
-async def take(subscription: Subscription, count: int, timeout: float = TIMEOUT) -> list[Message]:
-    """The next ``count`` messages of ``subscription``, failing after ``timeout``."""
-
-    async def collect() -> list[Message]:
-        got: list[Message] = []
-        while len(got) < count:
-            got += await subscription.get_batch(count - len(got))
-        return got
-
-    return await asyncio.wait_for(collect(), timeout)
 
 
 async def take_all(subscription: Subscription, count: int) -> list[Message]:

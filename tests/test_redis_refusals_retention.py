@@ -57,7 +57,7 @@ async def test_a_refused_publish_answers_503_store_refused_at_once(
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
-        assert loop.time() - started < 1.0
+        assert loop.time() - started < 2.5  # far from publish_timeout (5 s)
         assert answer.status == 503
         body = ErrorBody.model_validate_json(answer.body)
         assert body.error == "store_refused"
@@ -103,7 +103,7 @@ async def test_an_acl_user_without_xadd_gets_noperm_as_a_refusal(
             started = loop.time()
             with pytest.raises(StoreRefused, match="NOPERM") as refused:
                 await asyncio.wait_for(store.submit("refused"), TIMEOUT)
-            assert loop.time() - started < 1.0
+            assert loop.time() - started < 2.5  # far from publish_timeout (5 s)
             assert refused.value.code == "NOPERM"
             sent = await other.submit("from a user allowed to")
             got = await asyncio.wait_for(subscription.get_batch(), TIMEOUT)
@@ -280,7 +280,7 @@ async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
         loop = asyncio.get_running_loop()
         started = loop.time()
         answer = await asyncio.wait_for(publish_json(store, b'{"n": 1}'), TIMEOUT)
-        assert loop.time() - started < 1.0
+        assert loop.time() - started < 2.5  # far from publish_timeout (5 s)
         assert answer.status == 503
         body = ErrorBody.model_validate_json(answer.body)
         assert body.error == "store_refused", body
@@ -291,7 +291,7 @@ async def test_a_wrong_password_is_a_refusal_not_an_unreachable_redis(
             started = loop.time()
             with pytest.raises(StoreRefused) as refused:
                 await asyncio.wait_for(store.submit(2), TIMEOUT)
-            assert loop.time() - started < 1.0
+            assert loop.time() - started < 2.5  # far from publish_timeout (5 s)
             assert refused.value.code == "WRONGPASS"
             numbers = store.snapshot()
         assert numbers["backend_errors_unreachable"] == 0, numbers
