@@ -328,41 +328,38 @@ class Gate:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_channel_matched_later_misses_nothing_while_the_hook_decides(
+async def test_a_channel_matched_later_joins_when_the_hook_allows_it(
     serve: Serve, backend_store: BackendStore, transport: str
 ) -> None:
-    """Channels declared while the connection is open, matched by its pattern, are
-    published to while the hook still decides: once it allows one, everything it
-    published since it was declared follows, in order (after the channel's
-    ``tornadose.resumed``; in memory also what its ``QueueStore`` kept from before, the
-    backlog a first subscriber gets); the refused one's messages never reach this
-    client and stay its store's (the backlog its next subscriber gets), and no
-    subscriber is registered for a channel before the hook allowed it."""
+    """Channels declared while the connection is open and matched by its pattern join
+    it when the hook allows them, as a new subscriber would: nothing is registered
+    before the answer; the allowed one then gets what a newcomer gets (in memory a
+    ``QueueStore``'s backlog: what it published before, and while the hook decided)
+    and every message after; the refused one's store is left as it was (its backlog
+    for its next subscriber) and its name is in no cursor."""
     gate = Gate()
     served = await serve(["a"], authorize=gate)
     late_store, secret_store = backend_store("queue"), backend_store("queue")
-    before = await late_store.submit({"n": "before"})
     memory = served.backend == "memory"
     async with Reader(served.url(transport, [("pattern", "late.*")]), transport) as reader:
         await reader.until(lambda r: bool(r.events))  # tornadose.subscribed
         served.channels.add("late.news", late_store)
         served.channels.add("late.secret", secret_store)
         await wait_until(lambda: len(gate.asked) == 2)
-        if not memory:
-            await asyncio.sleep(0.5)  # Redis has answered where the channels stand
-        sent = [await late_store.submit({"n": n}) for n in range(3)]
+        during = await late_store.submit({"n": "during"})
         await secret_store.submit("hidden")
         await asyncio.sleep(0.1)
         assert [e.channel for e in reader.events] == [None]  # nothing before the answer
         assert not late_store.subscribers
         assert not secret_store.subscribers
         gate.open.set()
-        expected = ([before] if memory else []) + sent
+        await ready(late_store)
+        sent = [await late_store.submit({"n": n}) for n in range(3)]
+        expected = ([during] if memory else []) + sent
         await reader.until(lambda r: len(r.of("late.news")) == len(expected))
         await asyncio.sleep(0.05)  # nothing more comes
     news = [e for e in reader.events if e.channel == "late.news"]
-    assert [e.event for e in news] == ["tornadose.resumed"] + [None] * len(expected)
-    assert [e.id for e in news[1:]] == [m.id for m in expected]
+    assert [e.id for e in news] == [m.id for m in expected]
     assert "hidden" not in [e.data for e in reader.events]
     refused = [e for e in reader.events if e.event == "tornadose.refused"]
     assert [(e.channel, e.data["status"]) for e in refused] == [("late.secret", 403)]
@@ -370,8 +367,9 @@ async def test_a_channel_matched_later_misses_nothing_while_the_hook_decides(
         assert "late.secret" not in decode_cursor(event.cursor)
     assert decode_cursor(news[-1].cursor)["late.news"] == expected[-1].id
     if memory:  # the refused client took nothing: the next subscriber gets the backlog
-        async with secret_store.subscribe() as next_one:
-            got = await asyncio.wait_for(next_one.get_batch(), TIMEOUT)
+        next_one = secret_store.subscribe()
+        got = await asyncio.wait_for(next_one.get_batch(), TIMEOUT)
+        next_one.close()
         assert [m.data for m in got] == ["hidden"]
 
 
@@ -714,6 +712,8 @@ async def test_a_channel_joined_before_its_first_message_resumes_in_order(serve:
         await second.until(lambda r: len(r.of("a")) == 3)
     events = [e.event for e in second.events]
     assert events == ["tornadose.subscribed", "tornadose.resumed", None, None, None]
+    # Until the first message is queued, every cursor stays before it.
+    assert decode_cursor(second.events[0].cursor)["a"] == decode_cursor(cursor)["a"]
     assert second.events[1].data == {"after": decode_cursor(cursor)["a"], "replayed": 3}
     assert [e.id for e in second.events[2:]] == [m.id for m in sent]
     restarted = await serve(["a"])

@@ -196,44 +196,17 @@ class Multiplex:
                 self.positions[name] = (store.position if empty else None) or ""
                 if self.positions[name] == "" and empty:
                     self._ask_position(name, store, subscription)
+        elif name in self._first:
+            # Resumed from before the channel's first message, which is not queued yet
+            # (it follows the store's tornadose.resumed): the cursor stays before it.
+            assert isinstance(backend, MemoryBackend)
+            self.positions[name] = f"{backend.epoch}-0"
         else:
             self.positions[name] = position
         mover = asyncio.ensure_future(self._move(name, subscription))
         self._movers.add(mover)
         mover.add_done_callback(self._movers.discard)
         return True
-
-    def position_now(self, store: BaseStore) -> asyncio.Future[str | None]:
-        """Where a subscriber of ``store`` registering now starts, as a position for
-        :meth:`add`: the store's :attr:`~tornadose.core.store.BaseStore.start_position`
-        (in memory ``"<epoch>-0"`` before the channel's first message), else asked of
-        the shared backend now (``None`` if it cannot say: a live start). Joined later
-        with it, a channel misses nothing published after this call (replayed from the
-        store's history, or an explicit reset if the history no longer holds it)."""
-        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        backend = store.backend
-        known = store.start_position
-        if known is None and isinstance(backend, MemoryBackend):
-            known = f"{backend.epoch}-0"
-        if known is not None:
-            done.set_result(known)
-            return done
-        answer = backend.resume("")
-        if isinstance(answer, Resume):
-            done.set_result(answer.reset_id)
-            return done
-
-        async def ask() -> str | None:
-            try:
-                resume = await asyncio.wait_for(answer, POSITION_TIMEOUT)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a live start
-                logger.warning("the position of %r is not known (%r)", store, exc)
-                return None
-            return resume.reset_id
-
-        return asyncio.ensure_future(ask())
 
     def _ask_position(self, name: str, store: BaseStore, subscription: Subscription) -> None:
         """A shared backend's store that was detached (this connection is its only

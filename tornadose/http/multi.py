@@ -51,11 +51,11 @@ every channel refused, no pattern      ``403 forbidden`` (naming each and why)
 **Authorization per channel.** The authorize hook is asked, with action
 ``subscribe``, for every channel of the set and for each channel a pattern comes to
 match later (with the request's headers, which the connection keeps for that). A
-channel matched later is joined from where it stood when it was declared
-(:meth:`~tornadose.core.multiplex.Multiplex.position_now`), so what it published
-while the hook decided follows its ``tornadose.resumed``; nothing is registered for
-it before the hook allows it (for a Redis channel no subscriber of this process
-reads, where it stands is asked of Redis when it is declared). A
+channel matched later joins the connection when the hook allows it, as a new
+subscriber of it would: from then on nothing of it is missed, and it gets what a
+newcomer gets (a ``QueueStore``'s backlog, a ``DataStore``'s current value); what
+it published while the hook decided reaches it only that way. Nothing is registered
+for it before the answer, so a refused channel's store is left as it was. A
 refused channel, or one beyond ``max_channels``, is reported in the stream as a
 ``tornadose.refused`` event naming it: ``{"channel": name, "id": null, "data":
 {"status": 403, "error": "forbidden", "detail": "..."}}``; the others are served.
@@ -316,31 +316,20 @@ def open_multiplex(admitted: Admitted, subscriber: object) -> Subscription | Ans
 
 
 def _declared(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
-    """A channel was declared while the connection is open: if a pattern matches it,
-    note where the channel stands now and, once the hook allows it, join it from
-    there (what it published meanwhile is replayed), else report it refused."""
+    """A channel was declared while the connection is open: join it if a pattern
+    matches it, once the hook allows it (else report it refused)."""
     if multiplex.outlet.closed or not matching(admitted.patterns, channel.name):
         return
-    start = multiplex.position_now(channel.store)
-    task = asyncio.ensure_future(_join_later(admitted, multiplex, channel, start))
+    task = asyncio.ensure_future(_join_later(admitted, multiplex, channel))
     admitted.tasks.add(task)
     task.add_done_callback(admitted.tasks.discard)
 
 
-async def _join_later(
-    admitted: Admitted,
-    multiplex: Multiplex,
-    channel: Channel,
-    start: asyncio.Future[str | None],
-) -> None:
+async def _join_later(admitted: Admitted, multiplex: Multiplex, channel: Channel) -> None:
     channels = admitted.endpoint.channels
-    try:
-        answer = await check_access(
-            channels.authorize, admitted.headers, channel.name, Action.SUBSCRIBE
-        )
-        position = await start
-    finally:
-        start.cancel()
+    answer = await check_access(
+        channels.authorize, admitted.headers, channel.name, Action.SUBSCRIBE
+    )
     if multiplex.outlet.closed or channel.name in multiplex:
         return
     if answer is not None:
@@ -353,4 +342,4 @@ async def _join_later(
         detail = f"the connection's channel names would not fit one cursor with {channel.name!r}"
         multiplex.report(channel.name, 400, "too_many_channels", detail)
     else:
-        multiplex.add(channel.name, channel.store, position)
+        multiplex.add(channel.name, channel.store, None)
