@@ -16,6 +16,7 @@ character count does not:
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Generator
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from websockets.streams import StreamReader
 from tests.clients import TIMEOUT, recv_text, ws_subscribed
 from tests.conftest import TornadoStarter, wait_until
 from tests.raw_clients import RawHTTP, header_of, websocket_handshake
+from tests.stream_writes import stream_writes, watch
 from tornadose.adapters.tornado import WebSocketSubscriber
 from tornadose.adapters.tornado import _compat as compat
 from tornadose.core.message import Message
@@ -210,6 +212,8 @@ async def test_joined_frames_are_byte_identical_to_tornados_frames_in_a_row(
 
 # -- 3. written by tornadose, read by the websockets client ------------------------------
 
+__all__ = ["stream_writes"]  # fixture, autouse
+
 
 class RecordingSubscriber(WebSocketSubscriber):
     """A :class:`WebSocketSubscriber` that records every write to its socket stream."""
@@ -221,13 +225,10 @@ class RecordingSubscriber(WebSocketSubscriber):
     def open(self, *args: str, **kwargs: str) -> None:
         assert self.ws_connection is not None
         stream: Any = self.ws_connection.stream
-        write = stream.write
-
-        def recording(data: bytes) -> Any:
-            self.writes.append(data)
-            return write(data)
-
-        stream.write = recording
+        # A small send buffer: frames written straight to the socket are taken in
+        # part and finished by IOStream.write.
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        watch(stream, lambda data, _: self.writes.append(data))
         super().open(*args, **kwargs)
 
 
