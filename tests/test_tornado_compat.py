@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import httpx
 import pytest
 import tornado
 import tornado.web
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 from tests.clients import TIMEOUT, recv, sse_client, take, ws_subscribed
 from tests.conftest import TornadoStarter, wait_until
@@ -501,3 +503,60 @@ async def test_websocket_without_compression_on_a_compressing_app_gets_shared_fr
         assert Envelope.model_validate_json(payload).data == "plain"
     finally:
         raw.abort()
+
+
+def _connected_pair() -> tuple[socket.socket, socket.socket, socket.socket]:
+    """A listening socket, a client and the server's end of their connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    server.setblocking(False)
+    return listener, client, server
+
+
+@pytest.mark.parametrize("direct", [False, True])
+async def test_a_write_to_a_reset_connection_reports_the_reset(direct: bool) -> None:
+    """A client that reset its connection: ``write_stream`` raises what Tornado's own
+    ``IOStream.write`` does (``StreamClosedError`` whose ``real_error`` is the reset)
+    and closes the stream, running its close callback."""
+    listener, client, server = _connected_pair()
+    stream = IOStream(server)
+    closed: list[bool] = []
+    stream.set_close_callback(lambda: closed.append(True))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset
+    try:
+
+        def write() -> object:
+            if direct:
+                return compat.write_stream(stream, b"x" * 100)
+            return stream.write(b"x" * 100).result()
+
+        with pytest.raises(StreamClosedError) as raised:
+            write()
+        assert isinstance(raised.value.real_error, ConnectionResetError)
+        assert stream.closed()
+        await wait_until(lambda: closed == [True])
+    finally:
+        listener.close()
+        stream.close()
+
+
+async def test_a_stream_with_a_write_buffer_limit_refuses_before_sending_anything() -> None:
+    """With ``max_write_buffer_size``, a write over the limit is refused whole, as by
+    Tornado: no partial chunk or frame goes out first."""
+    listener, client, server = _connected_pair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    stream = IOStream(server, max_write_buffer_size=64 * 1024)
+    try:
+        with pytest.raises(StreamBufferFullError):
+            compat.write_stream(stream, b"x" * 1_000_000)
+        client.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            client.recv(1)  # nothing was sent
+    finally:
+        listener.close()
+        client.close()
+        stream.close()

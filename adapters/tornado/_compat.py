@@ -31,6 +31,7 @@ __all__ = [
     "refuse_keep_alive",
     "send_text_frames",
     "write_body",
+    "write_stream",
 ]
 
 #: The Tornado versions whose private attributes below were checked: 6.x.
@@ -127,14 +128,17 @@ def write_stream(stream: IOStream, data: bytes) -> Awaitable[None] | None:
     callback when it completes): per connection and per message, the objects that
     fill the garbage collector's generations and bring full collections, whose
     pauses decide a fan-out's latency tail. On a plain ``IOStream`` (not TLS) with
-    nothing in its buffer, the bytes go to the socket at once; only what the socket
-    does not take goes through ``IOStream.write`` (behind nothing: order is kept).
-    A socket error falls back to ``IOStream.write``, which reports it as Tornado does.
+    nothing in its buffer and no ``max_write_buffer_size`` (whose check comes before
+    any byte is sent), the bytes go to the socket at once; only what the socket does
+    not take goes through ``IOStream.write`` (behind nothing: order is kept). A socket
+    error closes the stream with that error, as Tornado does (``stream.error``,
+    ``StreamClosedError.real_error``).
     """
     sent = 0
     if (
         PRIVATE_API
         and type(stream) is IOStream
+        and stream.max_write_buffer_size is None
         and not stream._write_buffer
         and not stream.closed()
         and stream.socket is not None
@@ -143,8 +147,9 @@ def write_stream(stream: IOStream, data: bytes) -> Awaitable[None] | None:
             sent = stream.socket.send(data)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            sent = 0  # IOStream.write meets the error again and closes the stream
+        except OSError as exc:  # the socket reports its error once: say it now
+            stream.close(exc_info=exc)
+            raise StreamClosedError(real_error=exc) from exc
         if sent == len(data):
             return None
     written = stream.write(memoryview(data)[sent:] if sent else data)
@@ -186,7 +191,7 @@ def send_text_frames(handler: WebSocketHandler, texts: list[str]) -> Awaitable[N
     :func:`tornadose.wire.websocket.text_frames`, once per ``texts`` object (a
     one-entry cache by identity: in one flush every up-to-date subscriber is handed
     the same list, so they all write the same bytes), and written with one
-    ``stream.write``, counted in Tornado's ``_wire_bytes_out`` as its own frames are
+    :func:`write_stream`, counted in Tornado's ``_wire_bytes_out`` as its own frames are
     (``_message_bytes_out``, which only ``write_message`` counts, is not).
 
     Fallback (compression negotiated, a connection that is not Tornado's
