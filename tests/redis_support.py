@@ -107,6 +107,19 @@ async def take(subscription: Subscription, count: int, timeout: float = 10.0) ->
     return await asyncio.wait_for(collect(), timeout)
 
 
+async def drain(subscription: Subscription, last: str, timeout: float = 20.0) -> list[Message]:
+    """Everything ``subscription`` receives until the message ``last`` (resets
+    included), failing after ``timeout`` seconds."""
+    got: list[Message] = []
+
+    async def until_last() -> None:
+        while last not in [m.id for m in got]:
+            got.extend(await subscription.get_batch())
+
+    await asyncio.wait_for(until_last(), timeout)
+    return got
+
+
 async def close_and_clear(url: str, prefix: str, made: Iterable[Any]) -> None:
     """After a test: close every store or backend in ``made`` (``aclose()``, within
     10 s each; all are closed even if one fails, and the first error is raised last),

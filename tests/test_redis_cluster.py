@@ -36,6 +36,7 @@ from redis.crc import key_slot
 
 from tests.programs import StartProgram
 from tests.redis_cluster_support import Cluster, redis_cluster, start_cluster
+from tests.redis_support import drain
 from tests.test_redis_processes import (
     RESUMED,
     Client,
@@ -170,18 +171,6 @@ async def publish_until(
             except StoreUnavailable as exc:
                 failed.append(str(exc))
         await asyncio.sleep(0.005)
-
-
-async def drain(subscription: Subscription, last: str, timeout: float = TIMEOUT) -> list[Message]:
-    """Everything ``subscription`` receives until the message ``last``."""
-    got: list[Message] = []
-
-    async def until_last() -> None:
-        while last not in [m.id for m in got]:
-            got.extend(await subscription.get_batch())
-
-    await asyncio.wait_for(until_last(), timeout)
-    return got
 
 
 async def test_a_live_channels_slot_migrates_to_another_master_while_publishing(

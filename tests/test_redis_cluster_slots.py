@@ -28,6 +28,7 @@ import redis
 from redis.crc import key_slot
 
 from tests.redis_cluster_support import Cluster, redis_cluster
+from tests.redis_support import drain
 from tornadose.backends.redis.store import RedisStore
 from tornadose.core.message import Message
 from tornadose.core.subscription import Subscription
@@ -137,18 +138,6 @@ async def test_fifty_channels_in_fifty_slots_of_one_master(redis_cluster: Cluste
         node.close()
         for store in stores:
             await store.aclose()
-
-
-async def drain(subscription: Subscription, last: str, timeout: float = 5.0) -> list[Message]:
-    """Everything ``subscription`` receives until the message ``last``."""
-    got: list[Message] = []
-
-    async def until_last() -> None:
-        while last not in [m.id for m in got]:
-            got.extend(await subscription.get_batch())
-
-    await asyncio.wait_for(until_last(), timeout)
-    return got
 
 
 async def test_a_slot_migrating_among_several_on_one_master(redis_cluster: Cluster) -> None:
